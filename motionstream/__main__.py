@@ -1,0 +1,3 @@
+from motionstream.cli import main
+
+raise SystemExit(main())

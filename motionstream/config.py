@@ -1,0 +1,66 @@
+"""Configuration: YAML presets in `configs/` (tiny-cpu, wan2.1-1.3b, wan2.2-5b) -> dataclasses.
+
+A preset is a YAML mapping of sections (`video`, `tracks`, `vae`, `dit`, `train_*`, ...). Each
+subsystem owns a dataclass for its section and builds it with `section(cfg, "name", Cls)`, which
+rejects unknown keys so a typo in a config is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+WEIGHTS_DIR = REPO_ROOT / "weights"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or section is missing or malformed."""
+
+
+def load_config(name_or_path: str | Path) -> dict[str, Any]:
+    """Load a preset by name (`tiny-cpu`) or by path (`configs/tiny-cpu.yaml`)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {name_or_path!r} not found (looked for a file and for {path}); known presets: {known}")
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys (nested dataclasses supported)."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown keys {unknown}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for name in fields:
+        sub = hints.get(name)
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(values.get(name), dict):
+            values[name] = from_dict(sub, values[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def section(cfg: dict[str, Any], name: str, cls: type[T]) -> T:
+    """The dataclass for section `name` of a loaded config (defaults when the section is absent)."""
+    return from_dict(cls, cfg.get(name), f"{cfg.get('name', 'config')}.{name}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a plain dict (for config.json next to weights)."""
+    return dataclasses.asdict(obj)

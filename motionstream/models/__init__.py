@@ -1,0 +1,1 @@
+"""Neural network modules: DiT, KV cache, track head, video codec, text encoders, checkpoints."""

@@ -1,0 +1,140 @@
+"""Pieces every training loop shares: resumable training state, EMA, learning-rate schedules.
+
+Training state (model, EMA, optimizer, step, RNG) is written as safetensors + JSON, never pickle,
+atomically, so `kill -9` at any moment loses at most the current step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+# ----------------------------------------------------------------------------- EMA
+class EMA:
+    """Exponential moving average of parameters with warm-up: decay_n = min(decay, (1 + n) / (10 + n)).
+
+    The warm-up makes short runs still have a useful average.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({**model.state_dict(), **self.shadow})
+
+
+# ----------------------------------------------------------------------- schedules
+def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
+    """Linear warm-up, then `constant` or `cosine` decay to `min_ratio * base_lr` at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r} (constant | cosine)")
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------ training state
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"opt.{pid}.{name}"] = val.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    for key, val in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = val
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_training_state(run_dir: str | Path, step: int, modules: dict[str, torch.nn.Module | EMA],
+                        optimizers: dict[str, torch.optim.Optimizer], extra: dict[str, Any] | None = None) -> Path:
+    """Write `run_dir/state.safetensors` + `run_dir/state.json` atomically (temp + rename)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"step": step, "extra": extra or {}, "optimizers": {}}
+    for name, mod in modules.items():
+        for k, v in mod.state_dict().items():
+            tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+        if isinstance(mod, EMA):
+            meta.setdefault("ema_updates", {})[name] = mod.num_updates
+    for name, opt in optimizers.items():
+        t, m = _flatten_optimizer(opt)
+        tensors.update({f"{name}.{k}": v for k, v in t.items()})
+        meta["optimizers"][name] = m
+    tensors["torch_rng"] = torch.get_rng_state()
+    tmp = run_dir / "state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp_json = run_dir / "state.json.tmp"
+    tmp_json.write_text(json.dumps(meta, default=str))
+    # safetensors first, json second: state.json is the commit marker and always names a complete file.
+    os.replace(tmp, run_dir / "state.safetensors")
+    os.replace(tmp_json, run_dir / "state.json")
+    return run_dir
+
+
+def load_training_state(run_dir: str | Path, modules: dict[str, torch.nn.Module | EMA],
+                        optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, dict[str, Any]] | None:
+    """Restore what `save_training_state` wrote; returns (step, extra) or None when no state exists."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "state.json").is_file():
+        return None
+    meta = json.loads((run_dir / "state.json").read_text())
+    tensors = load_file(str(run_dir / "state.safetensors"))
+    for name, mod in modules.items():
+        prefix = f"{name}."
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if isinstance(mod, EMA):
+            mod.shadow = {k: v.float() for k, v in sd.items()}
+            mod.num_updates = meta.get("ema_updates", {}).get(name, 0)
+        else:
+            mod.load_state_dict(sd)
+    for name, opt in optimizers.items():
+        prefix = f"{name}."
+        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix + "opt.")}
+        opt.load_state_dict(_unflatten_optimizer(sub, meta["optimizers"][name]))
+    torch.set_rng_state(tensors["torch_rng"])
+    return int(meta["step"]), meta.get("extra", {})

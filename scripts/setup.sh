@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Idempotent setup: a .venv with the pinned requirements and the package installed editable.
+# Re-running is cheap: it only reinstalls when requirements.txt or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.setup-stamp
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and alone, so nothing else can choose a different (CUDA) build for us.
+  .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+fi
