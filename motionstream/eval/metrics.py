@@ -78,17 +78,27 @@ def frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(mse == 0, np.inf, 10.0 * np.log10(PIXEL_MAX ** 2 / np.maximum(mse, 1e-300)))
 
 
-def frame_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 [T]: per-frame SSIM (skimage, Gaussian-free 7x7 window, colour channels averaged)."""
+def frame_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """float64 [T]: per-frame SSIM (skimage: 7x7 uniform window, colour channels averaged). With
+    `mask` bool [T,H,W] the SSIM map is averaged over the masked pixels only (nan for empty frames)."""
     from skimage.metrics import structural_similarity
 
     a, b = _check_pair(a, b)
-    return np.array([structural_similarity(x, y, channel_axis=-1, data_range=PIXEL_MAX) for x, y in zip(a, b)])
+    if mask is None:
+        return np.array([structural_similarity(x, y, channel_axis=-1, data_range=PIXEL_MAX) for x, y in zip(a, b)])
+    mask = np.asarray(mask, bool).reshape(a.shape[:3])
+    out = []
+    for x, y, m in zip(a, b, mask):
+        _, smap = structural_similarity(x, y, channel_axis=-1, data_range=PIXEL_MAX, full=True)
+        out.append(float(smap.mean(-1)[m].mean()) if m.any() else float("nan"))
+    return np.array(out)
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-frame SSIM of two uint8 videos [T,H,W,3], in [-1, 1] (1 = identical)."""
-    return float(frame_ssim(a, b).mean())
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean per-frame SSIM of two uint8 videos [T,H,W,3], in [-1, 1] (1 = identical); `mask` as in
+    frame_ssim (frames with an empty mask are skipped)."""
+    vals = frame_ssim(a, b, mask)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
 
 # ---------------------------------------------------------------------------- LPIPS

@@ -1,0 +1,123 @@
+"""Benchmark registry, runner, report and CLI on cheap benchmarks (outputs go to tmp_path)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from motionstream.cli import main
+from motionstream.eval import benchmarks
+from motionstream.eval.benchmarks import BenchmarkResult, NotAvailable, Table, benchmark, run_benchmark
+from motionstream.eval.report import HEADLINE_BEGIN, HEADLINE_END, update_readme_headline, write_report
+
+
+@pytest.fixture
+def fake_benchmarks(monkeypatch):
+    """Register throw-away benchmarks; the registry is restored afterwards."""
+    benchmarks.load_benchmarks()
+    monkeypatch.setattr(benchmarks, "REGISTRY", dict(benchmarks.REGISTRY))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    @benchmark("fake-ok", "A cheap benchmark")
+    def ok(ctx):
+        """Squares of the clip count."""
+        ctx.add_table(Table("squares", ["n", "n^2", "tiny"], [[n, float(n * n), 1e-6] for n in range(ctx.num_clips)]))
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        ctx.add_plot(fig, "line")
+        ctx.summary["clips"] = ctx.num_clips
+        ctx.raw["values"] = np.arange(3)
+        ctx.note("a note")
+
+    @benchmark("fake-weights", "Needs weights", needs_weights=("no-such-model",))
+    def needs(ctx):
+        raise AssertionError("must not run without its weights")
+
+    @benchmark("fake-missing", "Needs a module")
+    def missing(ctx):
+        benchmarks.require_module("motionstream.no_such_module", "the frobnicator")
+
+    @benchmark("fake-broken", "Crashes")
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    return benchmarks.REGISTRY
+
+
+def test_runner_writes_json_markdown_and_plots(fake_benchmarks, tmp_path):
+    res = run_benchmark("fake-ok", quick=True, out_root=tmp_path)
+    folder = tmp_path / "eval" / "fake-ok"
+    assert res.status == "ok" and res.summary == {"clips": 2}    # --quick = 2 clips
+    assert sorted(p.name for p in folder.iterdir()) == ["line.png", "result.json", "table.md"]
+    stored = BenchmarkResult.from_json((folder / "result.json").read_text())
+    assert stored.tables[0].rows == [[0, 0.0, 1e-6], [1, 1.0, 1e-6]] and stored.raw["values"] == [0, 1, 2]
+    assert stored.machine["cores"] >= 1 and stored.commit and stored.quick
+    table = (folder / "table.md").read_text()
+    assert "| n | n^2 | tiny |" in table and "| 1 | 1.000 | 1.0e-06 |" in table and "- a note" in table
+    # a full run uses the config's full_clips, and a stale file from the previous run is gone
+    (folder / "stale.png").write_bytes(b"x")
+    assert run_benchmark("fake-ok", out_root=tmp_path).summary["clips"] == benchmarks.EvalConfig().full_clips
+    assert not (folder / "stale.png").exists()
+
+
+def test_unavailable_and_failing_benchmarks_are_reported(fake_benchmarks, tmp_path):
+    res = run_benchmark("fake-weights", out_root=tmp_path)
+    assert res.status == "not available" and "weights/no-such-model" in res.reason
+    res = run_benchmark("fake-missing", out_root=tmp_path)
+    assert res.status == "not available" and "frobnicator" in res.reason
+    with pytest.raises(RuntimeError, match="boom"):
+        run_benchmark("fake-broken", out_root=tmp_path)
+    res = run_benchmark("fake-broken", out_root=tmp_path, catch_errors=True)
+    assert res.status == "failed" and "boom" in (tmp_path / "eval" / "fake-broken" / "error.log").read_text()
+    with pytest.raises(KeyError, match="unknown benchmark"):
+        run_benchmark("nope", out_root=tmp_path)
+
+
+def test_report_collects_every_result(fake_benchmarks, tmp_path):
+    for name in ("fake-ok", "fake-weights"):
+        run_benchmark(name, quick=True, out_root=tmp_path)
+    text = write_report(tmp_path).read_text()
+    assert "AMD" in text or "CPU" in text
+    assert "commit: `" in text and "quick" in text
+    assert "![fake-ok: line](eval/fake-ok/line.png)" in text and "**squares**" in text
+    assert "not available: missing weights/no-such-model" in text
+    assert text.index("## A cheap benchmark") < text.index("## Needs weights")
+
+
+def test_readme_headline_block_is_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{HEADLINE_BEGIN}\nold\n{HEADLINE_END}\noutro\n")
+    res = BenchmarkResult("codec", "Codec", "ok", quick=False, summary={"tiny PSNR": 27.123}, commit="abc")
+    assert update_readme_headline([res], readme)
+    text = readme.read_text()
+    assert "old" not in text and "- **codec**: tiny PSNR 27.12" in text and text.endswith(f"{HEADLINE_END}\noutro\n")
+    assert not update_readme_headline([res], tmp_path / "missing.md")
+
+
+def test_cli_runs_a_benchmark_and_rejects_unknown(fake_benchmarks, tmp_path, capsys):
+    assert main(["eval", "fake-ok", "--quick", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "eval" / "fake-ok" / "result.json").read_text())["status"] == "ok"
+    assert main(["eval", "report", "--out", str(tmp_path)]) == 0 and (tmp_path / "REPORT.md").is_file()
+    assert main(["eval", "bogus", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark 'bogus'" in capsys.readouterr().err
+    assert main(["eval", "list"]) == 0 and "transfer" in capsys.readouterr().out
+
+
+def test_every_shipped_benchmark_is_registered():
+    names = set(benchmarks.load_benchmarks())
+    assert {"transfer", "long", "guidance", "codec", "speed", "camera"} <= names
+
+
+def test_camera_benchmark_checks_tracks_against_the_homography(tmp_path):
+    pytest.importorskip("motionstream.tracks.camera")
+    res = run_benchmark("camera", quick=True, out_root=tmp_path)
+    assert res.status == "ok", res.reason
+    assert res.summary["max track err (px)"] < 1e-3
+    assert res.summary["parallax ratio"] == pytest.approx(2.0, rel=0.02)
+    assert res.summary["warp PSNR (dB)"] > res.summary["frozen PSNR (dB)"] + 10
+    assert {"frames.png", "psnr.png"} <= set(res.plots)
