@@ -59,3 +59,74 @@ def load_model_dir(name_or_path: str | Path) -> tuple[dict[str, Any], dict[str, 
     meta = json.loads((path / "config.json").read_text())
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path / "model.safetensors")).items()}
     return meta, state
+
+
+# ------------------------------------------------------------------ Wan key maps
+# Wan 2.1 / 2.2 DiT checkpoints come in two key layouts: the original (Wan-Video/Wan2.1
+# wan/modules/model.py, which our DiT uses by name) and diffusers' WanTransformer3DModel. Each rule
+# maps a diffusers key prefix (regex, anchored) to the original one; `N` is the block index.
+WAN_DIFFUSERS_TO_ORIGINAL: list[tuple[str, str]] = [
+    (r"condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"blocks\.(\d+)\.attn1\.to_q\.", r"blocks.\1.self_attn.q."),
+    (r"blocks\.(\d+)\.attn1\.to_k\.", r"blocks.\1.self_attn.k."),
+    (r"blocks\.(\d+)\.attn1\.to_v\.", r"blocks.\1.self_attn.v."),
+    (r"blocks\.(\d+)\.attn1\.to_out\.0\.", r"blocks.\1.self_attn.o."),
+    (r"blocks\.(\d+)\.attn1\.norm_q\.", r"blocks.\1.self_attn.norm_q."),
+    (r"blocks\.(\d+)\.attn1\.norm_k\.", r"blocks.\1.self_attn.norm_k."),
+    (r"blocks\.(\d+)\.attn2\.to_q\.", r"blocks.\1.cross_attn.q."),
+    (r"blocks\.(\d+)\.attn2\.to_k\.", r"blocks.\1.cross_attn.k."),
+    (r"blocks\.(\d+)\.attn2\.to_v\.", r"blocks.\1.cross_attn.v."),
+    (r"blocks\.(\d+)\.attn2\.to_out\.0\.", r"blocks.\1.cross_attn.o."),
+    (r"blocks\.(\d+)\.attn2\.norm_q\.", r"blocks.\1.cross_attn.norm_q."),
+    (r"blocks\.(\d+)\.attn2\.norm_k\.", r"blocks.\1.cross_attn.norm_k."),
+    (r"blocks\.(\d+)\.norm2\.", r"blocks.\1.norm3."),          # diffusers' norm2 is the cross-attention norm
+    (r"blocks\.(\d+)\.ffn\.net\.0\.proj\.", r"blocks.\1.ffn.0."),
+    (r"blocks\.(\d+)\.ffn\.net\.2\.", r"blocks.\1.ffn.2."),
+    (r"blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation"),
+    (r"scale_shift_table$", "head.modulation"),
+    (r"proj_out\.", "head.head."),
+    (r"patch_embedding\.", "patch_embedding."),
+]
+
+
+def wan_layout(state_dict: dict[str, torch.Tensor]) -> str:
+    """'diffusers' or 'original' (raises ValueError for anything else)."""
+    keys = set(state_dict)
+    if "condition_embedder.time_proj.weight" in keys:
+        return "diffusers"
+    if "time_projection.1.weight" in keys:
+        return "original"
+    raise ValueError("not a Wan DiT state dict: neither condition_embedder.time_proj.weight (diffusers) "
+                     "nor time_projection.1.weight (original) found")
+
+
+def wan_diffusers_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers WanTransformer3DModel state dict to the original Wan keys (strict: unknown keys raise)."""
+    import re
+
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in WAN_DIFFUSERS_TO_ORIGINAL:
+            new, n = re.subn("^" + pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise KeyError(f"unknown diffusers Wan key {key!r} (image-conditioned Wan I2V weights are not supported)")
+    return out
+
+
+def load_safetensors_folder(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors file or of every .safetensors file in a folder (sharded checkpoints)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    if not files:
+        raise WeightsNotFound(f"no .safetensors weights at {path} (a Wan DiT file or a folder of shards)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
