@@ -1,0 +1,400 @@
+"""StreamingGenerator: image + prompt in, then motion chunk by chunk, video frames out, forever.
+
+Paper Sec. 3.2 "Inference" and Sec. 4.4. Per chunk of C latent frames (config `stream`, default
+c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
+
+    tracks of the chunk's video frames (MotionControls) -> MotionCondition (Eq. 1 map + guide)
+    noise z ~ N(0, I) [1, 16, C, h, w]
+    K denoising steps at the student's flow times t_1 = 1 > t_2 > ... > t_K (one NFE each):
+        v = student(z, t_k | cache, text, motion)   (cache read, never changed)
+        x0 = z - t_k v ;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise      (few-step DMD sampler)
+    one clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
+    x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
+
+The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
+chunk 10,000 costs what chunk 2 costs. Decoding of chunk i runs on a worker thread and may overlap
+the generation of chunk i+1 (`next_chunk_async`); torch ops release the GIL.
+
+API (all frames uint8 [T, H, W, 3]):
+
+    gen = StreamingGenerator(model, codec, text_encoder, StreamConfig(), param=TeacherParam())
+    gen.start(image [H, W, 3], prompt)         encode the first frame and the prompt once, empty cache
+    gen.push(ts: TrackSet, start_frame=None)   tracks for upcoming stream frames (or use gen.controls
+                                               for live pointer input: pointer_down/move/up, pins, paths)
+    gen.push([(t_s, x, y), ...], drag_id)      pointer samples of a live drag (gen.controls.pointer_down first)
+    frames = gen.next_chunk()                  generate + decode the next chunk (blocking)
+    fut = gen.next_chunk_async()               same, decode on the worker: fut.result() -> frames
+    gen.pause(); gen.resume()                  paused: next_chunk returns 0 frames and the clock stops
+    gen.reset()                                the same image and prompt from frame 0, controls cleared
+
+Dynamic sink refresh (config `sink_refresh_chunks`, 0 = off, paper Limitation F): every N chunks
+the sink is re-anchored on the most recent window chunk (its keys re-rotated to the sink's cache
+positions), the guide's source latent becomes that chunk's last latent frame and every live
+track's anchor its current position. The fixed sink anchors the stream to frame 0, which resists
+drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
+following a changing scene. Off by default; measured by [eval].
+
+Student model folders (`--model student` = weights/student-tiny-cpu, or any folder): config.json
+{"kind": "student" | "teacher", "config": DiTConfig, "teacher": TeacherParam (optional),
+"stream": StreamConfig fields (optional)} + model.safetensors. The output parameterisation
+(diffusion/sampling.py: TeacherParam, skip_term) travels with the weights.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from motionstream.stream.controls import ChunkTracks, MotionControls
+from motionstream.tracks.trackset import TrackSet
+
+STUDENT_WEIGHTS = "student-tiny-cpu"
+TEACHER_WEIGHTS = "teacher-tiny-cpu"
+
+
+@dataclass
+class StreamConfig:
+    """Section `stream` of a preset (names: cXsYwZ = chunk X latent frames, Y sink chunks, window Z chunks)."""
+
+    chunk_frames: int = 3                 # C: latent frames per chunk (12 video frames after the first)
+    sink_chunks: int = 1                  # S
+    window_chunks: int = 1                # W
+    # flow times of the K denoising steps (1 = pure noise); the student is distilled for exactly these
+    timesteps: list[float] = field(default_factory=lambda: [1.0, 0.857, 0.6])
+    decoder: str = "tiny"                 # tiny (TAEHV-style streaming decoder) | full (the causal VAE decoder)
+    overlap_decode: bool = True           # decode chunk i on a worker thread while chunk i+1 generates
+    sink_refresh_chunks: int = 0          # 0 = fixed sink; N = re-anchor the sink every N chunks (Limitation F)
+    seed: int = 0                         # noise of chunk i comes from (seed, i): a stream is reproducible
+    student: str = STUDENT_WEIGHTS        # model folder of `--model student`
+    vae: str = "vae-tiny-cpu"
+    tiny_decoder: str = "tiny-decoder-tiny-cpu"
+    max_tracks: int = 2500                # pushed TrackSets with more tracks are subsampled (conditioning cost)
+
+    def __post_init__(self) -> None:
+        self.timesteps = [float(t) for t in self.timesteps]
+        if not self.timesteps or any(not 0 < t <= 1 for t in self.timesteps) or \
+                any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:])):
+            raise ValueError(f"stream.timesteps must be decreasing flow times in (0, 1], got {self.timesteps}")
+        if self.chunk_frames < 1 or self.sink_chunks < 0 or self.window_chunks < 0:
+            raise ValueError(f"bad cache shape {self.name}")
+        if self.decoder not in ("tiny", "full"):
+            raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
+
+    @property
+    def name(self) -> str:
+        return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
+
+    def with_cache_name(self, name: str) -> "StreamConfig":
+        """A copy with chunk/sink/window from a cXsYwZ name (e.g. 'c3s1w1', 'c3s0w6')."""
+        import re
+
+        m = re.fullmatch(r"c(\d+)s(\d+)w(\d+)", name.strip())
+        if not m:
+            raise ValueError(f"cache name must look like c3s1w1 (chunk, sink, window), got {name!r}")
+        c, s, w = (int(g) for g in m.groups())
+        return replace(self, chunk_frames=c, sink_chunks=s, window_chunks=w)
+
+
+# ------------------------------------------------------------------------------- conditioning
+def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start: int, num_latent: int,
+                    cfg: Any) -> "MotionCondition":  # noqa: F821
+    """MotionCondition of latent frames [latent_start, latent_start + num_latent) of a stream.
+
+    first_latent [1, C_lat, h, w] (the image; or the refreshed anchor latent), chunk: the tracks of
+    exactly the chunk's video frames. Equal to build_condition(...).chunk(a, b) on a whole clip
+    whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
+    """
+    from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
+    from motionstream.tracks.embed import rasterize
+
+    tf = cfg.temporal_factor
+    _, _, h, w = first_latent.shape
+    ts = chunk.tracks
+    stride = ts.width // w
+    cm = rasterize(ts, stride, dim=cfg.track_dim, ids=ts.ids)                       # [T, h, w, d]
+    track_map = torch.from_numpy(np.ascontiguousarray(cm)).permute(3, 0, 1, 2)[None].to(first_latent)
+    latent, mask = image_condition(first_latent, latent_start + num_latent, cfg.image_mask_channels)
+    latent, mask = latent[:, :, latent_start:], mask[:, :, latent_start:]
+    guide = guide_mask = None
+    if cfg.use_guide:
+        # a virtual clip for build_guide: frame 0 = the anchors (source cells), frame tf*j = the last
+        # video frame of the chunk's j-th latent frame (global video frame tf * (latent_start + j - 1))
+        n = ts.num_tracks
+        xy = np.zeros((1 + tf * num_latent, n, 2), np.float32)
+        vis = np.zeros((1 + tf * num_latent, n), bool)
+        xy[0], vis[0] = chunk.anchors, chunk.anchor_visible
+        for j in range(1, num_latent + 1):
+            local = tf * (latent_start + j - 1) - chunk.start_frame
+            xy[tf * j], vis[tf * j] = ts.tracks[local], ts.visibility[local]
+        virtual = TrackSet(xy, vis, ts.width, ts.height, ts.fps)
+        g, gm = build_guide(first_latent[0], virtual, num_latent + 1, stride, tf)
+        guide, guide_mask = g[None, :, 1:], gm[None, :, 1:]
+        if latent_start == 0:   # latent frame 0 is the image itself: no guide there (as build_guide)
+            guide[:, :, 0], guide_mask[:, :, 0] = 0, 0
+    return MotionCondition(image_latent=latent, image_mask=mask, track_map=track_map, guide=guide,
+                           guide_mask=guide_mask, temporal_factor=tf)
+
+
+# -------------------------------------------------------------------------------- the engine
+class StreamingGenerator:
+    """Causal few-step student + rolling KV cache + streaming decoder (see module docstring).
+
+    model: WanDiT (causal student weights; a random one works for tests); codec: VideoCodec;
+    text_encoder: .encode(list[str]) -> (tokens [B, L, D], mask [B, L]); param: TeacherParam of the
+    weights (None = raw velocity output).
+    """
+
+    def __init__(self, model: torch.nn.Module, codec: torch.nn.Module, text_encoder: Any,
+                 config: StreamConfig | None = None, param: Any = None, fps: float = 16.0):
+        self.model = model.eval()
+        self.codec = codec.eval()
+        self.text_encoder = text_encoder
+        self.config = config or StreamConfig()
+        self.param = param
+        self.fps = float(fps)
+        self.temporal_factor = model.cfg.temporal_factor
+        self._worker: futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.started = False
+        self.paused = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @torch.inference_mode()
+    def start(self, image: np.ndarray, prompt: str, config: StreamConfig | None = None) -> None:
+        """Begin a stream from uint8 image [H, W, 3] (H, W multiples of the VAE stride) and a prompt."""
+        from motionstream.models.codec import frames_to_tensor
+
+        if config is not None:
+            self.config = config
+        image = np.asarray(image)
+        s = self.codec.spatial_stride * self.model.cfg.patch_size[1]
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        if image.shape[0] % s or image.shape[1] % s:
+            raise ValueError(f"image size {image.shape[1]}x{image.shape[0]} must be a multiple of {s} "
+                             "(VAE stride x patch size); resize it with video.resize_crop")
+        self.wait()
+        self.image = image
+        self.height, self.width = image.shape[:2]
+        device = next(self.model.parameters()).device
+        self.device = device
+        latent = self.codec.encode(frames_to_tensor(image).to(device))              # [1, C, 1, h, w]
+        self.image_latent = latent[:, :, 0].to(torch.float32)
+        tokens, mask = self.text_encoder.encode([prompt])
+        self.text = (tokens.to(device), None if mask is None else mask.to(device))
+        self.prompt = prompt
+        self.controls = MotionControls(self.width, self.height, self.fps, seed=self.config.seed)
+        c = self.config
+        self.cache = self.model.new_cache(1, tuple(self.image_latent.shape[2:]), c.chunk_frames, c.sink_chunks,
+                                          c.window_chunks, device=device)
+        self.started = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Restart from frame 0 with the same image and prompt (cache, decoder and controls cleared)."""
+        self._need_started()
+        self.wait()
+        self.cache.reset()
+        self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny")
+        self.controls.reset()
+        self.anchor_latent = self.image_latent
+        self.chunk_index = 0
+        self.frames_out = 0
+        self.paused = False
+        self.last_latents: torch.Tensor | None = None
+
+    def pause(self) -> None:
+        """Stop generating: next_chunk returns no frames and the stream clock stands still."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        """Finish pending decodes and stop the worker thread."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    def wait(self) -> None:
+        """Block until every submitted chunk is decoded."""
+        if self._worker is not None:
+            self._worker.submit(lambda: None).result()
+
+    # ------------------------------------------------------------------ input
+    def push(self, tracks: TrackSet | Sequence[tuple[float, float, float]], drag_id: int | None = None,
+             start_frame: int | None = None) -> None:
+        """Motion for the next frames: a TrackSet whose frame 0 is stream frame `start_frame` (default:
+        the next frame not yet generated), or pointer samples (t_seconds, x, y) of the live drag `drag_id`
+        (pointer_down on gen.controls first; samples may arrive at any time)."""
+        self._need_started()
+        if isinstance(tracks, TrackSet):
+            if tracks.num_tracks > self.config.max_tracks:
+                keep = np.random.default_rng(self.config.seed).choice(tracks.num_tracks, self.config.max_tracks,
+                                                                      replace=False)
+                tracks = tracks.subset(np.sort(keep))
+            self.controls.push_tracks(tracks, start_frame)
+            return
+        if drag_id is None:
+            raise ValueError("pointer samples need the drag_id returned by gen.controls.pointer_down")
+        for t, x, y in tracks:
+            self.controls.pointer_move(drag_id, t, x, y)
+
+    # ------------------------------------------------------------------ output
+    @property
+    def next_frame(self) -> int:
+        """Stream frame index of the first frame of the next chunk."""
+        c, tf = self.config.chunk_frames, self.temporal_factor
+        return 0 if self.chunk_index == 0 else 1 + tf * (c * self.chunk_index - 1)
+
+    def chunk_num_frames(self, index: int | None = None) -> int:
+        """Video frames of chunk `index` (default: the next): 1 + 4(C-1) for the first, 4C after."""
+        index = self.chunk_index if index is None else index
+        c, tf = self.config.chunk_frames, self.temporal_factor
+        return 1 + tf * (c - 1) if index == 0 else tf * c
+
+    @property
+    def stream_time(self) -> float:
+        """Seconds of video generated so far (the clock pointer samples are in)."""
+        return self.next_frame / self.fps
+
+    def next_chunk(self) -> np.ndarray:
+        """Generate and decode the next chunk: uint8 [T, H, W, 3] (T = 0 while paused)."""
+        return self.next_chunk_async().result()
+
+    def next_chunk_async(self) -> "futures.Future[np.ndarray]":
+        """Generate the next chunk now; its decode runs on the worker thread (returned future)."""
+        self._need_started()
+        if self.paused:
+            done: futures.Future[np.ndarray] = futures.Future()
+            done.set_result(np.zeros((0, self.height, self.width, 3), np.uint8))
+            return done
+        latents = self.generate_latents()
+        if not self.config.overlap_decode:
+            done = futures.Future()
+            done.set_result(self._decode(latents))
+            return done
+        if self._worker is None:
+            self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode")
+        return self._worker.submit(self._decode, latents)
+
+    @torch.inference_mode()
+    def generate_latents(self) -> torch.Tensor:
+        """The next chunk's clean latents [1, C_lat, C, h, w] (cache updated); no decoding."""
+        from motionstream.diffusion.flow import x0_from_velocity
+
+        cfg = self.config
+        c = cfg.chunk_frames
+        latent_start = self.chunk_index * c
+        chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
+        cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg)
+        prior_cond = self._prior_condition(cond)
+        b, ch = self.anchor_latent.shape[:2]
+        h, w = self.anchor_latent.shape[2:]
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.chunk_index)
+        noise = lambda: torch.randn(b, ch, c, h, w, generator=gen).to(self.device)  # noqa: E731
+        z = noise()
+        x0 = z
+        for k, t in enumerate(cfg.timesteps):
+            tt = torch.full((b, c), t, device=self.device)
+            v = self._velocity(z, tt, cond, prior_cond, write=False)
+            x0 = x0_from_velocity(z, v, tt)
+            if k + 1 < len(cfg.timesteps):
+                t_next = cfg.timesteps[k + 1]
+                z = (1 - t_next) * x0 + t_next * noise()
+        # the clean pass: x0's K/V enter the cache (sink first, then the rolling window)
+        self.model.forward_chunk(x0, torch.zeros(b, c, device=self.device), self.text[0], self.text[1], cond,
+                                 self.cache, write=True)
+        self.chunk_index += 1
+        self.last_latents = x0
+        if cfg.sink_refresh_chunks > 0 and self.chunk_index % cfg.sink_refresh_chunks == 0:
+            self.refresh_sink()
+        return x0
+
+    def refresh_sink(self) -> bool:
+        """Re-anchor the sink on the newest window chunk(s) (see module docstring). False when the
+        window does not yet hold S chunks (nothing changed)."""
+        cache = self.cache
+        s, n = cache.sink_chunks, cache.chunk_tokens
+        if s == 0 or cache.window_filled < s:
+            return False
+        from motionstream.models.rope import apply_rope
+
+        filled = cache.window_filled
+        raw = cache.window_raw[:, :, :, (filled - s) * n:filled * n]
+        src = slice(filled * n, (s + filled) * n)        # cache slots s + filled - s .. s + filled - 1
+        cache.keys[:, :, :, :s * n] = apply_rope(raw, cache.slot_cos[:s].flatten(0, 1), cache.slot_sin[:s].flatten(0, 1))
+        cache.values[:, :, :, :s * n] = cache.values[:, :, :, src].clone()
+        if self.last_latents is not None:
+            self.anchor_latent = self.last_latents[:, :, -1].clone()
+        self.controls.reanchor()
+        return True
+
+    # ------------------------------------------------------------------ internals
+    def _velocity(self, z, t, cond, prior_cond, write: bool) -> torch.Tensor:
+        v = self.model.forward_chunk(z, t, self.text[0], self.text[1], cond, self.cache, write=write)
+        if self.param is not None:
+            from motionstream.diffusion.sampling import skip_term
+
+            skip = skip_term(z, t, prior_cond, self.param)
+            if skip is not None:
+                v = v + skip
+        return v
+
+    def _prior_condition(self, cond):
+        """cond with the anchor latent in every frame, so sampling.condition_prior (which reads the
+        first frame of image_latent) sees the first frame in chunks that do not start at frame 0."""
+        if self.param is None or getattr(self.param, "output_skip", "none") == "none":
+            return cond
+        first = self.anchor_latent[:, :, None].expand_as(cond.image_latent)
+        return replace(cond, image_latent=first)
+
+    @torch.inference_mode()
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        from motionstream.models.codec import tensor_to_frames
+
+        with self._lock:
+            frames = tensor_to_frames(self.decoder.decode_chunk(latents))
+            self.frames_out += len(frames)
+        return frames
+
+    def _need_started(self) -> None:
+        if not self.started:
+            raise RuntimeError("call start(image, prompt) first")
+
+
+# ------------------------------------------------------------------------------- loading
+def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(WanDiT in eval mode, TeacherParam or None, metadata) from a model folder.
+
+    'student' and 'teacher' are the shipped folders weights/student-tiny-cpu and
+    weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
+    from motionstream.config import from_dict
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.checkpoints import load_model_dir
+    from motionstream.models.dit import DiTConfig, WanDiT
+
+    name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
+    meta, state = load_model_dir(name)
+    model = WanDiT(from_dict(DiTConfig, meta["config"], f"{name}/config.json"))
+    model.load_state_dict(state)
+    param = from_dict(TeacherParam, meta["teacher"], f"{name}/config.json:teacher") if meta.get("teacher") else None
+    return model.eval(), param, meta
+
+
+def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, **overrides: Any) -> StreamConfig:
+    """The `stream` section of a preset, then what the model folder says it was distilled for
+    (its `stream` metadata: timesteps, cache shape), then explicit overrides (None = keep)."""
+    from motionstream.config import section
+
+    sc = section(cfg, "stream", StreamConfig)
+    known = {f.name for f in dataclasses.fields(StreamConfig)}
+    from_model = {k: v for k, v in ((meta or {}).get("stream") or {}).items() if k in known}
+    return replace(sc, **from_model, **{k: v for k, v in overrides.items() if v is not None})
