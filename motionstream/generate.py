@@ -1,0 +1,144 @@
+"""`motionstream generate`: image + prompt + motion tracks -> video, with the offline teacher.
+
+    motionstream generate --model teacher --image IMG --prompt "..." --tracks t.npz -o out.mp4 \
+        [--steps 50 --wt 3 --wm 1.5 --frames N --seed 0 --draw-tracks]
+
+Tracks may be any file motionstream.tracks.io reads (.npz, keyframe .json, ATI .json, Wan-Move
+.npy). They are resampled to the model's frame rate and mapped onto the model's frame exactly as the
+image is (resize to cover, centre-crop: video.resize_crop). The clip has 1 + 4n frames (the VAE
+layout): --frames, else the tracks' length rounded down; tracks shorter than that hold their last
+position. The teacher samples with Euler on the shifted schedule and joint guidance (Eq. 2, 3
+evaluations per step); the streaming student (`--model student`) is added by [stream].
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from motionstream.cli import UserError
+
+
+def fit_tracks(ts, width: int, height: int):
+    """Map a TrackSet onto a (width, height) frame the way video.resize_crop maps its image:
+    scale to cover, then centre-crop (same rounding)."""
+    s = max(width / ts.width, height / ts.height)
+    nw, nh = max(width, round(ts.width * s)), max(height, round(ts.height * s))
+    x0, y0 = (nw - width) // 2, (nh - height) // 2
+    scale = np.array([nw / ts.width, nh / ts.height], np.float32)
+    xy = (ts.tracks * scale - np.array([x0, y0], np.float32)).astype(np.float32)
+    return replace(ts, tracks=xy, width=int(width), height=int(height))
+
+
+def fit_length(ts, num_frames: int):
+    """Exactly `num_frames` frames: truncate, or hold the last position and visibility."""
+    if ts.num_frames >= num_frames:
+        return ts.frames(0, num_frames)
+    pad = num_frames - ts.num_frames
+    return replace(ts, tracks=np.concatenate([ts.tracks, np.repeat(ts.tracks[-1:], pad, 0)]),
+                   visibility=np.concatenate([ts.visibility, np.repeat(ts.visibility[-1:], pad, 0)]))
+
+
+def clip_length(requested: int | None, track_frames: int, temporal_stride: int) -> int:
+    """1 + 4n video frames: the requested count or the tracks' length, rounded down (at least 1)."""
+    n = requested if requested is not None else track_frames
+    if n < 1:
+        raise UserError(f"--frames must be >= 1, got {n}")
+    return 1 + temporal_stride * ((n - 1) // temporal_stride)
+
+
+def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray, prompt: str, tracks,
+                     num_frames: int, steps: int, text_scale: float, motion_scale: float, seed: int = 0,
+                     progress: bool = True) -> np.ndarray:
+    """uint8 [T, H, W, 3] video from one image (uint8 [H, W, 3] at the model size) and a TrackSet
+    already in that frame's pixel coordinates at the model's fps with >= num_frames frames."""
+    import torch
+
+    from motionstream.diffusion.sampling import sample
+    from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+    from motionstream.models.conditioning import build_condition
+
+    num_latent = 1 + (num_frames - 1) // codec.temporal_stride
+    with torch.no_grad():
+        first = codec.encode(frames_to_tensor(image))[:, :, 0]
+        text = text_encoder.encode([prompt])
+        null = text_encoder.encode([""])
+        cond = build_condition(first, [tracks], num_latent, model.cfg)
+        latents = sample(model, cond, text, null, param, steps=steps, shift=dcfg.shift, text_scale=text_scale,
+                         motion_scale=motion_scale, generator=torch.Generator().manual_seed(seed), progress=progress)
+        return tensor_to_frames(codec.decode(latents))[:num_frames]
+
+
+def run_generate(args) -> int:
+    import torch
+
+    from motionstream.config import load_config
+    from motionstream.diffusion.sampling import load_teacher
+    from motionstream.models.checkpoints import WeightsNotFound
+    from motionstream.models.codec import load_codec
+    from motionstream.models.text import load_text_encoder
+    from motionstream.tracks.io import load_tracks, resample
+    from motionstream.tracks.trackset import TrackError
+    from motionstream.video import VideoError, read_image, write_video
+
+    if args.model == "student":
+        raise UserError("--model student is not available yet (the streaming student is added by [stream]); "
+                        "use --model teacher")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    video = cfg.get("video", {})
+    width, height, fps = video.get("width", 256), video.get("height", 144), float(video.get("fps", 16))
+    try:
+        model, param, dcfg, _ = load_teacher("teacher-tiny-cpu" if args.model == "teacher" else args.model)
+        codec = load_codec(args.vae, tiny_decoder=None)
+    except WeightsNotFound as err:
+        raise UserError(str(err)) from err
+    try:
+        image = read_image(args.image, size=(width, height))
+        ts = load_tracks(args.tracks)
+    except (VideoError, TrackError, OSError, ValueError) as err:
+        raise UserError(f"{err}") from err
+    ts = fit_tracks(resample(ts, fps) if abs(ts.fps - fps) > 1e-6 else ts, width, height)
+    num_frames = clip_length(args.frames, ts.num_frames, codec.temporal_stride)
+    ts = fit_length(ts, num_frames)
+    text_encoder = load_text_encoder(cfg)
+    steps = args.steps if args.steps is not None else dcfg.sample_steps
+    wt = args.wt if args.wt is not None else dcfg.text_scale
+    wm = args.wm if args.wm is not None else dcfg.motion_scale
+    if steps < 1 or wt < 0 or wm < 0:
+        raise UserError("--steps must be >= 1 and --wt/--wm >= 0")
+    frames = generate_teacher(model, param, dcfg, codec, text_encoder, image, args.prompt, ts, num_frames,
+                              steps, wt, wm, seed=args.seed, progress=not args.no_progress)
+    if args.draw_tracks:
+        from motionstream.tracks.draw import draw_tracks
+
+        frames = draw_tracks(frames, ts)
+    out = write_video(args.output, frames, fps=fps)
+    print(f"wrote {out} ({len(frames)} frames, {width}x{height}, {steps} steps, w_t={wt}, w_m={wm})")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("generate", help="image + prompt + tracks -> video (offline teacher)",
+                            description="Generate a video from one image, a prompt and a track file. "
+                            "Tracks are resampled to the model fps and mapped onto the model frame like the image.")
+    p.add_argument("--model", default="teacher", help="teacher (weights/teacher-tiny-cpu) or a model folder path")
+    p.add_argument("--image", required=True)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--tracks", required=True, help="track file (.npz, .json keyframes, ATI .json, Wan-Move .npy)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--config", default="configs/tiny-cpu.yaml", help="preset (video size, text encoder)")
+    p.add_argument("--vae", default="vae-tiny-cpu", help="VAE model folder")
+    p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's, 50)")
+    p.add_argument("--wt", type=float, default=None, help="text guidance w_t (default 3.0)")
+    p.add_argument("--wm", type=float, default=None, help="motion guidance w_m (default 1.5)")
+    p.add_argument("--frames", type=int, default=None, help="video frames (rounded down to 1 + 4n)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--draw-tracks", action="store_true", help="overlay the input tracks on the output")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_generate)

@@ -1,0 +1,187 @@
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from motionstream.config import load_config, section
+from motionstream.diffusion.flow import DiffusionConfig
+from motionstream.diffusion.sampling import TeacherParam, condition_prior, sample
+from motionstream.train.cache import TeacherCache, latent_moving_mask, text_key
+from motionstream.train.teacher import (TeacherTrainConfig, build_teacher, make_batch, teacher_loss,
+                                        tracks_section)
+from teacher_fixtures import FRAMES, HEIGHT, WIDTH, HashTextEncoder, build_tiny_cache, tiny_config, tiny_vae_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    vae = tiny_vae_folder(root)
+    cache = build_tiny_cache(root, vae)
+    cfg_path = tiny_config(root, cache, vae)
+    return root, vae, cache, cfg_path
+
+
+def _parts(cfg_path, **over):
+    cfg = load_config(cfg_path)
+    tcfg = replace(section(cfg, "train_teacher", TeacherTrainConfig), **over)
+    return cfg, tcfg, section(cfg, "diffusion", DiffusionConfig), tracks_section(cfg)
+
+
+def test_latent_moving_mask_counts_cells_and_disocclusions():
+    moving = np.zeros((9, 16, 32), bool)
+    moving[0, :8, :8] = True           # object at frame 0 in cell (0, 0)
+    moving[5:9, 8:16, 24:28] = True    # later in half of cell (1, 3), frames of latent frame 2
+    m = latent_moving_mask(moving, spatial_stride=8, temporal_stride=4)
+    assert m.shape == (3, 2, 4)
+    assert m[0, 0, 0] == 1 and m[0].sum() == 1
+    assert m[1, 0, 0] == 1 and m[1, 1, 3] == 0      # the start cell stays "moving" (disocclusion)
+    assert m[2, 1, 3] == pytest.approx(0.5) and m[2, 0, 0] == 1
+
+
+def test_cache_roundtrip_resume_and_dedupe(setup):
+    from motionstream.data.synth import render_clip
+    from motionstream.models.codec import frames_to_tensor, load_codec
+    from motionstream.train.cache import build_cache
+
+    root, vae, cache_dir, _ = setup
+    cache = TeacherCache(cache_dir)
+    assert cache.seeds == [0, 1, 2, 3]
+    clip = cache.load_seed(2)
+    truth = render_clip(2, FRAMES, WIDTH, HEIGHT)
+    codec = load_codec(vae, tiny_decoder=None)
+    z = codec.encode(frames_to_tensor(truth.frames))[0]
+    assert clip.latents.shape == z.shape == (16, 3, HEIGHT // 8, WIDTH // 8)
+    assert torch.allclose(clip.latents, z, atol=2e-2 * z.abs().max().item())  # stored as fp16
+    assert np.array_equal(clip.tracks.tracks, truth.tracks.tracks) and clip.caption == truth.caption
+    assert np.array_equal(clip.first_frame, truth.frames[0])
+    assert clip.moving.shape == (3, HEIGHT // 8, WIDTH // 8) and 0 <= clip.moving.min() and clip.moving.max() <= 1
+    assert torch.equal(clip.text_tokens, HashTextEncoder().encode([truth.caption])[0][0].half().float())
+    assert (cache_dir / "texts" / f"{text_key('')}.npz").is_file()
+    pre = clip.prefix(2, 4)
+    assert pre.latents.shape[1] == 2 and pre.tracks.num_frames == 5
+    meta = json.loads((cache_dir / "meta.json").read_text())
+    assert build_cache(cache_dir, [0, 1, 2, 3], None, codec, HashTextEncoder(), meta, progress=False) == 0
+    with pytest.raises(ValueError, match="built with"):
+        build_cache(cache_dir, [4], None, codec, HashTextEncoder(), {**meta, "codec": "other"}, progress=False)
+
+
+def test_batch_draws_do_not_depend_on_batch_split(setup):
+    """Sample i of step s is the same whether it is built alone or with others (torchrun equivalence)."""
+    _, _, cache_dir, cfg_path = setup
+    cfg, tcfg, dcfg, tr = _parts(cfg_path)
+    _, dit_cfg = build_teacher(cfg)
+    cache = TeacherCache(cache_dir)
+    null = cache.text(text_key(""))
+    clips = [cache[i] for i in (0, 1, 2, 3)]
+    full = make_batch(clips, [0, 1, 2, 3], 7, tcfg, dcfg, dit_cfg, tr, null)
+    half = make_batch(clips[2:], [2, 3], 7, tcfg, dcfg, dit_cfg, tr, null)
+    assert torch.equal(full.noise[2:], half.noise) and torch.equal(full.t[2:], half.t)
+    assert torch.equal(full.cond.track_map[2:], half.cond.track_map)
+    other_step = make_batch(clips[2:], [2, 3], 8, tcfg, dcfg, dit_cfg, tr, null)
+    assert not torch.equal(other_step.noise, half.noise)
+    n_tracks = (full.cond.track_map[:, :, 0].abs().sum(1) > 0).sum((1, 2))
+    assert (n_tracks >= 1).all() and (n_tracks <= 13).all()  # 1000-2500 scaled to 4x8 cells: 5-13 tracks
+
+
+def test_text_motion_dropout_and_stage2_masking(setup):
+    _, _, cache_dir, cfg_path = setup
+    cache = TeacherCache(cache_dir)
+    null = cache.text(text_key(""))
+    clips = [cache[i] for i in range(4)]
+    cfg, tcfg, dcfg, tr = _parts(cfg_path, text_drop=1.0, motion_drop=1.0)
+    _, dit_cfg = build_teacher(cfg)
+    b = make_batch(clips, [0, 1, 2, 3], 0, tcfg, dcfg, dit_cfg, tr, null)
+    assert torch.equal(b.text[0, : null[0].shape[0]], null[0])
+    assert b.cond.track_map.abs().sum() == 0 and b.cond.guide.abs().sum() == 0 and b.cond.guide_mask.sum() == 0
+    assert b.cond.image_latent.abs().sum() > 0  # the image condition is never dropped
+    cfg, tcfg, dcfg, tr = _parts(cfg_path, text_drop=0.0, motion_drop=0.0, stage=2)
+    tr = replace(tr, mask_prob=1.0)
+    b = make_batch(clips, [0, 1, 2, 3], 0, tcfg, dcfg, dit_cfg, tr, null)
+    assert b.cond.track_map[:, :, 0].abs().sum() > 0          # frame 0 is never masked
+    assert b.cond.track_map[:, :, 1:].abs().sum() == 0        # every later latent frame masked
+    assert b.cond.guide_mask.sum() == 0
+    assert not torch.equal(b.text[0], null[0])
+
+
+def test_guide_skip_makes_untrained_teacher_paste_the_prior(setup):
+    """Zero-initialised output layer + the guide skip: sampling lands on the prior the conditions imply."""
+    _, _, cache_dir, cfg_path = setup
+    cfg, tcfg, dcfg, tr = _parts(cfg_path, text_drop=0.0, motion_drop=0.0)
+    model, dit_cfg = build_teacher(cfg)
+    cache = TeacherCache(cache_dir)
+    null = cache.text(text_key(""))
+    b = make_batch([cache[0], cache[1]], [0, 1], 0, tcfg, dcfg, dit_cfg, tr, null)
+    prior = condition_prior(b.cond)
+    assert prior.shape == b.z0.shape and torch.equal(prior[:, :, 0], b.z0[:, :, 0])
+    kw = dict(steps=6, shift=3.0, text_scale=0.0, motion_scale=0.0)  # the conditional prediction alone
+    exact = sample(model, b.cond, (b.text, b.text_mask), null, TeacherParam("guide", 1e-6), **kw,
+                   generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(exact, prior, atol=1e-4)
+    damped = sample(model, b.cond, (b.text, b.text_mask), null, TeacherParam("guide", 0.25), **kw,
+                    generator=torch.Generator().manual_seed(0))
+    assert (damped - prior).abs().mean() < 0.3 * (exact - prior).abs().mean() + 0.2
+    plain = sample(model, b.cond, (b.text, b.text_mask), null, TeacherParam("none"), steps=6, shift=3.0,
+                   noise=torch.ones_like(prior))  # joint guidance of three zero predictions is zero too
+    assert torch.equal(plain, torch.ones_like(prior))  # v = 0 everywhere without the skip
+
+
+def test_teacher_loss_overfits_a_batch(setup):
+    _, _, cache_dir, cfg_path = setup
+    cfg, tcfg, dcfg, tr = _parts(cfg_path)
+    torch.manual_seed(0)
+    model, dit_cfg = build_teacher(cfg)
+    cache = TeacherCache(cache_dir)
+    b = make_batch([cache[i] for i in range(4)], [0, 1, 2, 3], 0, tcfg, dcfg, dit_cfg, tr, cache.text(text_key("")))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    param = TeacherParam("guide", 0.25)
+    losses = []
+    for _ in range(40):
+        loss = teacher_loss(model, b, param, dcfg, moving_weight=4.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def _cli(*args):
+    """Run the command in-process (a subprocess would pay the imports again for every call)."""
+    from motionstream.cli import main
+
+    assert main([str(a) for a in args]) == 0
+
+
+def _state(run):
+    return load_file(str(run / "state.safetensors"))
+
+
+def test_cli_resume_is_exact_and_export_loads(setup, tmp_path):
+    _, _, cache_dir, cfg_path = setup
+    common = ["train", "teacher", "--config", str(cfg_path), "--cache", str(cache_dir), "--no-eval",
+              "--no-build-cache", "--no-progress", "--threads", "1", "--device", "cpu"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _cli(*common, "--run", str(straight), "--steps", "3")
+    _cli(*common, "--run", str(split), "--steps", "1")
+    _cli(*common, "--run", str(split), "--steps", "3")   # resumes at step 1, crosses the phase switch at 2
+    a, b = _state(straight), _state(split)
+    assert json.loads((split / "state.json").read_text())["step"] == 3
+    for k in a:
+        if k.startswith(("model.", "ema.", "opt.")):
+            assert torch.allclose(a[k], b[k], atol=1e-6), k
+    log = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["latent_frames"] for r in log] == [2, 2, 3]
+    assert "loss" in (straight / "train.log").read_text()
+    _cli(*common, "--run", str(straight), "--export", str(tmp_path / "export"))
+    from motionstream.diffusion.sampling import load_teacher
+
+    model, param, dcfg, meta = load_teacher(tmp_path / "export")
+    assert meta["kind"] == "teacher" and meta["step"] == 3 and param.output_skip == "guide"
+    ema = {k[4:]: v for k, v in a.items() if k.startswith("ema.")}
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, ema[k], atol=1e-3 * max(1.0, ema[k].abs().max().item())), k  # fp16 on disk
