@@ -7,7 +7,7 @@ import pytest
 
 from motionstream.data.effects import EFFECTS, effect_scores
 from motionstream.data.scenes import HUES
-from motionstream.data.synth import (WorldConfig, build_world, composite, grid_points, pixel_centres,
+from motionstream.data.synth import (WorldConfig, build_world, composite, frame_grid, pixel_centres,
                                      render_clip, render_frames, scene_tracks)
 
 W, H, FPS = 128, 72, 16
@@ -38,7 +38,7 @@ def test_grid_tracks_have_the_configured_layout():
     ts = clip.tracks
     assert ts.tracks.shape == (4, 100, 2) and ts.visibility.shape == (4, 100)
     assert (ts.width, ts.height, ts.fps) == (W, H, 16.0)
-    np.testing.assert_allclose(ts.tracks[0], grid_points(W, H, 10), atol=1e-3)
+    np.testing.assert_allclose(ts.tracks[0], frame_grid(W, H, 10), atol=1e-3)
     assert ts.visibility[0].all()  # every grid point is on some layer and inside the frame at t=0
 
 
@@ -72,7 +72,7 @@ def test_tracks_land_on_the_rendered_texture_point_and_occlusion_hides_them(seed
     scene, _, _ = build_world(seed, W, H, cfg)
     times = np.arange(0, 24, 3) / FPS
     tracks, visible, point_layer = scene_tracks(scene, times, cfg.grid_size, cfg.occlusion_alpha)
-    pts0 = grid_points(W, H, cfg.grid_size)
+    pts0 = frame_grid(W, H, cfg.grid_size)
     expected_u = np.zeros_like(pts0)
     for index, layer in enumerate(scene.layers):
         sel = point_layer == index

@@ -10,7 +10,7 @@ from frames alone (`effect_scores`), so text adherence of generated videos can b
     tint        "a blue tint spreads"          chroma moves toward the named hue -> projection
     fog         "fog rolls in"                 contrast falls                    -> 1 - std(end)/std(start)
     particles   "snow falls" / "... confetti"  small bright spots everywhere     -> fraction of spot pixels
-    flash       "a flash of light"             a short luma peak                 -> peak - median luma
+    flash       "a flash of light goes off"          a short luma peak                 -> peak - median luma
 
 Ramped effects (darker, brighter, tint, fog) ease in over `duration` seconds from `start` and
 then hold, so a 33-frame clip shows the change and a 2000-frame clip stays valid.
@@ -152,7 +152,7 @@ def make_effect(name: str, rng: np.random.Generator, cfg: "WorldConfig", width: 
         return Effect(name, "fog rolls in", start, duration, strength, colour=FOG_COLOUR.copy())
     if name == "flash":
         # a short pulse inside the first clip: centre at `start`, width a few frames
-        return Effect(name, "a flash of light", start + duration / 2, cfg.flash_width_s, 1.0)
+        return Effect(name, "a flash of light goes off", start + duration / 2, cfg.flash_width_s, 1.0)
     if name == "particles":
         count = int(rng.integers(cfg.min_particles, cfg.max_particles + 1))
         snow = rng.random() < 0.5

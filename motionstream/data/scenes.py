@@ -324,6 +324,7 @@ class Layer:
     # caption material
     name: str = ""          # e.g. "a striped red disc"
     colour: str = ""
+    enters_from: str = ""   # "the left", "the top right", ... when it starts outside the frame
     _matrix_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -508,12 +509,14 @@ def build_object(rng: np.random.Generator, cfg: "WorldConfig", width: int, heigh
 
     # --- placement at t = 0: mostly inside the frame; some start outside and enter
     radius = size / 2 * math.exp(2 * cfg.max_scale_pulse) + wobble.amp * scale0
+    enters_from = ""
     if not static and rng.random() < cfg.enter_prob and speed > 0:
         # start just outside, on the side the heading comes from, so the object walks in
         back = -np.array([math.cos(heading), math.sin(heading)])
         centre = np.array([width / 2.0, height / 2.0])
         dist = abs(np.array([width / 2.0 + radius * 0.6, height / 2.0 + radius * 0.6]) / np.maximum(np.abs(back), 1e-3)).min()
         pos0 = centre + back * dist + rng.uniform(-0.25, 0.25, 2) * [width, height] * (1 - np.abs(back))
+        enters_from = "the " + _direction_words(back).replace("up", "top").replace("down", "bottom").replace(" and ", " ")
     else:
         pos0 = np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height])
     parallax = 1.0 + cfg.parallax * depth
@@ -527,7 +530,7 @@ def build_object(rng: np.random.Generator, cfg: "WorldConfig", width: int, heigh
                  sway_omega=sway_omega, sway_phase=sway_phase, scale0=scale0, scale_pulse=pulse,
                  scale_omega=rng.uniform(*cfg.sway_hz) * 2 * math.pi, scale_phase=rng.uniform(0, 2 * math.pi),
                  angle0=0.0, spin=spin, wobble=wobble, parallax=parallax, wrap_half=wrap_half,
-                 name=name, colour=colour)
+                 name=name, colour=colour, enters_from=enters_from)
 
 
 def build_camera(rng: np.random.Generator, cfg: "WorldConfig", px: float, fps_ref: float) -> tuple[Camera, str]:
@@ -570,7 +573,7 @@ def _direction_words(v: np.ndarray) -> str:
 
 def motion_words(layer: Layer, px: float, fps_ref: float, cfg: "WorldConfig") -> str:
     """Caption verb phrase for an object's own motion ('slides right and spins')."""
-    parts = []
+    parts = [f"comes in from {layer.enters_from}"] if layer.enters_from else []
     speed = float(np.linalg.norm(layer.velocity)) / fps_ref / px
     if speed < cfg.min_speed_px * 0.5:
         parts.append("stays in place")

@@ -25,6 +25,7 @@ import numpy as np
 
 from motionstream.data.effects import EFFECTS, Effect, sample_effects
 from motionstream.data.scenes import Layer, Scene, build_scene
+from motionstream.tracks.sources import grid_points
 from motionstream.tracks.trackset import TrackSet
 
 
@@ -98,15 +99,14 @@ class Clip:
     effects: list[str]
     moving_mask: np.ndarray   # bool [T, H, W]
     seed: int
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # cached arrays from shards (latents, ...)
 
 
 # ------------------------------------------------------------------------------------ render
-def grid_points(width: int, height: int, grid: int) -> np.ndarray:
-    """float64 [grid*grid, 2] cell centres of a grid x grid lattice over the frame (row-major)."""
-    xs = (np.arange(grid) + 0.5) * width / grid
-    ys = (np.arange(grid) + 0.5) * height / grid
-    gx, gy = np.meshgrid(xs, ys)
-    return np.stack([gx.ravel(), gy.ravel()], 1)
+def frame_grid(width: int, height: int, grid: int) -> np.ndarray:
+    """float64 [grid*grid, 2]: the tracker's grid on a frame (cell centres, row-major), so synthetic
+    and real clips are tracked from the same points."""
+    return grid_points(0, 0, width, height, rows=grid, cols=grid).astype(np.float64)
 
 
 def _warp_layer(layer: Layer, scene: Scene, t: float, box: tuple[int, int, int, int],
@@ -177,7 +177,7 @@ def scene_tracks(scene: Scene, times: np.ndarray, grid: int, occlusion_alpha: fl
     """(tracks float32 [T, N, 2], visibility bool [T, N], point_layer int [N]) for the grid on
     frame times[0]. A point belongs to the nearest layer with alpha > occlusion_alpha there; its
     track is that layer's forward map of its texture coordinate."""
-    pts0 = grid_points(scene.width, scene.height, grid)
+    pts0 = frame_grid(scene.width, scene.height, grid)
     t0 = float(times[0])
     point_layer = np.zeros(len(pts0), np.int64)
     for index, layer in enumerate(scene.layers[1:], 1):
