@@ -14,6 +14,7 @@ import sys
 
 COMMAND_MODULES = [
     "motionstream.tracks.cli",
+    "motionstream.data.cli",
     "motionstream.eval.cli",
 ]
 
