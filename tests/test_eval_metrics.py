@@ -214,11 +214,31 @@ def test_track_following_report_orders_models():
     ev = TrackFollowingEval(clips, max_points=40, tracker=lk_tracker)
     perfect = ev(lambda c: c.frames)
     frozen = ev(lambda c: repeat_first_frame(c.frames[0], len(c.frames)))
-    assert perfect["epe"] < 0.5 and perfect["epe_ratio"] < 0.2
+    assert perfect["epe"] < 0.5 and perfect["epe_ratio"] < 0.2 and perfect["epe_reliable_ratio"] < 0.2
     assert frozen["epe_ratio"] == pytest.approx(1.0)
     assert perfect["psnr"] == metrics.PSNR_CAP_DB
-    assert frozen["psnr"] == pytest.approx(frozen["psnr_first_frame_baseline"])
-    assert frozen["region_psnr"] < ev(lambda c: forward_warp(c.frames[0], c.tracks))["region_psnr"]
+    assert frozen["psnr"] == pytest.approx(frozen["psnr_repeat_first_frame_baseline"])
+    assert frozen["region_psnr"] < frozen["region_psnr_forward_warp_baseline"]
+    assert perfect["reliable_fraction"] > 0.95 and perfect["tracker_floor"] < 0.5
     assert len(perfect["per_clip"]) == 2 and "ratio" in format_report(frozen)
     with pytest.raises(ValueError, match="uint8"):
         ev(lambda c: c.frames[:-1])
+
+
+def test_reliable_points_drop_what_the_tracker_cannot_follow():
+    """A flash whites out the second half of the clip: LK loses every point there, so the plain EPE
+    floor is large while the EPE over reliable points keeps a sub-pixel floor and still separates
+    the true video from the frozen frame."""
+    clip = translating_clip()
+    clip.frames[T // 2:] = 255
+    ev = TrackFollowingEval([clip], max_points=None, tracker=lk_tracker)
+    truth = ev.ground_truth()
+    reliable = ev.refs[0].reliable
+    assert not reliable[T // 2:].any() and reliable[1:T // 2].mean() > 0.95
+    valid = clip.tracks.conditioning_mask()
+    before_flash = valid[1:T // 2].sum() / valid[1:].sum()
+    assert truth["epe_reliable"] < 0.5 and 0.95 * before_flash < truth["reliable_fraction"] <= before_flash
+    assert truth["epe"] > 20
+    frozen = ev.score_video(0, repeat_first_frame(clip.frames[0], T))
+    assert frozen.epe_reliable > 4 * truth["epe_reliable"] + 1
+    assert np.array_equal(metrics.reliable_points(clip.frames, clip.tracks, lk_tracker), reliable)
