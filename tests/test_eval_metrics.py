@@ -217,7 +217,7 @@ def test_track_following_report_orders_models():
     assert perfect["epe"] < 0.5 and perfect["epe_ratio"] < 0.2 and perfect["epe_reliable_ratio"] < 0.2
     assert frozen["epe_ratio"] == pytest.approx(1.0)
     assert perfect["psnr"] == metrics.PSNR_CAP_DB
-    assert frozen["psnr"] == pytest.approx(frozen["psnr_repeat_first_frame_baseline"])
+    assert frozen["psnr"] == pytest.approx(frozen["psnr_first_frame_baseline"])
     assert frozen["region_psnr"] < frozen["region_psnr_forward_warp_baseline"]
     assert perfect["reliable_fraction"] > 0.95 and perfect["tracker_floor"] < 0.5
     assert len(perfect["per_clip"]) == 2 and "ratio" in format_report(frozen)

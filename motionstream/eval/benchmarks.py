@@ -36,6 +36,7 @@ BENCHMARK_MODULES = (
     "motionstream.eval.bench_transfer",
     "motionstream.eval.bench_codec",
     "motionstream.eval.bench_camera",
+    "motionstream.eval.bench_adherence",
     "motionstream.eval.bench_pending",
 )
 

@@ -34,6 +34,9 @@ from motionstream.eval.baselines import BASELINES
 
 GenerateFn = Callable[[Any], np.ndarray]
 
+# report key infix of each no-model baseline (baselines.BASELINES name -> e.g. epe_first_frame_baseline)
+BASELINE_KEYS = {"repeat-first-frame": "first_frame", "forward-warp": "forward_warp"}
+
 
 @dataclass
 class ClipScores:
@@ -153,14 +156,14 @@ class TrackFollowingEval:
     def baselines(self) -> dict[str, list[ClipScores]]:
         """Scores of the no-model baselines (computed on first use, then cached)."""
         if self._baselines is None:
-            self._baselines = {name.replace("-", "_"): self.score(fn)[0] for name, fn in BASELINES.items()}
+            self._baselines = {BASELINE_KEYS[name]: self.score(fn)[0] for name, fn in BASELINES.items()}
         return self._baselines
 
     # ------------------------------------------------------------------------------ report
     def __call__(self, generate_fn: GenerateFn) -> dict[str, Any]:
         """The report dict (means over clips; `per_clip` holds the rows):
 
-        epe, epe_reliable, their *_repeat_first_frame_baseline and *_forward_warp_baseline,
+        epe, epe_reliable, their *_first_frame_baseline and *_forward_warp_baseline,
         epe_ratio and epe_reliable_ratio (model / frozen first frame: < 1 means the model moves
         content along the tracks; 1 means it ignores them), tracker_floor, tracker_floor_reliable,
         reliable_fraction, psnr, region_psnr (+ both baselines), text_adherence, fps.
@@ -177,7 +180,7 @@ class TrackFollowingEval:
             for name, summary in refs.items():
                 report[f"{key}_{name}_baseline"] = summary[key]
         for key in ("epe", "epe_reliable"):
-            base = report[f"{key}_repeat_first_frame_baseline"]
+            base = report[f"{key}_first_frame_baseline"]
             report[f"{key}_ratio"] = report[key] / base if base > 0 else float("nan")
         report["per_clip"] = [s.as_dict() for s in scores]
         return report
@@ -192,10 +195,10 @@ def track_following_report(generate_fn: GenerateFn, clips: Sequence[Any], max_po
 
 def format_report(report: dict[str, Any]) -> str:
     """One log line: the numbers a trainer watches."""
-    return (f"epe {report['epe']:.2f}px (frozen {report['epe_repeat_first_frame_baseline']:.2f}, "
+    return (f"epe {report['epe']:.2f}px (frozen {report['epe_first_frame_baseline']:.2f}, "
             f"warp {report['epe_forward_warp_baseline']:.2f}, floor {report['tracker_floor']:.2f}, "
             f"ratio {report['epe_ratio']:.2f}) | reliable-pt epe {report['epe_reliable']:.2f} "
-            f"(frozen {report['epe_reliable_repeat_first_frame_baseline']:.2f}, ratio {report['epe_reliable_ratio']:.2f}) | "
-            f"psnr {report['psnr']:.2f}dB (frozen {report['psnr_repeat_first_frame_baseline']:.2f}, "
+            f"(frozen {report['epe_reliable_first_frame_baseline']:.2f}, ratio {report['epe_reliable_ratio']:.2f}) | "
+            f"psnr {report['psnr']:.2f}dB (frozen {report['psnr_first_frame_baseline']:.2f}, "
             f"warp {report['psnr_forward_warp_baseline']:.2f}) | region psnr {report['region_psnr']:.2f}dB "
-            f"(frozen {report['region_psnr_repeat_first_frame_baseline']:.2f})")
+            f"(frozen {report['region_psnr_first_frame_baseline']:.2f})")
