@@ -89,6 +89,17 @@ def stream_prior(cond, param: TeacherParam) -> torch.Tensor | None:
     return None if param.output_skip == "none" else condition_prior(cond)
 
 
+def add_skip(out: torch.Tensor, z: torch.Tensor, t: torch.Tensor, prior: torch.Tensor | None,
+             param: TeacherParam) -> torch.Tensor:
+    """Network output -> velocity: out + (z - prior) / max(t, skip_min_t) (diffusion/sampling.py).
+
+    out, z [B, C, F, h, w]; t [B, F]; prior [B, C, F, h, w] (the stream prior sliced to these
+    frames, or None for output_skip = "none")."""
+    if prior is None:
+        return out
+    return out + (z - prior) / t.to(z.dtype).clamp_min(param.skip_min_t)[:, None, :, None, None]
+
+
 class StudentSampler:
     """Few-step denoising of chunks with a KV cache (module docstring).
 
@@ -111,11 +122,7 @@ class StudentSampler:
             raise ValueError(f"the condition has {self.cond.num_frames} latent frames; chunk ends at {stop}")
         tt = z.new_full((b, cf), float(t))
         out = self.model.forward_chunk(z, tt, self.text[0], self.text[1], self.cond.chunk(start, stop), cache, write)
-        if self.prior is None:
-            return out
-        prior = self.prior[:, :, start:stop]
-        tt_skip = tt.clamp_min(self.param.skip_min_t)[:, None, :, None, None]
-        return out + (z - prior) / tt_skip
+        return add_skip(out, z, tt, None if self.prior is None else self.prior[:, :, start:stop], self.param)
 
     def denoise(self, noise: torch.Tensor, start: int, cache, exit_step: int | None = None,
                 grad: bool = False) -> torch.Tensor:
@@ -253,5 +260,5 @@ def export_student(out_dir: str | Path, state: dict[str, torch.Tensor], dit_cfg,
 
 
 __all__ = ["StudentConfig", "StudentSampler", "Rollout", "self_rollout", "stream_generate", "chunk_noise",
-           "stream_prior", "parse_cache_name", "load_dit_folder", "load_student", "export_student",
+           "stream_prior", "add_skip", "parse_cache_name", "load_dit_folder", "load_student", "export_student",
            "STUDENT_KIND"]
