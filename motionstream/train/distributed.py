@@ -1,7 +1,7 @@
 """Scale-out: the same training command single-process or under `torchrun --nproc_per_node N`.
 
 Under torchrun (RANK / WORLD_SIZE in the environment) the model is sharded with FSDP2
-(`torch.distributed.fsdp.fully_shard`, one unit per transformer block + the root): NCCL on CUDA,
+(`torch.distributed.fsdp.fully_shard`, one unit per transformer block + the root, see fsdp_units): NCCL on CUDA,
 gloo on CPU (the CPU path runs in the tests, so the GPU path is the same code with another backend).
 Without torchrun everything here is a no-op and the model stays a plain module.
 
@@ -91,14 +91,32 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Modules that get their own FSDP unit, innermost first (the root is added by wrap_model).
+
+    One unit per transformer block (`model.blocks`). WanDiT computes each block's text K/V with
+    `block.cross_attn.context_kv(...)` outside the block's forward (once per forward / stream), so
+    the modules it calls (k, v, norm_k) get units of their own: FSDP gathers a unit's parameters only
+    around that unit's own forward call.
+    """
+    units: list[torch.nn.Module] = []
+    for block in getattr(model, "blocks", []):
+        cross = getattr(block, "cross_attn", None)
+        if cross is not None and hasattr(cross, "context_kv"):
+            units += [m for m in (getattr(cross, n, None) for n in ("k", "v", "norm_k"))
+                      if m is not None and any(True for _ in m.parameters())]
+        units.append(block)
+    return units
+
+
 def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    """Shard `model` with FSDP2 under torchrun (each entry of `model.blocks`, then the root)."""
+    """Shard `model` with FSDP2 under torchrun (units from `fsdp_units`, then the root); no-op otherwise."""
     if not ctx.enabled:
         return model
     from torch.distributed.fsdp import fully_shard
 
-    for block in getattr(model, "blocks", []):
-        fully_shard(block)
+    for unit in fsdp_units(model):
+        fully_shard(unit)
     fully_shard(model)
     return model
 
@@ -185,6 +203,8 @@ def restore_views(ctx: DistContext, modules: dict[str, torch.nn.Module | EMA],
     def finish() -> None:
         for name, mod in modules.items():
             snap = mods[name]
+            if not (getattr(snap, "shadow", None) or getattr(snap, "state", None)):
+                continue  # nothing was loaded into this stand-in
             if isinstance(mod, EMA):
                 mod.num_updates = snap.num_updates
                 mod.shadow = {k: _reshard_like(snap.shadow[k], v) for k, v in mod.shadow.items()}

@@ -385,7 +385,8 @@ def train_teacher(args) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, tcfg.adam_beta2), weight_decay=tcfg.weight_decay)
     mods, opts, finish = restore_views(ctx, {"model": model, "ema": ema}, {"opt": opt})
     resumed = load_training_state(run_dir, mods, opts)
-    finish()
+    if resumed is not None:
+        finish()
     step, extra = (resumed if resumed is not None else (0, {}))
     if resumed is None and args.resume_from:
         from motionstream.models.checkpoints import load_model_dir
@@ -447,13 +448,13 @@ def train_teacher(args) -> int:
         samples_seen += gbatch
         train_seconds += time.time() - t_step
         window_n += gbatch
-        window_loss.append(float(loss))
+        window_loss.append(loss.item())
         if step % tcfg.checkpoint_every == 0:
             _save(ctx, run_dir, step, model, ema, opt, train_seconds, samples_seen, extra)
         if ctx.is_main:
             sps = window_n / max(1e-6, time.time() - window_t)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", sps=f"{sps:.2f}", F=num_f)
+            bar.set_postfix(loss=f"{window_loss[-1]:.4f}", sps=f"{sps:.2f}", F=num_f)
             if step % tcfg.log_every == 0:
                 rec = {"step": step, "loss": float(np.mean(window_loss)), "lr": lr, "grad_norm": float(grad_norm),
                        "samples_per_s": sps, "latent_frames": num_f, "samples_seen": samples_seen,
@@ -577,7 +578,9 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                          description="Train the teacher DiT on cached world clips. Re-running the same command "
                          "resumes from RUN. Under `torchrun --nproc_per_node N` the model is sharded with FSDP.")
     p.add_argument("--config", default="configs/tiny-cpu.yaml")
-    p.add_argument("--run", default=str(REPO_ROOT / "runs" / "teacher"), help="run folder (state, logs, samples)")
+    p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "teacher"),
+                   help="run folder (state, logs, samples); under torchrun write --run-dir (torchrun takes "
+                   "--run as its own --run-path)")
     p.add_argument("--cache", default=None, help="latent cache folder (default: train_teacher.cache_dir)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--steps", type=int, default=None, help="stop at this global step")
