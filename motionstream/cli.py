@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "motionstream.tracks.cli",
     "motionstream.data.cli",
     "motionstream.eval.cli",
+    "motionstream.train.ode",
+    "motionstream.train.dmd",
 ]
 
 
