@@ -85,8 +85,10 @@ class Particles:
         weight = cv2.GaussianBlur(weight, (0, 0), self.radius)
         colour = cv2.GaussianBlur(colour, (0, 0), self.radius)
         alpha = np.clip(weight * gain, 0, 1) * opacity
-        frame *= 1 - alpha[..., None]
-        frame += alpha[..., None] * colour / np.maximum(weight[..., None], 1e-6)
+        scale = alpha / np.maximum(weight, 1e-6)
+        keep = 1 - alpha
+        frame *= cv2.merge([keep, keep, keep])  # 3-channel copies: see synth.composite
+        frame += colour * cv2.merge([scale, scale, scale])
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Effect:
 
     def apply(self, frame: np.ndarray, t: float) -> None:
         """Modify frame float32 [H, W, 3] in [0, 1] in place."""
+        import cv2
+
         k = self.strength * self.ramp(t)
         if self.name == "darker":
             frame *= 1 - k
@@ -114,11 +118,13 @@ class Effect:
             frame += (1 - frame) * k
         elif self.name == "tint":
             # toward luma * tint colour (normalised to the same luma): keeps brightness, moves hue
-            luma = frame @ LUMA
-            target = luma[..., None] * (self.colour / max(float(self.colour @ LUMA), 1e-3))
-            frame += (np.minimum(target, 1.0) - frame) * k
+            to_tint = np.outer(self.colour / max(float(self.colour @ LUMA), 1e-3), LUMA).astype(np.float32)
+            target = np.minimum(cv2.transform(frame, to_tint), 1.0)
+            frame *= 1 - k
+            frame += target * k
         elif self.name == "fog":
-            frame += (self.colour - frame) * k
+            frame *= 1 - k
+            cv2.add(frame, tuple(float(c) * k for c in self.colour) + (0.0,), dst=frame)
         elif self.name == "flash":
             # a gaussian pulse in time centred on `start`, width `duration`
             pulse = self.strength * math.exp(-0.5 * ((t - self.start) / self.duration) ** 2)

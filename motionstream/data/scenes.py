@@ -49,7 +49,6 @@ GREY_PHOTOS = {
     "gravel": "gravel",
     "coins": "old coins",
     "camera": "a photographer",
-    "moon": "the moon's surface",
     "clock": "a clock",
     "text": "printed text",
 }
@@ -168,6 +167,12 @@ def photo_crop(rng: np.random.Generator, name: str, h: int, w: int, zoom: tuple[
     if name in GREY_PHOTOS:
         out = _gradient_map(out[..., 0], _random_colour(rng, val=(0.1, 0.4)), _random_colour(rng, sat=(0.2, 0.7), val=(0.7, 1.0)))
     return np.ascontiguousarray(out, np.float32)
+
+
+def texture_energy(rgb: np.ndarray) -> float:
+    """Mean absolute luminance gradient of an image in [0, 1] (how much trackable detail it has)."""
+    lum = rgb.mean(-1)
+    return float(np.abs(np.diff(lum, axis=0)).mean() + np.abs(np.diff(lum, axis=1)).mean())
 
 
 def article(word: str) -> str:
@@ -445,7 +450,9 @@ def build_background(rng: np.random.Generator, cfg: "WorldConfig", width: int, h
     if rng.random() < cfg.photo_background_prob:
         names = list(COLOUR_PHOTOS) + list(GREY_PHOTOS)
         name = names[int(rng.integers(len(names)))]
-        rgb = photo_crop(rng, name, bh, bw, (cfg.background_zoom_min, 1.0))
+        # a few candidate crops, keep the most textured: flat sky or wall gives untrackable points
+        crops = [photo_crop(rng, name, bh, bw, (cfg.background_zoom_min, 1.0)) for _ in range(cfg.background_tries)]
+        rgb = max(crops, key=texture_energy)
         words = (COLOUR_PHOTOS | GREY_PHOTOS)[name]
         phrase = f"a photo of {words}" if name in COLOUR_PHOTOS else words
     else:
