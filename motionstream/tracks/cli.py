@@ -1,11 +1,209 @@
-"""`motionstream tracks ...` sub-commands."""
+"""`motionstream tracks ...` sub-commands: extract, show, convert, camera."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+DEFAULT_GRID = 50
+DEFAULT_FPS = 16.0
+DEFAULT_CAMERA_FRAMES = 81
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'832x480' -> (832, 480); None stays None."""
+    from motionstream.cli import UserError
+
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"size must look like WIDTHxHEIGHT (e.g. 832x480), got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise UserError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def _user_errors(fn):
+    """Turn the track/video/config errors of a handler into one-line UserErrors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args):
+        from motionstream.cli import UserError
+        from motionstream.tracks.trackset import TrackError
+        from motionstream.video import VideoError
+
+        try:
+            return fn(args)
+        except (TrackError, VideoError) as err:
+            raise UserError(str(err)) from err
+    return wrapper
+
+
+def _require_file(path: str, what: str) -> Path:
+    from motionstream.cli import UserError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    return p
+
+
+@_user_errors
+def cmd_extract(args: argparse.Namespace) -> int:
+    from motionstream.cli import UserError
+    from motionstream.tracks.draw import save_overlay
+    from motionstream.tracks.io import save_tracks, track_format
+    from motionstream.tracks.tracker import track_video
+
+    video = _require_file(args.video, "video")
+    track_format(args.output)  # fail before the work, not after
+    if args.grid < 1:
+        raise UserError(f"--grid must be >= 1, got {args.grid}")
+    ts, frames = track_video(video, grid=args.grid, fps=args.fps, size=parse_size(args.size),
+                             max_frames=args.max_frames, progress=True)
+    save_tracks(args.output, ts)
+    print(f"{args.output}: {ts.num_tracks} tracks x {ts.num_frames} frames at {ts.fps:g} fps, "
+          f"{ts.width}x{ts.height}, {ts.visibility[-1].mean():.0%} visible at the end")
+    if args.overlay:
+        save_overlay(args.overlay, frames, ts, tail=args.tail)
+        print(f"overlay: {args.overlay}")
+    return 0
+
+
+@_user_errors
+def cmd_show(args: argparse.Namespace) -> int:
+    from motionstream.cli import UserError
+    from motionstream.tracks.draw import save_overlay
+    from motionstream.tracks.io import load_tracks
+    from motionstream.video import read_image, read_video
+
+    width, height = parse_size(args.size) or (None, None)
+    ts = load_tracks(_require_file(args.tracks, "track file"), width=width, height=height)
+    if (args.video is None) == (args.image is None):
+        raise UserError("give exactly one of --video or --image")
+    if args.video is not None:
+        frames, _ = read_video(_require_file(args.video, "video"), fps=ts.fps, size=(ts.width, ts.height),
+                               max_frames=ts.num_frames)
+        if len(frames) < ts.num_frames:
+            ts = ts.frames(0, len(frames))
+    else:
+        frames = read_image(_require_file(args.image, "image"), size=(ts.width, ts.height))
+    is_image = Path(args.output).suffix.lower() in (".png", ".jpg", ".jpeg")
+    # a still shows whole trajectories by default, a video short trails
+    tail = args.tail if args.tail is not None else (ts.num_frames if is_image else 8)
+    save_overlay(args.output, frames, ts, tail=tail, frame_index=args.frame)
+    print(args.output)
+    return 0
+
+
+@_user_errors
+def cmd_convert(args: argparse.Namespace) -> int:
+    from motionstream.tracks.io import load_tracks, save_tracks, track_format
+
+    track_format(args.output)
+    width, height = parse_size(args.size) or (None, None)
+    ts = load_tracks(_require_file(args.input, "track file"), fps=args.fps, width=width, height=height,
+                     source_fps=args.source_fps)
+    save_tracks(args.output, ts)
+    print(f"{args.output}: {ts.num_tracks} tracks x {ts.num_frames} frames at {ts.fps:g} fps, {ts.width}x{ts.height}")
+    return 0
+
+
+@_user_errors
+def cmd_camera(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from motionstream.cli import UserError
+    from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
+    from motionstream.tracks.draw import save_overlay
+    from motionstream.tracks.io import save_tracks, track_format
+    from motionstream.video import read_image
+
+    track_format(args.output)
+    image = read_image(_require_file(args.image, "image"), size=parse_size(args.size))
+    height, width = image.shape[:2]
+    depth = load_depth(_require_file(args.depth, "depth file"), mode=args.depth_mode, near=args.near,
+                       far=args.far, size=(width, height))
+    if args.poses is not None:
+        poses = np.load(_require_file(args.poses, "poses file"), allow_pickle=False)
+    else:
+        if args.path is None:
+            raise UserError("give --path (orbit, dolly, pan, truck) or --poses")
+        poses = camera_path(args.path, args.frames, strength=args.strength, scene_depth=float(np.median(depth)))
+    K = default_intrinsics(width, height, args.fov)
+    ts = camera_tracks(depth, K, poses, grid=args.grid, fps=args.fps)
+    save_tracks(args.output, ts)
+    print(f"{args.output}: {ts.num_tracks} tracks x {ts.num_frames} frames, "
+          f"{ts.visibility[-1].mean():.0%} visible at the end")
+    if args.overlay:
+        save_overlay(args.overlay, image, ts, tail=8)
+        print(f"overlay: {args.overlay}")
+    return 0
 
 
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    from motionstream.tracks.camera import CAMERA_PATHS, DEFAULT_FOV_DEG, DEPTH_FAR, DEPTH_NEAR
+
     tracks = commands.add_parser("tracks", help="extract, show, convert and synthesise motion tracks",
-                                 description="Everything about motion tracks (TrackSet files: .npz canonical, .json keyframes).")
-    tracks.add_subparsers(dest="tracks_command", metavar="SUBCOMMAND", required=True)
+                                 description="Everything about motion tracks (TrackSet files: .npz canonical, "
+                                 ".json keyframes, .ati.json ATI-style, NAME_tracks.npy Wan-Move).")
+    sub = tracks.add_subparsers(dest="tracks_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("extract", help="track a grid of points through a video (Lucas-Kanade)",
+                       description="Decode VIDEO, resample it to --fps, track a GRIDxGRID grid from its first "
+                       "frame with pyramidal Lucas-Kanade + forward-backward check, save a TrackSet.")
+    p.add_argument("video", help="input video file")
+    p.add_argument("-o", "--output", required=True, help="output track file (.npz, .json, ...)")
+    p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per side of the query grid (default 50)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frame rate to resample to (default 16)")
+    p.add_argument("--size", help="resize + centre-crop to WIDTHxHEIGHT first (e.g. 832x480)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--overlay", help="also write the tracks drawn over the video (.mp4 or .png)")
+    p.add_argument("--tail", type=int, default=8, help="trail length in frames for --overlay (default 8)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("show", help="draw tracks over a video or an image",
+                       description="Draw a track file over --video (resampled to the tracks' fps and size) or "
+                       "over --image (repeated); write an .mp4, or a .png of one frame.")
+    p.add_argument("tracks", help="track file")
+    p.add_argument("--video", help="video to draw on")
+    p.add_argument("--image", help="image to draw on (repeated for every frame)")
+    p.add_argument("-o", "--output", required=True, help="out.mp4, or out.png for a single frame")
+    p.add_argument("--frame", type=int, default=-1, help="frame drawn into a .png (default: the last)")
+    p.add_argument("--tail", type=int, help="trail length in frames (default: 8 for video, all for .png)")
+    p.add_argument("--size", help="image size WIDTHxHEIGHT for track formats that do not store one")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("convert", help="convert between track file formats",
+                       description="Read IN, write OUT; formats follow the file names: .npz, .json (keyframes), "
+                       ".ati.json (ATI), NAME_tracks.npy (+ NAME_visibility.npy, Wan-Move).")
+    p.add_argument("input", help="input track file")
+    p.add_argument("output", help="output track file")
+    p.add_argument("--fps", type=float, help="resample to this frame rate")
+    p.add_argument("--size", help="image size WIDTHxHEIGHT for formats that do not store one (ATI, Wan-Move)")
+    p.add_argument("--source-fps", type=float, help="frame rate of formats that do not store one (default 16)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("camera", help="tracks of a camera move over a depth map",
+                       description="Lift a GRIDxGRID grid of --image to 3D with --depth, move the camera along "
+                       "--path (or explicit --poses), project into every frame with z-buffer occlusion.")
+    p.add_argument("--image", required=True, help="conditioning image (sets the track coordinates' size)")
+    p.add_argument("--depth", required=True, help="depth map: .npy z-depth, or a grayscale image (see --depth-mode)")
+    p.add_argument("--path", choices=CAMERA_PATHS, help="named camera move")
+    p.add_argument("--poses", help=".npy [T, 4, 4] world-to-camera poses (world = first camera), instead of --path")
+    p.add_argument("-o", "--output", required=True, help="output track file")
+    p.add_argument("--strength", type=float, default=1.0, help="scale of the move; negative reverses it (default 1)")
+    p.add_argument("--frames", type=int, default=DEFAULT_CAMERA_FRAMES, help="frames for --path (default 81)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frame rate (default 16)")
+    p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per side (default 50)")
+    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="horizontal field of view in degrees (default 60)")
+    p.add_argument("--depth-mode", choices=("disparity", "depth"), default="disparity",
+                   help="how a depth *image* reads: disparity = bright is near (default), depth = bright is far")
+    p.add_argument("--near", type=float, default=DEPTH_NEAR, help="depth of the nearest value of a depth image")
+    p.add_argument("--far", type=float, default=DEPTH_FAR, help="depth of the farthest value of a depth image")
+    p.add_argument("--size", help="resize + centre-crop the image to WIDTHxHEIGHT first")
+    p.add_argument("--overlay", help="also draw the tracks over the image (.mp4 or .png)")
+    p.set_defaults(func=cmd_camera)
