@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "motionstream.tracks.cli",
     "motionstream.data.cli",
+    "motionstream.demo",
     "motionstream.eval.cli",
     "motionstream.train.ode",
     "motionstream.train.dmd",
