@@ -121,3 +121,49 @@ def test_camera_benchmark_checks_tracks_against_the_homography(tmp_path):
     assert res.summary["parallax ratio"] == pytest.approx(2.0, rel=0.02)
     assert res.summary["warp PSNR (dB)"] > res.summary["frozen PSNR (dB)"] + 10
     assert {"frames.png", "psnr.png"} <= set(res.plots)
+
+
+def test_codec_benchmark_with_random_small_codec(tmp_path, monkeypatch):
+    """The codec benchmark against the real VideoCodec API, on untrained small models saved the way
+    shipped weights are (figures are meaningless; shapes, files and bookkeeping are checked)."""
+    import dataclasses
+
+    pytest.importorskip("motionstream.models.codec")
+    pytest.importorskip("motionstream.models.tiny_decoder")
+    import torch
+
+    from motionstream.eval import bench_codec
+    from motionstream.models.checkpoints import save_model_dir
+    from motionstream.models.tiny_decoder import TinyDecoderConfig, TinyVideoAutoencoder
+    from motionstream.models.vae import CausalVAE, VAEConfig
+
+    torch.manual_seed(0)
+    # the default layouts, narrowed to 8 channels so the test stays fast
+    vcfg, tcfg = VAEConfig(), TinyDecoderConfig()
+    vcfg = dataclasses.replace(vcfg, encoder_widths=[8] * len(vcfg.encoder_widths),
+                               decoder_widths=[8] * len(vcfg.decoder_widths))
+    tcfg = dataclasses.replace(tcfg, decoder_widths=[8] * len(tcfg.decoder_widths), blocks_per_stage=1)
+    vae_dir, tiny_dir = tmp_path / "vae", tmp_path / "tiny"
+    save_model_dir(vae_dir, CausalVAE(vcfg).state_dict(), {"kind": "vae", "config": dataclasses.asdict(vcfg)})
+    save_model_dir(tiny_dir, TinyVideoAutoencoder(tcfg).state_dict(), {"kind": "tiny", "config": dataclasses.asdict(tcfg)})
+    registry = benchmarks.load_benchmarks()
+    monkeypatch.setattr(bench_codec, "VAE_WEIGHTS", str(vae_dir))
+    monkeypatch.setattr(bench_codec, "TINY_WEIGHTS", str(tiny_dir))
+    monkeypatch.setitem(registry, "codec", dataclasses.replace(registry["codec"], needs_weights=(str(vae_dir), str(tiny_dir))))
+    # a small video format keeps it fast: 64x32, 9 frames
+    import yaml
+
+    from motionstream.config import load_config
+
+    cfg = load_config("tiny-cpu")
+    cfg["video"].update(width=64, height=32)
+    cfg.setdefault("eval", {})["num_frames"] = 9
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_benchmark("codec", quick=True, out_root=tmp_path / "out", config=str(tmp_path / "small.yaml"))
+    assert res.status == "ok", res.reason
+    table = res.tables[0]
+    assert [r[0].split(" ")[0] for r in table.rows] == ["full", "tiny"]
+    assert table.rows[0][1] == pytest.approx(sum(p.numel() for p in CausalVAE(vcfg).decoder.parameters()) / 1e6)
+    per_clip = res.raw["per_clip"]
+    assert len(per_clip) >= 2 and all(r["frames"] == 9 and r["tiny_ms_per_frame"] > 0 for r in per_clip)
+    assert {"frames.png", "psnr.png"} <= set(res.plots)
