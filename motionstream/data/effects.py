@@ -158,7 +158,8 @@ def make_effect(name: str, rng: np.random.Generator, cfg: "WorldConfig", width: 
         return Effect(name, "fog rolls in", start, duration, strength, colour=FOG_COLOUR.copy())
     if name == "flash":
         # a short pulse inside the first clip: centre at `start`, width a few frames
-        return Effect(name, "a flash of light goes off", start + duration / 2, cfg.flash_width_s, 1.0)
+        return Effect(name, "a flash of light goes off", start + duration / 2, cfg.flash_width_s,
+                      rng.uniform(*cfg.flash_strength))
     if name == "particles":
         count = int(rng.integers(cfg.min_particles, cfg.max_particles + 1))
         snow = rng.random() < 0.5

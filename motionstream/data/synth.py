@@ -68,7 +68,7 @@ class WorldConfig:
     parallax: float = 0.5             # nearest layer moves (1 + parallax) x the background under the camera
     # background
     photo_background_prob: float = 0.6
-    background_margin: float = 1.5    # background texture size / frame size
+    background_margin: float = 2.0    # background texture size / frame size (room for pan and zoom-out)
     background_zoom_min: float = 0.35
     background_tries: int = 3         # photo crops tried per background; the most textured is kept
     # camera
@@ -85,6 +85,7 @@ class WorldConfig:
     effect_duration_s: list[float] = field(default_factory=lambda: [0.8, 1.2])
     effect_strength: list[float] = field(default_factory=lambda: [0.4, 0.7])
     flash_width_s: float = 0.12
+    flash_strength: list[float] = field(default_factory=lambda: [0.6, 0.85])  # peak blend toward white
     min_particles: int = 80
     max_particles: int = 240
     particle_fall_px: list[float] = field(default_factory=lambda: [1.0, 3.0])  # per frame
