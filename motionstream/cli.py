@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "motionstream.eval.cli",
     "motionstream.train.ode",
     "motionstream.train.dmd",
+    "motionstream.stream.cli",
 ]
 
 

@@ -205,16 +205,26 @@ class MotionControls:
         stop = start_frame + num_frames
         times = np.arange(start_frame, stop) / self.fps
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]] = []
-        for seg in self._pushed:
-            lo, hi = max(seg.start, start_frame), min(seg.stop, stop)
-            if hi <= lo:
-                continue
-            xy = np.zeros((num_frames, seg.ts.num_tracks, 2), np.float32)
-            vis = np.zeros((num_frames, seg.ts.num_tracks), bool)
-            xy[lo - start_frame:hi - start_frame] = seg.ts.tracks[lo - seg.start:hi - seg.start]
-            vis[lo - start_frame:hi - start_frame] = seg.ts.visibility[lo - seg.start:hi - seg.start]
-            parts.append((xy, vis, seg.ts.ids, seg.anchors, seg.anchor_visible,
-                          seg.ts.role or ["transfer"] * seg.ts.num_tracks))
+        segments = [seg for seg in self._pushed if max(seg.start, start_frame) < min(seg.stop, stop)]
+        if segments:
+            # segments of one source share IDs: one column per ID, each segment fills its own frames
+            ids, first = np.unique(np.concatenate([seg.ts.ids for seg in segments]), return_index=True)
+            ids = ids[np.argsort(first)]                    # keep the order of first appearance
+            column = {int(i): k for k, i in enumerate(ids)}
+            xy = np.zeros((num_frames, len(ids), 2), np.float32)
+            vis = np.zeros((num_frames, len(ids)), bool)
+            anchors = np.zeros((len(ids), 2), np.float32)
+            anchor_vis = np.zeros(len(ids), bool)
+            roles = ["transfer"] * len(ids)
+            for seg in segments:
+                lo, hi = max(seg.start, start_frame), min(seg.stop, stop)
+                cols = np.array([column[int(i)] for i in seg.ts.ids], np.int64)
+                xy[lo - start_frame:hi - start_frame, cols] = seg.ts.tracks[lo - seg.start:hi - seg.start]
+                vis[lo - start_frame:hi - start_frame, cols] = seg.ts.visibility[lo - seg.start:hi - seg.start]
+                anchors[cols], anchor_vis[cols] = seg.anchors, seg.anchor_visible
+                for k, r in zip(cols, seg.ts.role or ["transfer"] * seg.ts.num_tracks):
+                    roles[k] = r
+            parts.append((xy, vis, ids.astype(np.int64), anchors, anchor_vis, roles))
         for drag in self._drags.values():
             pointer, held = self._pointer_at(drag, times)
             xy = (pointer[:, None] + drag.offsets[None]).astype(np.float32)

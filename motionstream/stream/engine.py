@@ -4,11 +4,13 @@ Paper Sec. 3.2 "Inference" and Sec. 4.4. Per chunk of C latent frames (config `s
 c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
 
     tracks of the chunk's video frames (MotionControls) -> MotionCondition (Eq. 1 map + guide)
-    noise z ~ N(0, I) [1, 16, C, h, w]
-    K denoising steps at the student's flow times t_1 = 1 > t_2 > ... > t_K (one NFE each):
-        v = student(z, t_k | cache, text, motion)   (cache read, never changed)
-        x0 = z - t_k v ;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise      (few-step DMD sampler)
-    one clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
+    K denoising steps + one clean pass, by the distillation's own sampler (train/rollout.py
+    StudentSampler.denoise / .write, so inference follows training exactly, paper Sec. 3.2):
+        z = noise;  for each step t_k (shifted `denoising_steps`):  v = student(z, t_k | cache, text,
+        motion) (cache read only);  x0 = z - t_k v;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise
+        clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
+    noise per chunk = rollout.chunk_noise from one generator seeded at start(): the same latents as
+    rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
     x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
@@ -34,16 +36,15 @@ track's anchor its current position. The fixed sink anchors the stream to frame 
 drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
 following a changing scene. Off by default; measured by [eval].
 
-Student model folders (`--model student` = weights/student-tiny-cpu, or any folder): config.json
-{"kind": "student" | "teacher", "config": DiTConfig, "teacher": TeacherParam (optional),
-"stream": StreamConfig fields (optional)} + model.safetensors. The output parameterisation
-(diffusion/sampling.py: TeacherParam, skip_term) travels with the weights.
+Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
+train/rollout.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
+TeacherParam, "student": StudentConfig} + model.safetensors. The output parameterisation
+(diffusion/sampling.py: TeacherParam) travels with the weights.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
-import dataclasses
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,8 +53,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from motionstream.diffusion.sampling import TeacherParam
+from motionstream.models.conditioning import MotionCondition
+from motionstream.models.kv_cache import KVCache
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.trackset import TrackSet
+from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, chunk_noise, stream_prior
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
@@ -61,28 +66,30 @@ TEACHER_WEIGHTS = "teacher-tiny-cpu"
 
 @dataclass
 class StreamConfig:
-    """Section `stream` of a preset (names: cXsYwZ = chunk X latent frames, Y sink chunks, window Z chunks)."""
+    """Section `stream` of a preset + the sampler settings (names: cXsYwZ = chunk X latent frames, Y
+    sink chunks, window Z chunks). Build it with `stream_config_for`: the sampler fields come from the
+    preset's `student` section and the student folder (what the weights were distilled for); the
+    sink / window sizes stay a runtime choice (the student is trained with random ones)."""
 
     chunk_frames: int = 3                 # C: latent frames per chunk (12 video frames after the first)
     sink_chunks: int = 1                  # S
     window_chunks: int = 1                # W
-    # flow times of the K denoising steps (1 = pure noise); the student is distilled for exactly these
-    timesteps: list[float] = field(default_factory=lambda: [1.0, 0.857, 0.6])
+    # the K denoising steps as unshifted times u (1 = noise), shifted like the teacher: t = shift(u)
+    denoising_steps: list[float] = field(default_factory=lambda: [1.0, 2 / 3, 1 / 3])
+    shift: float = 3.0
+    renoise: bool = True                  # fresh noise between steps (Self-Forcing); False = DDIM
     decoder: str = "tiny"                 # tiny (TAEHV-style streaming decoder) | full (the causal VAE decoder)
     overlap_decode: bool = True           # decode chunk i on a worker thread while chunk i+1 generates
     sink_refresh_chunks: int = 0          # 0 = fixed sink; N = re-anchor the sink every N chunks (Limitation F)
-    seed: int = 0                         # noise of chunk i comes from (seed, i): a stream is reproducible
+    seed: int = 0                         # a stream's noise comes from one generator seeded with this
     student: str = STUDENT_WEIGHTS        # model folder of `--model student`
     vae: str = "vae-tiny-cpu"
     tiny_decoder: str = "tiny-decoder-tiny-cpu"
     max_tracks: int = 2500                # pushed TrackSets with more tracks are subsampled (conditioning cost)
 
     def __post_init__(self) -> None:
-        self.timesteps = [float(t) for t in self.timesteps]
-        if not self.timesteps or any(not 0 < t <= 1 for t in self.timesteps) or \
-                any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:])):
-            raise ValueError(f"stream.timesteps must be decreasing flow times in (0, 1], got {self.timesteps}")
-        if self.chunk_frames < 1 or self.sink_chunks < 0 or self.window_chunks < 0:
+        self.student_config()             # validates chunk size and steps
+        if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
@@ -91,27 +98,31 @@ class StreamConfig:
     def name(self) -> str:
         return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
 
+    def student_config(self) -> StudentConfig:
+        """The train/rollout.StudentConfig the sampler runs with."""
+        if self.chunk_frames < 1:
+            raise ValueError(f"stream.chunk_frames must be >= 1, got {self.chunk_frames}")
+        return StudentConfig(self.chunk_frames, self.sink_chunks, self.window_chunks, list(self.denoising_steps),
+                             self.shift, self.renoise)
+
     def with_cache_name(self, name: str) -> "StreamConfig":
         """A copy with chunk/sink/window from a cXsYwZ name (e.g. 'c3s1w1', 'c3s0w6')."""
-        import re
+        from motionstream.train.rollout import parse_cache_name
 
-        m = re.fullmatch(r"c(\d+)s(\d+)w(\d+)", name.strip())
-        if not m:
-            raise ValueError(f"cache name must look like c3s1w1 (chunk, sink, window), got {name!r}")
-        c, s, w = (int(g) for g in m.groups())
+        c, s, w = parse_cache_name(name)
         return replace(self, chunk_frames=c, sink_chunks=s, window_chunks=w)
 
 
 # ------------------------------------------------------------------------------- conditioning
 def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start: int, num_latent: int,
-                    cfg: Any) -> "MotionCondition":  # noqa: F821
+                    cfg: Any) -> MotionCondition:
     """MotionCondition of latent frames [latent_start, latent_start + num_latent) of a stream.
 
     first_latent [1, C_lat, h, w] (the image; or the refreshed anchor latent), chunk: the tracks of
     exactly the chunk's video frames. Equal to build_condition(...).chunk(a, b) on a whole clip
     whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
     """
-    from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
+    from motionstream.models.conditioning import build_guide, image_condition
     from motionstream.tracks.embed import rasterize
 
     tf = cfg.temporal_factor
@@ -148,7 +159,7 @@ class StreamingGenerator:
 
     model: WanDiT (causal student weights; a random one works for tests); codec: VideoCodec;
     text_encoder: .encode(list[str]) -> (tokens [B, L, D], mask [B, L]); param: TeacherParam of the
-    weights (None = raw velocity output).
+    weights (its output parameterisation; None = raw velocity output).
     """
 
     def __init__(self, model: torch.nn.Module, codec: torch.nn.Module, text_encoder: Any,
@@ -157,7 +168,7 @@ class StreamingGenerator:
         self.codec = codec.eval()
         self.text_encoder = text_encoder
         self.config = config or StreamConfig()
-        self.param = param
+        self.param = param or TeacherParam()
         self.fps = float(fps)
         self.temporal_factor = model.cfg.temporal_factor
         self._worker: futures.ThreadPoolExecutor | None = None
@@ -194,6 +205,7 @@ class StreamingGenerator:
         c = self.config
         self.cache = self.model.new_cache(1, tuple(self.image_latent.shape[2:]), c.chunk_frames, c.sink_chunks,
                                           c.window_chunks, device=device)
+        self.sampler = ChunkSampler(self.model, c.student_config(), self.param, self.text)
         self.started = True
         self.reset()
 
@@ -205,6 +217,7 @@ class StreamingGenerator:
         self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny")
         self.controls.reset()
         self.anchor_latent = self.image_latent
+        self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
         self.frames_out = 0
         self.paused = False
@@ -282,39 +295,27 @@ class StreamingGenerator:
             done.set_result(self._decode(latents))
             return done
         if self._worker is None:
-            self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode")
+            # OpenMP thread counts are per thread: give the worker the caller's torch thread count
+            threads = torch.get_num_threads()
+            self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode",
+                                                      initializer=torch.set_num_threads, initargs=(threads,))
         return self._worker.submit(self._decode, latents)
 
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
         """The next chunk's clean latents [1, C_lat, C, h, w] (cache updated); no decoding."""
-        from motionstream.diffusion.flow import x0_from_velocity
-
-        cfg = self.config
-        c = cfg.chunk_frames
+        c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
         cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg)
-        prior_cond = self._prior_condition(cond)
-        b, ch = self.anchor_latent.shape[:2]
-        h, w = self.anchor_latent.shape[2:]
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.chunk_index)
-        noise = lambda: torch.randn(b, ch, c, h, w, generator=gen).to(self.device)  # noqa: E731
-        z = noise()
-        x0 = z
-        for k, t in enumerate(cfg.timesteps):
-            tt = torch.full((b, c), t, device=self.device)
-            v = self._velocity(z, tt, cond, prior_cond, write=False)
-            x0 = x0_from_velocity(z, v, tt)
-            if k + 1 < len(cfg.timesteps):
-                t_next = cfg.timesteps[k + 1]
-                z = (1 - t_next) * x0 + t_next * noise()
-        # the clean pass: x0's K/V enter the cache (sink first, then the rolling window)
-        self.model.forward_chunk(x0, torch.zeros(b, c, device=self.device), self.text[0], self.text[1], cond,
-                                 self.cache, write=True)
+        self.sampler.set_chunk(cond, self._prior(cond))
+        b, ch, h, w = self.anchor_latent.shape
+        noise = chunk_noise(self.noise_gen, self.sampler.cfg.num_steps, b, ch, c, (h, w), self.device)
+        x0 = self.sampler.denoise(noise, latent_start, self.cache)
+        self.sampler.write(x0, latent_start, self.cache)     # the clean pass: K/V into sink / window
         self.chunk_index += 1
         self.last_latents = x0
-        if cfg.sink_refresh_chunks > 0 and self.chunk_index % cfg.sink_refresh_chunks == 0:
+        if self.config.sink_refresh_chunks > 0 and self.chunk_index % self.config.sink_refresh_chunks == 0:
             self.refresh_sink()
         return x0
 
@@ -338,23 +339,11 @@ class StreamingGenerator:
         return True
 
     # ------------------------------------------------------------------ internals
-    def _velocity(self, z, t, cond, prior_cond, write: bool) -> torch.Tensor:
-        v = self.model.forward_chunk(z, t, self.text[0], self.text[1], cond, self.cache, write=write)
-        if self.param is not None:
-            from motionstream.diffusion.sampling import skip_term
-
-            skip = skip_term(z, t, prior_cond, self.param)
-            if skip is not None:
-                v = v + skip
-        return v
-
-    def _prior_condition(self, cond):
-        """cond with the anchor latent in every frame, so sampling.condition_prior (which reads the
-        first frame of image_latent) sees the first frame in chunks that do not start at frame 0."""
-        if self.param is None or getattr(self.param, "output_skip", "none") == "none":
-            return cond
+    def _prior(self, cond) -> torch.Tensor | None:
+        """The output-skip prior of the chunk (train/rollout.stream_prior of the whole stream, sliced):
+        the guide where it covers a cell, else the anchor latent (the first frame)."""
         first = self.anchor_latent[:, :, None].expand_as(cond.image_latent)
-        return replace(cond, image_latent=first)
+        return stream_prior(replace(cond, image_latent=first), self.param)
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -372,29 +361,50 @@ class StreamingGenerator:
 
 # ------------------------------------------------------------------------------- loading
 def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(WanDiT in eval mode, TeacherParam or None, metadata) from a model folder.
+    """(WanDiT in eval mode, TeacherParam, metadata) from a model folder (train/rollout.load_dit_folder).
 
     'student' and 'teacher' are the shipped folders weights/student-tiny-cpu and
     weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
-    from motionstream.config import from_dict
-    from motionstream.diffusion.sampling import TeacherParam
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.dit import DiTConfig, WanDiT
+    from motionstream.train.rollout import load_dit_folder
 
     name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
-    meta, state = load_model_dir(name)
-    model = WanDiT(from_dict(DiTConfig, meta["config"], f"{name}/config.json"))
-    model.load_state_dict(state)
-    param = from_dict(TeacherParam, meta["teacher"], f"{name}/config.json:teacher") if meta.get("teacher") else None
-    return model.eval(), param, meta
+    return load_dit_folder(name)
 
 
 def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, **overrides: Any) -> StreamConfig:
-    """The `stream` section of a preset, then what the model folder says it was distilled for
-    (its `stream` metadata: timesteps, cache shape), then explicit overrides (None = keep)."""
+    """StreamConfig from a loaded preset: its `stream` section, the sampler settings of its `student`
+    section (train/rollout.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
+    what a student folder says it was distilled for (its `student` metadata: chunk size, steps,
+    shift, renoise; the sink / window stay a runtime choice), then explicit overrides (None = keep)."""
     from motionstream.config import section
+    from motionstream.train.rollout import StudentConfig
 
     sc = section(cfg, "stream", StreamConfig)
-    known = {f.name for f in dataclasses.fields(StreamConfig)}
-    from_model = {k: v for k, v in ((meta or {}).get("stream") or {}).items() if k in known}
-    return replace(sc, **from_model, **{k: v for k, v in overrides.items() if v is not None})
+    sampler_keys = ("chunk_frames", "sink_chunks", "window_chunks", "denoising_steps", "shift", "renoise")
+    preset = section(cfg, "student", StudentConfig) if cfg.get("student") else None
+    from_preset = {k: getattr(preset, k) for k in sampler_keys} if preset is not None else {}
+    student = (meta or {}).get("student") or {}
+    from_model = {k: student[k] for k in ("chunk_frames", "denoising_steps", "shift", "renoise") if k in student}
+    return replace(sc, **{**from_preset, **from_model}, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class ChunkSampler(StudentSampler):
+    """train/rollout.StudentSampler fed one chunk's condition at a time.
+
+    StudentSampler slices a whole-stream condition, which an endless stream never has; this keeps
+    its denoise / write loop (the code the student is trained with) and only changes where the
+    chunk's condition and output-skip prior come from (`set_chunk` before each chunk)."""
+
+    def __init__(self, model: torch.nn.Module, student_cfg: StudentConfig, param: TeacherParam,
+                 text: tuple[torch.Tensor, torch.Tensor | None]):
+        self.model, self.cfg, self.param, self.text = model, student_cfg, param, text
+        self.t = student_cfg.timesteps()
+        self.cond, self.prior = None, None
+
+    def set_chunk(self, cond: MotionCondition, prior: torch.Tensor | None) -> None:
+        self.cond, self.prior = cond, prior
+
+    def velocity(self, z: torch.Tensor, t: float, start: int, cache: KVCache, write: bool) -> torch.Tensor:
+        tt = z.new_full((z.shape[0], z.shape[2]), float(t))
+        out = self.model.forward_chunk(z, tt, self.text[0], self.text[1], self.cond, cache, write)
+        return add_skip(out, z, tt, self.prior, self.param)

@@ -1,0 +1,344 @@
+"""`motionstream generate | transfer | camera | edit`: the applications, each writing an mp4.
+
+    motionstream generate --image IMG --prompt TEXT --tracks FILE -o out.mp4 [--frames N]
+    motionstream transfer --image IMG --video DRIVING.mp4 -o out.mp4 [--frames N]
+    motionstream camera   --image IMG --depth DEPTH --path orbit|dolly|pan|truck -o out.mp4
+    motionstream edit     --image IMG --drag x0,y0:x1,y1 [--drag ...] -o clip.mp4 [--edited out.png]
+
+Common options: --model student (default: weights/student-tiny-cpu, the causal student streamed
+with the rolling cache) | teacher (weights/teacher-tiny-cpu, offline, joint guidance) | PATH (any
+model folder; its config.json `kind` says which), --config (preset), --frames, --cache cXsYwZ,
+--decoder tiny|full, --seed. `generate` is registered here unless another module (the teacher's
+generate.py) already registered it; `run_generate(args)` serves `--model student` for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+import numpy as np
+
+SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
+
+
+# ----------------------------------------------------------------------------- shared setup
+class Stack:
+    """Everything a sub-command needs, loaded once from the arguments."""
+
+    def __init__(self, args: argparse.Namespace):
+        """args: this module's parser, or generate.py's (options it lacks take their defaults)."""
+        import torch
+
+        from motionstream.cli import UserError
+        from motionstream.config import ConfigError, load_config, section
+        from motionstream.models.checkpoints import WeightsNotFound
+        from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
+        from motionstream.tracks.cli import parse_size
+        from motionstream.video import read_image
+
+        for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
+            if not hasattr(args, name):
+                setattr(args, name, None)
+        if args.frames is not None and args.frames < 1:
+            raise UserError(f"--frames must be >= 1, got {args.frames}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            self.cfg = load_config(args.config)
+            base = section(self.cfg, "stream", StreamConfig)
+        except (ConfigError, ValueError) as err:
+            raise UserError(str(err)) from None
+        video = self.cfg.get("video", {})
+        self.size = parse_size(args.size) or (int(video.get("width", 256)), int(video.get("height", 144)))
+        self.fps = float(video.get("fps", 16))
+        try:
+            self.image_raw = read_image(args.image)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        from motionstream.video import resize_crop
+
+        self.image = resize_crop(self.image_raw, self.size)
+        name = {"student": base.student}.get(args.model, args.model)
+        try:
+            self.model, self.param, self.meta = load_stream_model(name)
+        except WeightsNotFound as err:
+            hint = (" The distilled student has not shipped yet: pass --model teacher or --model PATH to a "
+                    "model folder." if args.model == "student" else "")
+            raise UserError(f"{err}{hint}") from None
+        self.is_teacher = self.meta.get("kind") == "teacher"
+        try:
+            self.stream_cfg = stream_config_for(self.cfg, None if self.is_teacher else self.meta,
+                                                decoder=args.decoder, seed=args.seed, vae=args.vae,
+                                                tiny_decoder=args.tiny_decoder,
+                                                sink_refresh_chunks=args.sink_refresh)
+            if args.cache:
+                self.stream_cfg = self.stream_cfg.with_cache_name(args.cache)
+        except (ConfigError, ValueError) as err:
+            raise UserError(str(err)) from None
+        from motionstream.models.codec import load_codec
+        from motionstream.models.text import load_text_encoder
+
+        tiny = self.stream_cfg.tiny_decoder if (self.stream_cfg.decoder == "tiny" and not self.is_teacher) else None
+        try:
+            self.codec = load_codec(self.stream_cfg.vae, tiny)
+            self.text_encoder = load_text_encoder(self.cfg)
+        except WeightsNotFound as err:
+            raise UserError(str(err)) from None
+        s = self.codec.spatial_stride * self.model.cfg.patch_size[1]
+        if self.size[0] % s or self.size[1] % s:
+            raise UserError(f"--size {self.size[0]}x{self.size[1]} must be a multiple of {s} in both directions")
+        h, w = self.size[1] // self.codec.spatial_stride, self.size[0] // self.codec.spatial_stride
+        self.latent_cells = h * w
+        from motionstream.tracks.embed import TracksConfig
+
+        self.tracks_cfg = section(self.cfg, "tracks", TracksConfig)
+        self.progress = not args.no_progress
+        self.args = args
+
+    def default_frames(self, fallback: int) -> int:
+        return self.args.frames if self.args.frames is not None else fallback
+
+    def run(self, source, num_frames: int, out: str | Path) -> dict:
+        """Stream (student) or sample offline (teacher) `num_frames` frames with motion from `source`."""
+        from motionstream.stream.apps import run_stream, run_teacher
+
+        if self.is_teacher:
+            from motionstream.config import section
+            from motionstream.diffusion.flow import DiffusionConfig
+            from motionstream.stream.controls import MotionControls
+
+            tracks = None
+            if source is not None:
+                controls = MotionControls(self.size[0], self.size[1], self.fps, seed=self.stream_cfg.seed)
+                source(controls, 0, num_frames)
+                tracks = controls.chunk_tracks(0, num_frames).tracks
+            dcfg = section({"diffusion": self.meta.get("diffusion") or self.cfg.get("diffusion")}, "diffusion",
+                           DiffusionConfig)
+            return run_teacher(self.model, self.param, self.codec, self.text_encoder, self.image, self.args.prompt,
+                               tracks, num_frames, out, dcfg, self.args.steps or dcfg.sample_steps, self.fps,
+                               seed=self.stream_cfg.seed, progress=self.progress)
+        from motionstream.stream.engine import StreamingGenerator
+
+        gen = StreamingGenerator(self.model, self.codec, self.text_encoder, self.stream_cfg, self.param, fps=self.fps)
+        return run_stream(gen, self.image, self.args.prompt, source, num_frames, out, progress=self.progress)
+
+    def report(self, result: dict, what: str) -> None:
+        mode = "teacher (offline)" if self.is_teacher else f"student {self.stream_cfg.name}"
+        print(f"{what}: wrote {result['frames']} frames to {result['path']} in {result['seconds']:.1f}s "
+              f"({result['fps']:.1f} fps, {mode})")
+
+
+def _user_errors(fn):
+    """Track, video and value errors of a handler become one-line UserErrors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args):
+        from motionstream.cli import UserError
+        from motionstream.tracks.trackset import TrackError
+        from motionstream.video import VideoError
+
+        try:
+            return fn(args)
+        except (TrackError, VideoError) as err:
+            raise UserError(str(err)) from None
+    return wrapper
+
+
+# ------------------------------------------------------------------------------- handlers
+@_user_errors
+def run_generate(args: argparse.Namespace) -> int:
+    """image + prompt + track file -> video."""
+    from motionstream.generate import fit_tracks
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset
+    from motionstream.tracks.io import load_tracks
+
+    st = Stack(args)
+    ih, iw = st.image_raw.shape[:2]
+    ts = load_tracks(args.tracks, fps=st.fps, width=iw, height=ih)
+    if (ts.width, ts.height) != (iw, ih):
+        ts = ts.scaled(iw, ih)   # tracks made for another size of the same image
+    ts = conditioning_subset(fit_tracks(ts, *st.size), st.latent_cells, st.stream_cfg.seed, st.tracks_cfg)
+    n = st.default_frames(ts.num_frames)
+    st.report(st.run(TrackFileSource(ts), n, args.output), "generate")
+    return 0
+
+
+@_user_errors
+def run_transfer(args: argparse.Namespace) -> int:
+    """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
+    from motionstream.stream.apps import transfer_source
+    from motionstream.video import read_video
+
+    st = Stack(args)
+    frames, _ = read_video(args.video, fps=st.fps, size=st.size, max_frames=args.max_video_frames)
+    n = st.default_frames(len(frames))
+    source = transfer_source(frames, st.fps, st.latent_cells, args.grid, st.stream_cfg.seed, st.tracks_cfg)
+    st.report(st.run(source, n, args.output), "transfer")
+    return 0
+
+
+@_user_errors
+def run_camera(args: argparse.Namespace) -> int:
+    """image + depth + camera path -> video."""
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset
+    from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
+
+    st = Stack(args)
+    n = st.default_frames(args.path_frames)
+    depth = load_depth(args.depth, mode=args.depth_mode)
+    # the depth map is fitted to the image exactly like the image (cover + centre crop)
+    from motionstream.video import resize_crop
+
+    depth = resize_crop(depth.astype(np.float32), st.size).astype(np.float64)
+    scene = float(np.median(depth))
+    poses = camera_path(args.path, n, strength=args.strength, scene_depth=scene)
+    ts = camera_tracks(depth, default_intrinsics(*st.size, fov_deg=args.fov), poses, grid=args.grid, fps=st.fps)
+    ts = conditioning_subset(ts, st.latent_cells, st.stream_cfg.seed, st.tracks_cfg)
+    st.report(st.run(TrackFileSource(ts), n, args.output), "camera")
+    return 0
+
+
+@_user_errors
+def run_edit(args: argparse.Namespace) -> int:
+    """image + drags -> the edited image (the clip's last frame) + the clip."""
+    from motionstream.cli import UserError
+    from motionstream.generate import fit_tracks
+    from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
+    from motionstream.video import write_image
+
+    st = Stack(args)
+    try:
+        drags = parse_drags(args.drag)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    iw, ih = st.image_raw.shape[1], st.image_raw.shape[0]
+    n = st.default_frames(args.edit_frames)
+    from motionstream.tracks.trackset import TrackSet
+
+    # drags are given in the original image's pixels: map them like the image
+    ends = np.array([[x0, y0, x1, y1] for x0, y0, x1, y1 in drags], np.float32).reshape(-1, 2, 2)
+    probe = TrackSet(ends.transpose(1, 0, 2).copy(), np.ones((2, len(drags)), bool), iw, ih, st.fps)
+    fitted = fit_tracks(probe, *st.size).tracks
+    drags = [(*fitted[0, k], *fitted[1, k]) for k in range(len(drags))]
+    ts = edit_tracks(drags, n, st.size[0], st.size[1], st.fps, args.radius, pins=not args.no_pins)
+    result = st.run(TrackFileSource(ts), n, args.output)
+    edited = Path(args.edited) if args.edited else Path(args.output).with_suffix(".png")
+    write_image(edited, result["last_frame"])
+    st.report(result, "edit")
+    print(f"edit: edited image (last frame) -> {edited}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- arguments
+def is_student_model(name: str) -> bool:
+    """True for `student` and for model folders whose config.json kind is not "teacher"."""
+    import json
+
+    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
+
+    if name == "student":
+        return True
+    if name == "teacher":
+        return False
+    try:
+        meta = json.loads((resolve_model_dir(name) / "config.json").read_text())
+    except (WeightsNotFound, OSError, ValueError):
+        return False      # let the teacher command report the missing / broken folder
+    return meta.get("kind") != "teacher"
+
+
+def dispatch_generate(teacher_func, args: argparse.Namespace) -> int:
+    """`generate`: the streaming student for student folders, the teacher's own handler otherwise."""
+    return run_generate(args) if is_student_model(args.model) else teacher_func(args)
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    """The streaming options of _common that another module's `generate` parser lacks."""
+    known = set(p._option_string_actions)
+    options = [
+        ("--size", dict(help="video size WIDTHxHEIGHT (default: the preset's video size)")),
+        ("--cache", dict(help="student: cache shape cXsYwZ (default c3s1w1)")),
+        ("--decoder", dict(choices=("tiny", "full"), help="student: streaming decoder (default tiny)")),
+        ("--sink-refresh", dict(type=int, default=None, metavar="N",
+                                help="student: re-anchor the attention sink every N chunks (default 0 = off)")),
+        ("--tiny-decoder", dict(help="student: tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")),
+    ]
+    for flag, kwargs in options:
+        if flag not in known:
+            p.add_argument(flag, **kwargs)
+
+
+def _common(p: argparse.ArgumentParser, frames_help: str) -> None:
+    p.add_argument("--image", required=True, help="conditioning image (resized + centre-cropped to --size)")
+    p.add_argument("--prompt", default="", help="text prompt (default: empty)")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--frames", type=int, default=None, help=frames_help)
+    p.add_argument("--model", default="student",
+                   help="student (default, weights/student-tiny-cpu) | teacher (weights/teacher-tiny-cpu) | PATH to a model folder")
+    p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (default tiny-cpu)")
+    p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's video size)")
+    p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's / preset's, c3s1w1)")
+    p.add_argument("--decoder", choices=("tiny", "full"), help="streaming decoder (default tiny)")
+    p.add_argument("--sink-refresh", type=int, default=None, metavar="N",
+                   help="re-anchor the attention sink every N chunks for scene changes (default 0 = off)")
+    p.add_argument("--steps", type=int, help="teacher only: Euler steps (default: the preset's sample_steps)")
+    p.add_argument("--seed", type=int, help="noise seed (default: the preset's stream.seed)")
+    p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")
+    p.add_argument("--tiny-decoder", help="tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    from motionstream.tracks.camera import CAMERA_PATHS, DEFAULT_FOV_DEG
+
+    generate = commands.choices.get("generate")
+    if generate is None:
+        p = commands.add_parser("generate", help="image + prompt + track file -> video",
+                                description="Generate a video that follows the tracks of a file (.npz, .json, "
+                                "ATI .ati.json, Wan-Move NAME_tracks.npy). Tracks are in the image's pixels.")
+        _common(p, "frames to write (default: the track file's length; beyond it the motion is unspecified)")
+        p.add_argument("--tracks", required=True, help="track file")
+        p.set_defaults(func=run_generate)
+    else:
+        # generate.py (the teacher's command) owns `generate`; students go to the streaming engine
+        _add_stream_options(generate)
+        generate.set_defaults(func=functools.partial(dispatch_generate, generate.get_default("func")))
+
+    p = commands.add_parser("transfer", help="image + driving video -> video with the video's motion",
+                            description="Motion transfer: a point tracker follows a grid on the driving video "
+                            "chunk by chunk and the tracks drive the image. With the video's first frame as the "
+                            "image this reconstructs the video.")
+    _common(p, "frames to write (default: the driving video's length; beyond it the video plays back and forth)")
+    p.add_argument("--video", required=True, help="driving video")
+    p.add_argument("--grid", type=int, default=50, help="tracker query grid per side (default 50; a random "
+                   "subset sized for the latent grid conditions the model)")
+    p.add_argument("--max-video-frames", type=int, default=None, help="read at most this many driving frames")
+    p.set_defaults(func=run_transfer)
+
+    p = commands.add_parser("camera", help="image + depth + camera path -> video",
+                            description="Camera control: a grid lifted to 3D with the depth map is projected "
+                            "along a named camera move.")
+    _common(p, "frames to write (default 81)")
+    p.add_argument("--depth", required=True, help="depth map: .npy z-depth or a grayscale image (see --depth-mode)")
+    p.add_argument("--path", choices=CAMERA_PATHS, default="orbit", help="camera move (default orbit)")
+    p.add_argument("--strength", type=float, default=1.0, help="scale of the move; negative reverses it")
+    p.add_argument("--depth-mode", choices=("disparity", "depth"), default="disparity",
+                   help="grayscale depth images: bright = near (disparity, default) or bright = far")
+    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="horizontal field of view in degrees")
+    p.add_argument("--grid", type=int, default=50, help="points per side before subsetting (default 50)")
+    p.set_defaults(func=run_camera, path_frames=81)
+
+    p = commands.add_parser("edit", help="drag-based image editing: image + drags -> edited image (+ clip)",
+                            description="Drag editing: the content under each drag start moves to its end "
+                            "while a static grid keeps the rest still; the clip's last frame is the edit.")
+    _common(p, "frames of the clip (default 33)")
+    p.add_argument("--drag", action="append", required=True, metavar="X0,Y0:X1,Y1",
+                   help="move the content at (X0, Y0) to (X1, Y1), original image pixels; repeatable")
+    p.add_argument("--radius", type=float, default=24.0, help="radius of the dragged patch in video pixels")
+    p.add_argument("--no-pins", action="store_true", help="do not pin the rest of the image")
+    p.add_argument("--edited", help="edited image path (default: the output with .png)")
+    p.set_defaults(func=run_edit, edit_frames=33)

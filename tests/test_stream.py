@@ -1,0 +1,331 @@
+"""StreamingGenerator and MotionControls on a tiny random WanDiT + random causal VAE / tiny decoder."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders, sample_image  # noqa: E402
+
+from motionstream.stream.controls import MotionControls  # noqa: E402
+from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_condition, load_stream_model  # noqa: E402
+from motionstream.tracks.trackset import TrackSet  # noqa: E402
+
+
+class HashTextEncoder:
+    """Deterministic prompt -> token states (the text encoder is not under test here; the CLI tests use MiniLM)."""
+
+    def __init__(self, length: int = 8, dim: int = 384):
+        self.length, self.dim = length, dim
+
+    def encode(self, prompts):
+        toks = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
+        tokens = torch.stack([torch.randn(self.length, self.dim, generator=g) for g in toks])
+        return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one intra-op thread is fastest, and on a shared, oversubscribed 2-core
+    machine two OpenMP threads can be 10-20x slower. Restored for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_model_folders(tmp_path_factory.mktemp("stream_models"))
+
+
+@pytest.fixture(scope="module")
+def parts(folders):
+    from motionstream.models.codec import load_codec
+
+    model, param, meta = load_stream_model(folders["student"])
+    return model, param, meta, load_codec(folders["vae"], folders["tiny"])
+
+
+def make_gen(parts, **cfg) -> StreamingGenerator:
+    model, param, _, codec = parts
+    return StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(**cfg), param, fps=FPS)
+
+
+def moving_square(num_frames: int, start: int = 0) -> TrackSet:
+    """A 3x3 grid of tracks on the bright square of sample_image moving right 1 px per frame."""
+    gx, gy = np.meshgrid([22.0, 28.0, 34.0], [18.0, 24.0, 30.0])
+    base = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+    t = np.arange(start, start + num_frames, dtype=np.float32)[:, None, None]
+    xy = (base[None] + np.concatenate([t, 0 * t], 2)).astype(np.float32)
+    return TrackSet(xy, np.ones(xy.shape[:2], bool), VIDEO_W, VIDEO_H, FPS, ids=np.arange(9) * 37 + 5)
+
+
+# ------------------------------------------------------------------------------------ engine
+def test_chunk_sizes_dtype_and_frame_clock(parts):
+    gen = make_gen(parts)
+    gen.start(sample_image(), "a bright square")
+    sizes = []
+    for _ in range(3):
+        frames = gen.next_chunk()
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (VIDEO_H, VIDEO_W, 3)
+        sizes.append(len(frames))
+    gen.close()
+    assert sizes == [1 + 4 * 2, 12, 12]
+    assert gen.next_frame == sum(sizes) and gen.frames_out == sum(sizes)
+    assert gen.stream_time == pytest.approx(sum(sizes) / FPS)
+
+
+def test_deterministic_overlap_equals_serial_and_reset_replays(parts):
+    ts = moving_square(40)
+    runs = []
+    for overlap in (False, True):
+        gen = make_gen(parts, overlap_decode=overlap)
+        gen.start(sample_image(), "a bright square")
+        gen.push(ts)
+        futs = [gen.next_chunk_async() for _ in range(3)]   # generation of i+1 overlaps decode of i
+        runs.append(np.concatenate([f.result() for f in futs]))
+        if overlap:
+            gen.reset()
+            gen.push(ts)
+            replay = np.concatenate([gen.next_chunk() for _ in range(3)])
+        gen.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[1], replay)
+
+
+def test_motion_and_prompt_change_the_output(parts):
+    def run(prompt, tracks):
+        gen = make_gen(parts, overlap_decode=False)
+        gen.start(sample_image(), prompt)
+        if tracks is not None:
+            gen.push(tracks)
+        lat = [gen.generate_latents() for _ in range(2)]
+        return torch.cat(lat, 2)
+
+    base = run("a bright square", moving_square(21))
+    assert not torch.allclose(base, run("a bright square", None), atol=1e-4)
+    assert not torch.allclose(base, run("something else entirely", moving_square(21)), atol=1e-4)
+    assert torch.allclose(base, run("a bright square", moving_square(21)))
+
+
+def test_pause_resume(parts):
+    gen = make_gen(parts)
+    gen.start(sample_image(), "p")
+    gen.next_chunk()
+    gen.pause()
+    assert gen.next_chunk().shape == (0, VIDEO_H, VIDEO_W, 3)
+    assert gen.chunk_index == 1 and gen.next_frame == 9
+    gen.resume()
+    assert len(gen.next_chunk()) == 12 and gen.next_frame == 21
+    gen.close()
+
+
+def test_start_rejects_bad_image(parts):
+    gen = make_gen(parts)
+    with pytest.raises(ValueError, match="multiple of"):
+        gen.start(np.zeros((50, 64, 3), np.uint8), "x")
+    with pytest.raises(RuntimeError, match="start"):
+        gen.next_chunk()
+
+
+def test_cache_config_names():
+    cfg = StreamConfig().with_cache_name("c2s0w4")
+    assert (cfg.chunk_frames, cfg.sink_chunks, cfg.window_chunks, cfg.name) == (2, 0, 4, "c2s0w4")
+    with pytest.raises(ValueError):
+        StreamConfig().with_cache_name("c3w1")
+    with pytest.raises(ValueError):
+        StreamConfig(denoising_steps=[0.5, 0.9])
+
+
+@pytest.mark.parametrize("name", ["c3s1w1", "c2s0w2", "c1s2w1"])
+def test_other_cache_shapes_stream(parts, name):
+    gen = make_gen(parts, overlap_decode=False)
+    gen.start(sample_image(), "x", StreamConfig(overlap_decode=False).with_cache_name(name))
+    c = gen.config.chunk_frames
+    sizes = [len(gen.next_chunk()) for _ in range(5)]
+    assert sizes == [1 + 4 * (c - 1)] + [4 * c] * 4
+    assert gen.cache.current_slot <= gen.config.sink_chunks + gen.config.window_chunks
+
+
+def test_stream_equals_the_training_rollout(parts):
+    """Chunk by chunk with per-chunk conditions == train/rollout.stream_generate on the whole-stream
+    condition (the sampler, the noise order, the guide prior and the cache are the ones of training)."""
+    from motionstream.models.conditioning import build_condition
+    from motionstream.train.rollout import StudentSampler, stream_generate
+
+    model, param = parts[0], parts[1]
+    gen = make_gen(parts, overlap_decode=False, seed=7)
+    gen.start(sample_image(), "a bright square")
+    ts = moving_square(1 + 4 * 11)
+    gen.push(ts)
+    mine = torch.cat([gen.generate_latents() for _ in range(4)], 2)          # 12 latent frames: the window rolls
+    cond = build_condition(gen.image_latent, [ts], 12, model.cfg, ids=ts.ids)
+    sampler = StudentSampler(model, gen.config.student_config(), param, cond, gen.text)
+    with torch.inference_mode():
+        ref = stream_generate(sampler, 4, tuple(gen.image_latent.shape[2:]), torch.Generator().manual_seed(7))
+    torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_chunk_condition_equals_whole_clip_condition(parts):
+    """Per-chunk conditioning (only the chunk's tracks + anchors) == build_condition on the whole clip, sliced."""
+    from motionstream.models.conditioning import build_condition
+
+    model = parts[0]
+    cfg = model.cfg
+    latent = torch.randn(1, 16, VIDEO_H // 8, VIDEO_W // 8)
+    ts = moving_square(1 + 4 * 8)
+    whole = build_condition(latent, [ts], 9, cfg, ids=ts.ids)
+    controls = MotionControls(VIDEO_W, VIDEO_H, FPS)
+    controls.push_tracks(ts, start_frame=0)
+    for a, b in [(0, 3), (3, 6), (6, 9)]:
+        v0, v1 = (0 if a == 0 else 4 * a - 3), 4 * b - 3
+        part = chunk_condition(latent, controls.chunk_tracks(v0, v1 - v0), a, b - a, cfg)
+        ref = whole.chunk(a, b)
+        for name in ("image_latent", "image_mask", "track_map", "guide", "guide_mask"):
+            torch.testing.assert_close(getattr(part, name), getattr(ref, name), msg=name)
+
+
+def test_long_stream_constant_memory_and_positions(parts):
+    """2,000 frames (beyond any training horizon): cache slots bounded, RSS flat, per-chunk state bounded."""
+    gen = make_gen(parts, overlap_decode=True, denoising_steps=[1.0])
+    gen.start(sample_image(), "forever")
+    d = gen.controls.pointer_down(0.0, 28, 24)
+    rss = []
+    frames = 0
+    chunk = 0
+    while frames < 2000:
+        t = gen.stream_time
+        gen.push([(t + 0.5, 28 + 10 * np.sin(t), 24 + 5 * np.cos(t))], drag_id=d)   # live pointer keeps moving
+        frames += len(gen.next_chunk())
+        chunk += 1
+        assert gen.cache.current_slot <= 2
+        if chunk in (20, 160):
+            rss.append(_rss_mb())
+    gen.close()
+    assert frames >= 2000
+    assert len(gen.controls._drags[d].samples) <= 3            # pointer history is trimmed
+    assert rss[1] - rss[0] < 30, f"RSS grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2 ** 20
+
+
+def test_sink_refresh_reanchors(parts):
+    gen = make_gen(parts, overlap_decode=False, sink_refresh_chunks=3)
+    gen.start(sample_image(), "scene change")
+    sink_before = gen.cache.keys[:, :, :, :gen.cache.chunk_tokens].clone()
+    for _ in range(2):
+        gen.next_chunk()
+    sink_after_2 = gen.cache.keys[:, :, :, :gen.cache.chunk_tokens].clone()
+    assert not torch.equal(sink_before, sink_after_2)   # chunk 0 was written into the sink
+    assert torch.equal(gen.anchor_latent, gen.image_latent)
+    gen.next_chunk()                                      # chunk 3: refresh
+    assert not torch.equal(gen.cache.keys[:, :, :, :gen.cache.chunk_tokens], sink_after_2)
+    assert torch.equal(gen.anchor_latent, gen.last_latents[:, :, -1])
+    # the refreshed sink holds the newest window chunk's values, rotated at sink positions
+    n = gen.cache.chunk_tokens
+    assert torch.equal(gen.cache.values[:, :, :, :n], gen.cache.values[:, :, :, n:2 * n])
+    fixed = make_gen(parts, overlap_decode=False)
+    fixed.start(sample_image(), "scene change")
+    a = [fixed.next_chunk() for _ in range(5)][-1]
+    b = [gen.next_chunk() for _ in range(2)][-1]
+    assert not np.array_equal(a, b)
+
+
+def test_student_shortcut_gives_clear_error(monkeypatch, tmp_path):
+    from motionstream.config import WEIGHTS_DIR
+    from motionstream.models.checkpoints import WeightsNotFound
+
+    if (WEIGHTS_DIR / "student-tiny-cpu" / "model.safetensors").exists():
+        pytest.skip("the student has shipped")
+    with pytest.raises(WeightsNotFound, match="student-tiny-cpu"):
+        load_stream_model("student")
+
+
+# ---------------------------------------------------------------------------------- controls
+def test_pointer_samples_resampled_onto_chunk_frames():
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS)
+    d = c.pointer_down(0.25, 10.0, 20.0, radius=0)          # grab at frame 4
+    c.pointer_move(d, 0.75, 30.0, 20.0)                      # frame 12
+    c.pointer_move(d, 0.5, 20.0, 10.0)                       # arrives late, out of order: frame 8
+    ch = c.chunk_tracks(0, 9)
+    ts = ch.tracks
+    assert ts.num_tracks == 1 and ts.role == ["drag"]
+    assert not ts.visibility[:4, 0].any() and ts.visibility[4:, 0].all()    # unspecified before the grab
+    np.testing.assert_allclose(ts.tracks[4, 0], [10, 20])
+    np.testing.assert_allclose(ts.tracks[6, 0], [15, 15])                   # halfway to the frame-8 sample
+    np.testing.assert_allclose(ts.tracks[8, 0], [20, 10])
+    np.testing.assert_allclose(ch.anchors[0], [10, 20])
+    c.pointer_up(d, 1.0)                                     # released at frame 16
+    ts2 = c.chunk_tracks(9, 12).tracks
+    np.testing.assert_allclose(ts2.tracks[12 - 9, 0], [30, 20])             # held after the newest sample
+    assert ts2.visibility[:16 - 9, 0].all() and not ts2.visibility[16 - 9:, 0].any()  # released = zero features
+    assert (ts2.ids == ts.ids).all()                         # the same track keeps its ID across chunks
+
+
+def test_several_drags_pins_paths_and_regrab():
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS, seed=3)
+    a = c.pointer_down(0.0, 10, 10, radius=8)
+    b = c.pointer_down(0.0, 50, 30, radius=0)
+    c.add_pins(np.array([[5.0, 40.0], [60.0, 5.0]]))
+    c.add_path([(0.0, 30.0, 40.0), (0.5, 40.0, 40.0)])
+    c.pointer_move(a, 0.5, 20, 10)
+    c.pointer_move(b, 0.5, 50, 20)
+    ts = c.chunk_tracks(0, 9).tracks
+    roles = np.array(ts.role)
+    assert set(roles) == {"drag", "static", "path"} and len(set(ts.ids.tolist())) == ts.num_tracks
+    assert (ts.ids < 10000).all()                            # the ID range the model was trained on
+    pins = roles == "static"
+    np.testing.assert_array_equal(ts.tracks[-1, pins], ts.tracks[0, pins])
+    path = roles == "path"
+    np.testing.assert_allclose(ts.tracks[8, path], [[40.0, 40.0]])
+    assert ts.visibility[8, path].all()
+    # drag a ends at (20, 10); a new grab there continues pasting the content from (10, 10)
+    c.pointer_up(a, 0.6)
+    c.chunk_tracks(9, 12)
+    a2 = c.pointer_down(1.5, 20, 10, radius=0)
+    anchors = c.chunk_tracks(21, 12).anchors
+    ids = c._drags[a2].ids
+    np.testing.assert_allclose(anchors[np.isin(c.chunk_tracks(33, 12).tracks.ids, ids)], [[10.0, 10.0]])
+
+
+def test_pushed_tracks_segments_and_validation():
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS)
+    ts = moving_square(30)
+    c.push_tracks(ts.frames(0, 15), start_frame=0)
+    c.push_tracks(ts.frames(15, 30), start_frame=15)        # the same tracks (IDs), next frames
+    ch = c.chunk_tracks(9, 12)                               # frames 9..20 span both segments
+    assert ch.num_tracks == 9 and (ch.tracks.ids == ts.ids).all()
+    np.testing.assert_allclose(ch.tracks.tracks, ts.tracks[9:21])
+    np.testing.assert_allclose(ch.anchors, ts.tracks[0])     # the second segment inherits frame-0 anchors
+    other = replace(ts.frames(0, 30), ids=ts.ids + 1)        # another source: its own columns
+    c.push_tracks(other.frames(0, 10), start_frame=25)
+    ch = c.chunk_tracks(21, 12)
+    assert ch.num_tracks == 18 and not ch.tracks.visibility[:4, 9:].any() and ch.tracks.visibility[4:, 9:].all()
+    np.testing.assert_allclose(ch.anchors[9:], ts.tracks[0])
+    with pytest.raises(ValueError, match="scale"):
+        c.push_tracks(ts.scaled(128, 96))
+    with pytest.raises(ValueError, match="fps"):
+        c.push_tracks(replace(ts, fps=30.0))
+
+
+def test_stream_config_precedence():
+    """preset `stream` + preset `student` sampler < the student folder's metadata < explicit overrides."""
+    from motionstream.stream.engine import stream_config_for
+
+    preset = {"name": "p", "stream": {"decoder": "full"}, "student": {"chunk_frames": 2, "window_chunks": 3}}
+    sc = stream_config_for(preset)
+    assert (sc.decoder, sc.chunk_frames, sc.window_chunks) == ("full", 2, 3)
+    sc = stream_config_for(preset, {"student": {"chunk_frames": 4, "window_chunks": 9, "shift": 5.0}}, decoder="tiny")
+    assert (sc.decoder, sc.chunk_frames, sc.window_chunks, sc.shift) == ("tiny", 4, 3, 5.0)
+    with pytest.raises(ValueError, match="unknown keys"):
+        stream_config_for({"name": "p", "stream": {"chunk_size": 3}})
