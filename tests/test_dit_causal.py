@@ -75,3 +75,21 @@ def test_streaming_equals_masked_full_sequence(c, s, w, num_chunks):
     assert num_chunks > s + w + 1            # the window really rolls
     d_noisy, d_clean = stream_vs_full(c, s, w, num_chunks)
     assert d_noisy < 1e-4 and d_clean < 1e-4, (d_noisy, d_clean)
+
+
+def test_plain_chunk_mask_equals_streaming_write_passes():
+    """clean_context=False: every chunk's single pass writes the cache (per-chunk noise levels stay in context)."""
+    c, s, w, n = 2, 1, 2, 6
+    cfg = small_cfg()
+    model = random_model(cfg, seed=3)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, cfg.latent_channels, c * n, *LATENT_HW, generator=g)
+    t = torch.rand(1, c * n, generator=g)
+    context = torch.randn(1, 4, cfg.text_dim, generator=g)
+    cond = random_cond(cfg, 1, c * n)
+    cache = model.new_cache(1, LATENT_HW, c, s, w)
+    with torch.no_grad():
+        streamed = torch.cat([model.forward_chunk(x[:, :, i * c:(i + 1) * c], t[:, i * c:(i + 1) * c], context, None,
+                                                  cond.chunk(i * c, (i + 1) * c), cache, True) for i in range(n)], 2)
+        full = model(x, t, context, None, cond, chunk_attention_mask(c * n, c, s, w, model.tokens_per_frame(LATENT_HW)))
+    torch.testing.assert_close(streamed, full, atol=1e-4 * full.abs().max().item(), rtol=0)

@@ -134,7 +134,9 @@ class ChunkMask:
     sink_frames: int
 
     def to(self, device: torch.device | str) -> "ChunkMask":
-        return ChunkMask(self.mask.to(device), self.frame_positions.to(device), self.frame_source.to(device),
+        """Mask and frame_source on `device`; frame_positions stay on the CPU (RoPE tables are built there
+        and memoised by value, which must not cost a device sync)."""
+        return ChunkMask(self.mask.to(device), self.frame_positions, self.frame_source.to(device),
                          list(self.sink_shifts), self.sink_frames)
 
 
@@ -320,12 +322,14 @@ class WanDiT(nn.Module):
         u = out.reshape(out.shape[0], f, rows, cols, pt, ph, pw, c)
         return u.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(out.shape[0], c, f * pt, rows * ph, cols * pw)
 
-    def _rope(self, frame_positions: torch.Tensor, rows: int, cols: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (tuple(frame_positions.tolist()), rows, cols, str(frame_positions.device), dtype)
+    def _rope(self, frame_positions: list[int], rows: int, cols: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memoised float32 RoPE tables for frames at `frame_positions` (host ints: no device sync)."""
+        key = (tuple(frame_positions), rows, cols, str(device))
         if key not in self._rope_memo:
             if len(self._rope_memo) > 64:
                 self._rope_memo.clear()
-            self._rope_memo[key] = rope_tables(frame_positions, rows, cols, self.cfg.head_dim, self.cfg.rope_theta, dtype)
+            tables = rope_tables(torch.tensor(frame_positions), rows, cols, self.cfg.head_dim, self.cfg.rope_theta)
+            self._rope_memo[key] = tuple(t.to(device) for t in tables)
         return self._rope_memo[key]
 
     def _check(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> None:
@@ -345,16 +349,16 @@ class WanDiT(nn.Module):
         cond_feats = self.condition_features(cond)
         if isinstance(attn_mask, ChunkMask):
             attn_mask = attn_mask.to(x.device)
-            positions = attn_mask.frame_positions
+            positions = attn_mask.frame_positions.tolist()
             cond_feats = cond_feats.index_select(2, attn_mask.frame_source)
         else:
-            positions = torch.arange(x.shape[2], device=x.device)
+            positions = list(range(x.shape[2]))
         tokens, grid = self.embed_inputs(x, cond_feats)
         _, rows, cols = grid
         e, e6 = self.embed_time(timesteps)
-        cos, sin = self._rope(positions, rows, cols, tokens.dtype)
+        cos, sin = self._rope(positions, rows, cols, x.device)
         if isinstance(attn_mask, ChunkMask):
-            copies = [self._rope(torch.arange(attn_mask.sink_frames, device=x.device) + s, rows, cols, tokens.dtype)
+            copies = [self._rope([f + s for f in range(attn_mask.sink_frames)], rows, cols, x.device)
                       for s in attn_mask.sink_shifts]
             plan = RopePlan(cos, sin, attn_mask.mask, copies, attn_mask.sink_frames * rows * cols)
         else:

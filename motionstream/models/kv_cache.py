@@ -62,9 +62,9 @@ class KVCache:
         self.window_raw = torch.zeros(layers, batch, heads, window_chunks * n, head_dim, device=device, dtype=dtype)
         self.pending_raw = torch.zeros(layers, batch, heads, n, head_dim, device=device, dtype=dtype)
         # RoPE of every slot, [slots, n, head_dim/2]: slot p covers frames p*C .. p*C + C-1
-        cos, sin = rope_tables(torch.arange(slots * chunk_frames, device=device), token_grid[0], token_grid[1],
-                               head_dim, model_cfg.rope_theta, dtype)
-        self.slot_cos, self.slot_sin = cos.view(slots, n, -1), sin.view(slots, n, -1)
+        cos, sin = rope_tables(torch.arange(slots * chunk_frames), token_grid[0], token_grid[1], head_dim,
+                               model_cfg.rope_theta)                       # float32, applied in float32
+        self.slot_cos, self.slot_sin = cos.view(slots, n, -1).to(device), sin.view(slots, n, -1).to(device)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.context_ref: torch.Tensor | None = None
         self.num_written = 0

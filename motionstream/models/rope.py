@@ -53,8 +53,9 @@ def rope_tables(frame_positions: torch.Tensor, height: int, width: int, head_dim
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs of the last dim of x [..., L, d] by angles whose cos/sin are [L, d/2]."""
-    pairs = x.unflatten(-1, (-1, 2))
+    """Rotate adjacent pairs of the last dim of x [..., L, d] by angles whose cos/sin are [L, d/2].
+
+    Computed in float32 (cos/sin are float32) and cast back, so bf16 activations keep exact angles."""
+    pairs = x.float().unflatten(-1, (-1, 2))
     x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
