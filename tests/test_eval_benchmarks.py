@@ -13,6 +13,20 @@ from motionstream.eval.benchmarks import BenchmarkResult, NotAvailable, Table, b
 from motionstream.eval.report import HEADLINE_BEGIN, HEADLINE_END, update_readme_headline, write_report
 
 
+def small_config(tmp_path) -> str:
+    """The tiny-cpu preset at 64x32 pixels and 9 frames per clip, so real benchmarks run in seconds."""
+    import yaml
+
+    from motionstream.config import load_config
+
+    cfg = load_config("tiny-cpu")
+    cfg["video"].update(width=64, height=32)
+    cfg.setdefault("eval", {})["num_frames"] = 9
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
 @pytest.fixture
 def fake_benchmarks(monkeypatch):
     """Register throw-away benchmarks; the registry is restored afterwards."""
@@ -115,7 +129,7 @@ def test_every_shipped_benchmark_is_registered():
 
 def test_camera_benchmark_checks_tracks_against_the_homography(tmp_path):
     pytest.importorskip("motionstream.tracks.camera")
-    res = run_benchmark("camera", quick=True, out_root=tmp_path)
+    res = run_benchmark("camera", quick=True, out_root=tmp_path, config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     assert res.summary["max track err (px)"] < 1e-3
     assert res.summary["parallax ratio"] == pytest.approx(2.0, rel=0.02)
@@ -150,16 +164,7 @@ def test_codec_benchmark_with_random_small_codec(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_codec, "VAE_WEIGHTS", str(vae_dir))
     monkeypatch.setattr(bench_codec, "TINY_WEIGHTS", str(tiny_dir))
     monkeypatch.setitem(registry, "codec", dataclasses.replace(registry["codec"], needs_weights=(str(vae_dir), str(tiny_dir))))
-    # a small video format keeps it fast: 64x32, 9 frames
-    import yaml
-
-    from motionstream.config import load_config
-
-    cfg = load_config("tiny-cpu")
-    cfg["video"].update(width=64, height=32)
-    cfg.setdefault("eval", {})["num_frames"] = 9
-    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_benchmark("codec", quick=True, out_root=tmp_path / "out", config=str(tmp_path / "small.yaml"))
+    res = run_benchmark("codec", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     table = res.tables[0]
     assert [r[0].split(" ")[0] for r in table.rows] == ["full", "tiny"]
@@ -167,3 +172,24 @@ def test_codec_benchmark_with_random_small_codec(tmp_path, monkeypatch):
     per_clip = res.raw["per_clip"]
     assert len(per_clip) >= 2 and all(r["frames"] == 9 and r["tiny_ms_per_frame"] > 0 for r in per_clip)
     assert {"frames.png", "psnr.png"} <= set(res.plots)
+
+
+def test_transfer_benchmark_rows(tmp_path):
+    """Both baselines on both sources, the model rows reported as not available (no weights here),
+    and the forward warp ahead of the frozen frame on fidelity and track following."""
+    pytest.importorskip("motionstream.data.synth")
+    pytest.importorskip("motionstream.tracks.tracker")
+    from motionstream.eval.bench_transfer import METHODS
+
+    assert {"repeat-first-frame", "forward-warp", "teacher", "student"} <= set(METHODS)
+    res = run_benchmark("transfer", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
+    assert res.status == "ok", res.reason
+    assert [t.title.split(" (")[0] for t in res.tables] == ["world test", "real media"]
+    for source, table in zip(("world test", "real media"), res.tables):
+        rows = {r[0]: r for r in table.rows}
+        assert set(rows) == {"repeat-first-frame", "forward-warp", "teacher", "student", "ground truth (tracker floor)"}
+        assert rows["teacher"][1] == "not available" or "teacher" in res.raw["per_source"][source]
+        got = res.raw["per_source"][source]
+        assert got["forward-warp"]["psnr"] > got["repeat-first-frame"]["psnr"]
+        assert got["forward-warp"]["epe_reliable"] < got["repeat-first-frame"]["epe_reliable"]
+    assert "transfer.png" in res.plots and res.summary

@@ -66,18 +66,18 @@ def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]
     """Conditioning images at the model's size: media first frames, then skimage's bundled photos."""
     import skimage.data
 
-    from motionstream.eval.clips import media_segments, video_format
     from motionstream.config import REPO_ROOT
-    from motionstream.video import resize_crop
+    from motionstream.eval.clips import media_paths, video_format
+    from motionstream.video import read_video, resize_crop
 
     width, height, fps = video_format(ctx.cfg)
     images = []
     media_dir = (REPO_ROOT / ctx.eval_cfg.media_dir).resolve()
-    if media_dir.is_dir():
-        images += [(name.split("@")[0], f[0]) for name, f in media_segments(n, media_dir, 1, fps, (width, height))]
-    for name in ("astronaut", "coffee", "chelsea"):
+    for path in media_paths(media_dir)[:n]:
+        images.append((path.stem, read_video(path, fps=fps, size=(width, height), max_frames=1)[0][0]))
+    for name in ("astronaut", "coffee", "chelsea")[:max(0, n - len(images))]:
         images.append((name, resize_crop(np.asarray(getattr(skimage.data, name)())[..., :3], (width, height))))
-    return images[:n]
+    return images
 
 
 def planar_case(image: np.ndarray, path: str, num_frames: int, grid: int, fps: float, max_points: int) -> dict[str, Any]:

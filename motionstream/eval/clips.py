@@ -51,14 +51,21 @@ def world_test_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     return clips
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def media_paths(media_dir: Path) -> list[Path]:
+    """The video files in `media_dir`, sorted (none when the folder is missing)."""
+    return sorted(p for p in media_dir.glob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if media_dir.is_dir() else []
+
+
 def media_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: tuple[int, int]) -> list[tuple[str, np.ndarray]]:
     """Up to `n` non-overlapping [num_frames] segments, taken round-robin over the media videos so a
     small n still covers every video. Returns (name, frames uint8 [T,H,W,3])."""
     from motionstream.video import read_video
 
-    paths = sorted(p for p in media_dir.glob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi"))
     per_video = []
-    for p in paths:
+    for p in media_paths(media_dir):
         frames, _ = read_video(p, fps=fps, size=size)
         starts = range(0, len(frames) - num_frames + 1, num_frames)
         per_video.append([(f"{p.stem}@{s}", frames[s:s + num_frames]) for s in starts])
