@@ -236,6 +236,7 @@ class TeacherEval:
         self.clips = [render_clip(s, num_frames=num_video, width=video.get("width", 256),
                                   height=video.get("height", 144), fps=video.get("fps", 16))
                       for s in split_seeds("val", tcfg.val_clips)]
+        self._index = {id(c): i for i, c in enumerate(self.clips)}  # clips hold arrays: look up by identity
         self.evaluator = TrackFollowingEval(self.clips, max_points=tcfg.eval_max_points)
         with torch.no_grad():
             first = torch.cat([codec.encode(frames_to_tensor(c.frames[:1]))[:, :, 0] for c in self.clips])
@@ -251,8 +252,9 @@ class TeacherEval:
         from motionstream.diffusion.sampling import condition_prior
 
         paste = self._decode(condition_prior(self.cond))
-        scores, _ = self.evaluator.score(lambda clip: paste[self.clips.index(clip)])
-        self.guide_paste = {k: float(np.nanmean([getattr(s, k) for s in scores])) for k in ("epe", "psnr", "region_psnr")}
+        scores, _ = self.evaluator.score(lambda clip: paste[self._index[id(clip)]])
+        summary = self.evaluator.summarize(scores)
+        self.guide_paste = {k: summary[k] for k in ("epe", "epe_reliable", "psnr", "region_psnr")}
         log(f"eval: {len(self.clips)} val clips x {num_video} frames ready in {time.time() - t0:.0f}s")
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
@@ -269,7 +271,7 @@ class TeacherEval:
                          shift=self.dcfg.shift, text_scale=self.dcfg.text_scale, motion_scale=self.dcfg.motion_scale,
                          noise=self.noise)
         videos = self._decode(latents)
-        report = self.evaluator(lambda clip: videos[self.clips.index(clip)])
+        report = self.evaluator(lambda clip: videos[self._index[id(clip)]])
         report = {k: v for k, v in report.items() if k != "per_clip"}
         report.update({f"{k}_guide_paste": v for k, v in self.guide_paste.items()})
         report["eval_s"] = time.time() - t0
