@@ -17,8 +17,10 @@ COMMAND_MODULES = [
     "motionstream.data.cli",
     "motionstream.demo",
     "motionstream.eval.cli",
+    "motionstream.train.teacher",
     "motionstream.train.ode",
     "motionstream.train.dmd",
+    "motionstream.generate",
     "motionstream.stream.cli",
 ]
 
