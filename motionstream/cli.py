@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "motionstream.demo",
     "motionstream.eval.cli",
     "motionstream.train.teacher",
+    "motionstream.train.vae",
     "motionstream.train.ode",
     "motionstream.train.dmd",
     "motionstream.generate",

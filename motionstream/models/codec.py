@@ -1,0 +1,161 @@
+"""VideoCodec: the one interface the rest of MotionStream uses to go between frames and latents.
+
+    codec = load_codec()                                  # weights/vae-tiny-cpu + weights/tiny-decoder-tiny-cpu
+    z = codec.encode(frames_to_tensor(frames))            # [1, 16, 1 + (T-1)//4, H/8, W/8], normalised
+    video = codec.decode(z)                               # [1, 3, T, H, W] in [-1, 1] (full decoder)
+    dec = codec.stream_decoder(tiny=True)                 # streaming: state carried across calls
+    for chunk in latent_chunks:                           # chunk [1, 16, F, h, w]
+        frames = tensor_to_frames(dec.decode_chunk(chunk))  # 1 + 4(F-1) frames first, then 4F per call
+
+Latents are normalised per channel with the mean/std stored next to the VAE weights, so the
+diffusion model sees roughly unit-variance inputs. Works for the embedded causal VAE + tiny decoder
+and for Wan 2.1's VAE (`motionstream.models.wan_vae`), both behind the same `Backend` calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] (or [H, W, 3]) -> float [1, 3, T, H, W] in [-1, 1]."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    return (x / 127.5 - 1.0)[None]
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float [1, 3, T, H, W] (or [3, T, H, W]) in [-1, 1] -> uint8 [T, H, W, 3] (clamped, rounded)."""
+    if video.ndim == 5:
+        if video.shape[0] != 1:
+            raise ValueError(f"tensor_to_frames takes one video, got batch {video.shape[0]}")
+        video = video[0]
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+class StreamDecoder(Protocol):
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor: ...
+    def reset(self) -> None: ...
+
+
+class _EmbeddedStreamDecoder:
+    """Full embedded decoder run chunk by chunk with its causal conv caches carried across calls."""
+
+    def __init__(self, codec: "VideoCodec"):
+        from motionstream.models.vae import StreamState
+
+        self.codec = codec
+        self.state = StreamState()
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    @torch.no_grad()
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) | 4F, H, W] in [-1, 1]."""
+        return self.codec.vae.decode(self.codec.denormalize(latents), self.state).clamp(-1, 1)
+
+
+class _TinyStreamDecoder:
+    """The TAEHV-style tiny decoder chunk by chunk (MemBlock memories carried across calls)."""
+
+    def __init__(self, tiny: nn.Module):
+        self.tiny = tiny
+        self.state = tiny.new_state()
+
+    def reset(self) -> None:
+        self.state = self.tiny.new_state()
+
+    @torch.no_grad()
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) | 4F, H, W] in [-1, 1]."""
+        return self.tiny.decode_video(latents, self.state) * 2 - 1
+
+
+class VideoCodec(nn.Module):
+    """Embedded causal VAE (+ optional tiny decoder) with normalised latents.
+
+    Attributes: spatial_stride (8), temporal_stride (4), latent_channels (16).
+    Backends other than the embedded VAE (Wan) subclass this and override encode/decode/stream_decoder.
+    """
+
+    def __init__(self, vae: nn.Module | None, latent_mean: torch.Tensor | list[float] | None = None,
+                 latent_std: torch.Tensor | list[float] | None = None, tiny_decoder: nn.Module | None = None,
+                 spatial_stride: int | None = None, temporal_stride: int | None = None,
+                 latent_channels: int | None = None):
+        super().__init__()
+        self.vae = vae
+        self.tiny_decoder = tiny_decoder
+        if vae is not None:
+            spatial_stride = spatial_stride or vae.cfg.spatial_stride
+            temporal_stride = temporal_stride or vae.cfg.temporal_stride
+            latent_channels = latent_channels or vae.cfg.latent_channels
+        self.spatial_stride, self.temporal_stride, self.latent_channels = spatial_stride, temporal_stride, latent_channels
+        mean = torch.zeros(latent_channels) if latent_mean is None else torch.as_tensor(latent_mean, dtype=torch.float32)
+        std = torch.ones(latent_channels) if latent_std is None else torch.as_tensor(latent_std, dtype=torch.float32)
+        self.register_buffer("latent_mean", mean.view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("latent_std", std.view(1, -1, 1, 1, 1), persistent=False)
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.latent_mean) / self.latent_std
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self.latent_std + self.latent_mean
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, T, H, W] in [-1, 1], T = 1 + 4n -> normalised latent means [B, 16, 1 + n, H/8, W/8]."""
+        return self.normalize(self.vae.encode(video)[0])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents [B, 16, F, h, w] -> video [B, 3, 1 + 4(F-1), 8h, 8w] in [-1, 1] (full decoder)."""
+        return self.vae.decode(self.denormalize(latents)).clamp(-1, 1)
+
+    def stream_decoder(self, tiny: bool = True) -> StreamDecoder:
+        """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder)."""
+        if tiny:
+            if self.tiny_decoder is None:
+                raise ValueError("this codec was loaded without a tiny decoder; use stream_decoder(tiny=False) "
+                                 "or load_codec(tiny_decoder=...)")
+            return _TinyStreamDecoder(self.tiny_decoder)
+        return _EmbeddedStreamDecoder(self)
+
+
+def load_codec(vae: str | Path = "vae-tiny-cpu", tiny_decoder: str | Path | None = "tiny-decoder-tiny-cpu") -> VideoCodec:
+    """VideoCodec from shipped model folders (names in weights/ or paths); raises WeightsNotFound if missing.
+
+    `tiny_decoder=None` loads the full VAE only.
+    """
+    from motionstream.config import from_dict
+    from motionstream.models.checkpoints import load_model_dir
+    from motionstream.models.vae import CausalVAE, VAEConfig
+
+    meta, state = load_model_dir(vae)
+    cfg = from_dict(VAEConfig, meta["config"], f"{vae}/config.json")
+    model = CausalVAE(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    tiny = load_tiny_decoder(tiny_decoder) if tiny_decoder is not None else None
+    return VideoCodec(model, cfg.latent_mean, cfg.latent_std, tiny)
+
+
+def load_tiny_decoder(name_or_path: str | Path) -> nn.Module:
+    from motionstream.config import from_dict
+    from motionstream.models.checkpoints import load_model_dir
+    from motionstream.models.tiny_decoder import TinyDecoderConfig, TinyVideoAutoencoder
+
+    meta, state = load_model_dir(name_or_path)
+    model = TinyVideoAutoencoder(from_dict(TinyDecoderConfig, meta["config"], f"{name_or_path}/config.json"))
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,222 @@
+"""Distilling the tiny streaming decoder from the frozen shipped VAE.
+
+    motionstream train tiny-decoder --config configs/tiny-cpu.yaml [--vae vae-tiny-cpu --run runs/tiny-decoder]
+    motionstream codec export-tiny-decoder --run runs/tiny-decoder -o weights/tiny-decoder-tiny-cpu
+
+Inputs are the frozen encoder's normalised mean latents of [world] crops (exactly what the diffusion
+model produces and the codec feeds the tiny decoder); targets are the ground-truth frames, plus
+optionally the full decoder's output (`teacher_weight`). The latent space is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from motionstream.models.tiny_decoder import TinyDecoderConfig
+
+TINY_KIND = "tiny-decoder"
+
+
+@dataclass
+class TinyTrainConfig:
+    crop_width: int = 64
+    crop_height: int = 64
+    num_frames: int = 9
+    batch_size: int = 4
+    lr: float = 1e-3
+    warmup: int = 50
+    total_steps: int = 20000
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    ssim_weight: float = 0.2
+    teacher_weight: float = 0.0          # > 0: also match the full decoder's output (costs its forward)
+    gan_weight: float = 0.0
+    gan_start_step: int = 3000
+    disc_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    disc_lr: float = 2e-4
+    ema_decay: float = 0.999
+    clip_frames: int = 17
+    clip_pool: int = 48
+    clip_refresh_every: int = 2
+    train_seeds: int = 50000
+    eval_clips: int = 8
+    eval_frames: int = 17
+    eval_every_minutes: float = 4.0
+    checkpoint_every_steps: int = 25
+    seed: int = 1
+
+
+@dataclass
+class TinyDecoderSection:
+    model: TinyDecoderConfig = field(default_factory=TinyDecoderConfig)
+    train: TinyTrainConfig = field(default_factory=TinyTrainConfig)
+
+
+def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: str | Path = "vae-tiny-cpu",
+                       minutes: float | None = None, steps: int | None = None, init: str | None = None,
+                       clip_fn=None, video_size: tuple[int, int] = (256, 144), progress: bool = True) -> dict[str, Any]:
+    """Train (or continue) the tiny decoder in `run_dir` on latents of the frozen VAE `vae`."""
+    import torch
+    from tqdm import tqdm
+
+    from motionstream.config import from_dict
+    from motionstream.models.checkpoints import load_model_dir
+    from motionstream.models.codec import load_codec
+    from motionstream.models.tiny_decoder import TinyVideoAutoencoder
+    from motionstream.train.common import EMA, load_training_state, lr_at, save_training_state, seed_everything
+    from motionstream.train.losses_codec import (PatchDiscriminator, frames_of, hinge_d_loss, hinge_g_loss,
+                                                 reconstruction_loss)
+    from motionstream.train.vae import (ClipPool, eval_clips, evaluate_reconstruction, render_world_clip,
+                                        setup_logging, world_seeds)
+
+    tc, run_dir = section.train, Path(run_dir)
+    clip_fn = clip_fn or render_world_clip
+    log = setup_logging(run_dir, "tiny")
+    seed_everything(tc.seed)
+    codec = load_codec(vae, None)
+    codec.requires_grad_(False)
+    model_cfg = section.model
+    tiny = TinyVideoAutoencoder(model_cfg)
+    if init is not None:
+        meta, state = load_model_dir(init)
+        model_cfg = from_dict(TinyDecoderConfig, meta["config"], "init.config")
+        tiny = TinyVideoAutoencoder(model_cfg)
+        tiny.load_state_dict(state)
+    elif model_cfg.linear_skip and codec.vae.decoder.linear is not None:
+        tiny.init_linear_from_vae(codec.vae.decoder.linear, codec.latent_mean.flatten(), codec.latent_std.flatten())
+    disc = PatchDiscriminator(tc.disc_widths)
+    ema = EMA(tiny, tc.ema_decay)
+    opt = torch.optim.AdamW(tiny.parameters(), lr=tc.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9))
+    modules = {"tiny": tiny, "ema": ema, "disc": disc}
+    optimizers = {"opt": opt, "opt_d": opt_d}
+    resumed = load_training_state(run_dir, modules, optimizers)
+    step, extra = resumed if resumed is not None else (0, {})
+    elapsed0 = float(extra.get("elapsed_s", 0.0))
+    log.info(f"{'resume' if resumed else 'start'} step={step} vae={vae} params={sum(p.numel() for p in tiny.parameters())}")
+
+    rng = np.random.default_rng(tc.seed + step)
+    width, height = video_size
+    pool = ClipPool(clip_fn, world_seeds("train", tc.train_seeds), tc.clip_pool, tc.clip_frames, width, height, rng,
+                    int(extra.get("cursor", 0)))
+    val = eval_clips(clip_fn, "val", tc.eval_clips, tc.eval_frames, width, height)
+    ema_tiny = TinyVideoAutoencoder(model_cfg)
+
+    def evaluate() -> dict[str, float]:
+        ema.copy_to(ema_tiny)
+        ema_tiny.eval()
+        return evaluate_reconstruction(codec.encode, lambda z: ema_tiny.decode_video(z) * 2 - 1, val)
+
+    def save() -> None:
+        from motionstream.config import to_dict
+        save_training_state(run_dir, step, modules, optimizers, {
+            "cursor": pool.cursor, "elapsed_s": elapsed0 + time.time() - t_start, "model": to_dict(model_cfg),
+            "vae": str(vae)})
+
+    t_start = last_eval = time.time()
+    budget_s = None if minutes is None else minutes * 60
+    stop_step = None if steps is None else step + steps
+    bar = tqdm(total=stop_step - step if stop_step else None, disable=not progress, desc="tiny-decoder", unit="step")
+    tiny.train()
+    while (stop_step is None or step < stop_step) and (budget_s is None or time.time() - t_start < budget_s):
+        lr = lr_at(step, tc.lr, tc.warmup, tc.total_steps, tc.lr_schedule)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
+        with torch.no_grad():
+            z = codec.encode(x)
+            teacher = codec.decode(z) if tc.teacher_weight > 0 else None
+        rec = tiny.decode_video(z) * 2 - 1
+        loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
+        if teacher is not None:
+            t_loss = (rec - teacher).abs().mean()
+            loss = loss + tc.teacher_weight * t_loss
+            parts["teacher_l1"] = float(t_loss.detach())
+        gan_on = step >= tc.gan_start_step and tc.gan_weight > 0
+        if gan_on:
+            disc.requires_grad_(False)
+            g_loss = hinge_g_loss(disc(frames_of(rec)))
+            loss = loss + tc.gan_weight * g_loss
+            parts["g"] = float(g_loss.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tiny.parameters(), tc.grad_clip)
+        opt.step()
+        if gan_on:
+            disc.requires_grad_(True)
+            d_loss = hinge_d_loss(disc(frames_of(x)), disc(frames_of(rec.detach())))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            parts["d"] = float(d_loss.detach())
+        ema.update(tiny)
+        step += 1
+        if step % tc.clip_refresh_every == 0:
+            pool.refresh()
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        if step % tc.checkpoint_every_steps == 0:
+            save()
+        if step % 10 == 0:
+            log.info(f"step {step} lr {lr:.2e} loss {float(loss.detach()):.4f} " + " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+        if time.time() - last_eval > tc.eval_every_minutes * 60:
+            fig = evaluate()
+            last_eval = time.time()
+            log.info(f"eval step {step} held-out val PSNR {fig['psnr']:.2f} dB SSIM {fig['ssim']:.4f} (EMA, vs ground truth)")
+    bar.close()
+    save()
+    fig = evaluate()
+    log.info(f"end step {step} held-out val PSNR {fig['psnr']:.2f} dB SSIM {fig['ssim']:.4f} "
+             f"elapsed {elapsed0 + time.time() - t_start:.0f}s")
+    return {"step": step, **fig}
+
+
+def export_tiny_decoder(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the EMA weights of a tiny-decoder run as a model folder."""
+    from motionstream.config import from_dict, to_dict
+    from motionstream.models.checkpoints import save_model_dir
+    from motionstream.models.tiny_decoder import TinyVideoAutoencoder
+    from motionstream.train.vae import load_run_ema_state
+
+    extra, state = load_run_ema_state(run_dir)
+    cfg = from_dict(TinyDecoderConfig, extra["model"], "run.model")
+    model = TinyVideoAutoencoder(cfg)
+    model.load_state_dict(state)
+    meta = {"kind": TINY_KIND, "config": to_dict(cfg), "vae": extra.get("vae"), "train_step": extra["step"],
+            "train_elapsed_s": extra.get("elapsed_s")}
+    return save_model_dir(out_dir, model.state_dict(), meta)
+
+
+def cmd_train_tiny_decoder(args) -> int:
+    import torch
+
+    from motionstream.cli import UserError
+    from motionstream.config import ConfigError, load_config, section
+    from motionstream.models.checkpoints import WeightsNotFound
+
+    torch.set_num_threads(args.threads)
+    try:
+        cfg = load_config(args.config)
+        sec = section(cfg, "tiny_decoder", TinyDecoderSection)
+    except ConfigError as err:
+        raise UserError(str(err)) from err
+    v = cfg.get("video", {})
+    try:
+        res = train_tiny_decoder(sec, args.run, args.vae, args.minutes, args.steps, args.init,
+                                 video_size=(int(v.get("width", 256)), int(v.get("height", 144))))
+    except WeightsNotFound as err:
+        raise UserError(str(err)) from err
+    print(f"step {res['step']}: held-out PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f} (log: {Path(args.run) / 'train.log'})")
+    return 0
+
+
+def cmd_export_tiny_decoder(args) -> int:
+    print(f"wrote {export_tiny_decoder(args.run, args.output)}")
+    return 0
