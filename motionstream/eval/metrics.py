@@ -168,7 +168,7 @@ def lpips(a: np.ndarray, b: np.ndarray, weights: str | Path | None = None) -> fl
     import sys
 
     if weights is None:
-        print("lpips: skipped (no local LPIPS weights given; pass --lpips PATH)", file=sys.stderr)
+        print("lpips: skipped (no local LPIPS weights given; set eval.lpips_weights in the config)", file=sys.stderr)
         return None
     path = Path(weights)
     if not path.is_file():
