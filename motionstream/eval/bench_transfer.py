@@ -6,12 +6,14 @@ tracks, moving-object masks) and segments of the real videos in ../shared/media 
 tracker on a 50x50 grid). Rows: every registered method plus the tracker floor (the ground-truth
 video itself re-tracked: the lowest EPE a method can reach).
 
-Methods plug in with one call (the teacher / student engineers add theirs):
+Methods are rows registered with one call each; the shipped ones are the two baselines, the
+teacher (motionstream.generate.generate_teacher) and the student (stream.engine.StreamingGenerator):
 
-    register_method("teacher", needs_weights=("teacher-tiny-cpu",), factory=make_teacher_fn)
+    register_method("my-model", factory=make_fn, needs_weights=("my-model-tiny-cpu",))
 
 where `factory(ctx) -> generate_fn`, `generate_fn(clip) -> uint8 [T,H,W,3]` (clip: see
-motionstream.eval.clips). A method whose weights are missing gets a "not available" row.
+motionstream.eval.clips). A method whose weights are missing gets a "not available" row, one that
+raises gets a "failed" row; the other rows still run.
 """
 
 from __future__ import annotations
@@ -52,14 +54,10 @@ def _baseline_factory(name: str) -> MethodFactory:
     return factory
 
 
-def _model_hook(what: str) -> MethodFactory:
-    def factory(ctx: BenchmarkContext) -> GenerateFn:
-        raise NotAvailable(f"{what} generation hook not wired into eval yet")
-    return factory
-
-
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
+STUDENT_WEIGHTS = "student-tiny-cpu"
 VAE_WEIGHTS = "vae-tiny-cpu"
+TINY_WEIGHTS = "tiny-decoder-tiny-cpu"
 
 
 def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
@@ -84,15 +82,44 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     return generate
 
 
+def _student_factory(ctx: BenchmarkContext) -> GenerateFn:
+    """The causal student streaming chunk by chunk (stream.engine.StreamingGenerator) with the
+    preset's stream settings (c3s1w1, tiny decoder) overridden by what the student folder says it was
+    distilled for; the clip's tracks are pushed once, from frame 0, and chunks are pulled until the
+    clip's length is covered."""
+    from motionstream.eval.benchmarks import require_module
+
+    engine = require_module("motionstream.stream.engine", "streaming engine")
+    from motionstream.eval.clips import video_format
+    from motionstream.models.codec import load_codec
+    from motionstream.models.text import load_text_encoder
+
+    model, param, meta = engine.load_stream_model(STUDENT_WEIGHTS)
+    codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
+    text_encoder = load_text_encoder(ctx.cfg)
+    fps = video_format(ctx.cfg)[2]
+    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta), param, fps)
+
+    def generate(clip: Any) -> np.ndarray:
+        gen.start(clip.frames[0], clip.caption)
+        gen.push(clip.tracks, start_frame=0)
+        chunks, count = [], 0
+        while count < len(clip.frames):
+            chunks.append(gen.next_chunk())
+            count += len(chunks[-1])
+        gen.wait()
+        return np.concatenate(chunks)[:len(clip.frames)]
+    return generate
+
+
 register_method("repeat-first-frame", _baseline_factory("repeat-first-frame"),
                 description="the first frame, frozen (ignores the tracks)")
 register_method("forward-warp", _baseline_factory("forward-warp"),
                 description="the first frame warped along the tracks (Gaussian-interpolated flow)")
 register_method("teacher", _teacher_factory, needs_weights=(TEACHER_WEIGHTS, VAE_WEIGHTS),
                 description="bidirectional teacher, joint guidance")
-# a placeholder row until the streaming engine offers a clip-level generate call
-register_method("student", _model_hook("student"), needs_weights=("student-tiny-cpu",),
-                description="causal distilled student, c3s1w1")
+register_method("student", _student_factory, needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS),
+                description="causal distilled student, c3s1w1, tiny decoder")
 
 
 def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
