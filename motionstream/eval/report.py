@@ -37,7 +37,8 @@ def headline(result: BenchmarkResult) -> str:
 
 def _machine_line(results: Sequence[BenchmarkResult]) -> str:
     m = next((r.machine for r in results if r.machine), {})
-    parts = [f"CPU {m.get('cpu', '?')}", f"{m.get('cores', '?')} cores",
+    parts = [f"CPU {m.get('cpu', '?')}", f"{m.get('cores', '?')} cores (load average {m.get('load_avg_1min', '?')} "
+             "when the first benchmark started)",
              f"torch {m.get('torch', '?')} with {m.get('torch_threads', '?')} threads"]
     if m.get("cuda"):
         parts.append(f"GPU {m['cuda']}")
@@ -60,6 +61,13 @@ def render_report(results: Sequence[BenchmarkResult], out_root: Path) -> str:
         f"- machine: {_machine_line(results)}",
         f"- mode: {'**quick** (2 clips per benchmark, CI smoke run: figures are noisy)' if quick else 'full'}",
         f"- finished: {finished}; total benchmark wall time {sum(r.wall_s for r in results):.0f} s",
+        "",
+        "Reading the numbers: PSNR/SSIM compare with the ground-truth video (higher is better). EPE is the "
+        "mean distance in pixels between the input tracks and the tracks our tracker re-extracts from the "
+        "output (lower is better); the *tracker floor* is the same measured on the ground truth, so no method "
+        "can be judged below it. \"Reliable points\" restricts EPE to the points the tracker follows within "
+        "1 px on the ground truth. fps is generation throughput on this machine's CPU; the cores are shared "
+        "with other jobs, so timings are indicative.",
         "",
         "## Summary",
         "",
