@@ -329,3 +329,36 @@ def test_stream_config_precedence():
     assert (sc.decoder, sc.chunk_frames, sc.window_chunks, sc.shift) == ("tiny", 4, 3, 5.0)
     with pytest.raises(ValueError, match="unknown keys"):
         stream_config_for({"name": "p", "stream": {"chunk_size": 3}})
+
+
+def test_controls_take_input_from_another_thread():
+    import threading
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)         # switch threads constantly so an unlocked race shows up
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS)
+    stop = threading.Event()
+    errors = []
+
+    def ui():
+        try:
+            k = 0
+            while not stop.is_set():
+                d = c.pointer_down(k / FPS, 10 + k % 40, 20)
+                c.pointer_move(d, (k + 2) / FPS, 30, 20)
+                c.pointer_up(d, (k + 5) / FPS)
+                k += 1
+        except Exception as err:   # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=ui)
+    thread.start()
+    try:
+        for i in range(150):
+            ts = c.chunk_tracks(12 * i, 12).tracks
+            assert len(set(ts.ids.tolist())) == ts.num_tracks
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    assert not errors

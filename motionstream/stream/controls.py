@@ -27,10 +27,13 @@ start at stream frame 0 anchor at their frame-0 positions. Tracks that appear mi
 where they first appear, except that a drag grabbed where an earlier drag (or path) left content
 inherits that track's anchor, so "grab it again and keep moving" pastes the same content.
 Memory is bounded: samples and pushed frames older than the consumed frame are dropped.
+Thread-safe: a UI thread may add input while the engine thread takes a chunk's tracks.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,15 +87,26 @@ class _Drag:
     role: str = "drag"
 
 
+def _locked(method):
+    """Run a MotionControls method under its lock (UI threads add input while the engine reads)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class MotionControls:
     """Collects motion from every source and resamples it onto the frames of the next chunk."""
 
     def __init__(self, width: int, height: int, fps: float, seed: int = 0, id_range: int = TracksConfig.id_range):
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.id_range = id_range
+        self._lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
         self.reset()
 
+    @_locked
     def reset(self) -> None:
         """Forget every source (a new stream)."""
         self._pushed: list[_Pushed] = []
@@ -102,6 +116,7 @@ class MotionControls:
         self.consumed_frames = 0   # frames before this were handed to the engine (samples there are history)
 
     # --------------------------------------------------------------- ids
+    @_locked
     def new_ids(self, n: int) -> np.ndarray:
         """n random track IDs from [0, id_range) (the range the model was trained on), distinct from
         each other and from every ID a live source holds."""
@@ -118,6 +133,7 @@ class MotionControls:
         return frame / self.fps
 
     # ----------------------------------------------------------- sources
+    @_locked
     def push_tracks(self, ts: TrackSet, start_frame: int | None = None) -> None:
         """Tracks for stream frames [start_frame, start_frame + T) (default: right after the consumed frames).
 
@@ -143,6 +159,7 @@ class MotionControls:
             anchor_vis[fresh] = seen[fresh]
         self._pushed.append(_Pushed(ts, start, anchors, anchor_vis))
 
+    @_locked
     def pointer_down(self, t: float, x: float, y: float, radius: float = DRAG_PATCH_RADIUS,
                      spacing: float = DRAG_SPACING) -> int:
         """Grab at (x, y) at stream time t; returns the drag id for pointer_move / pointer_up."""
@@ -158,28 +175,34 @@ class MotionControls:
                                      [(float(t), float(x), float(y))])
         return drag_id
 
+    @_locked
     def pointer_move(self, drag_id: int, t: float, x: float, y: float) -> None:
         """A pointer sample of an active drag (samples may arrive late or out of order)."""
         drag = self._drag(drag_id)
         drag.samples.append((float(t), float(x), float(y)))
 
+    @_locked
     def pointer_up(self, drag_id: int, t: float) -> None:
         """Release: from time t on, this drag's points are unspecified (zero track features)."""
         self._drag(drag_id).up_time = float(t)
 
+    @_locked
     def release_all(self, t: float) -> None:
         for drag in self._drags.values():
             if drag.up_time is None:
                 drag.up_time = float(t)
 
+    @_locked
     def add_pins(self, points: np.ndarray) -> None:
         """Pin points [P, 2] in place from now on (static grid: 'keep this still')."""
         points = np.asarray(points, np.float32).reshape(-1, 2)
         self._pins.append((points, self.new_ids(len(points))))
 
+    @_locked
     def clear_pins(self) -> None:
         self._pins.clear()
 
+    @_locked
     def add_path(self, keyframes: list[tuple[float, float, float]], radius: float = 0.0,
                  spacing: float = DRAG_SPACING) -> int:
         """A pre-drawn path: the content at the first keyframe follows the (t, x, y) keyframes, then is released."""
@@ -195,9 +218,11 @@ class MotionControls:
 
     @property
     def active_drags(self) -> list[int]:
-        return [k for k, d in self._drags.items() if d.up_time is None]
+        with self._lock:
+            return [k for k, d in self._drags.items() if d.up_time is None]
 
     # ---------------------------------------------------------- resample
+    @_locked
     def chunk_tracks(self, start_frame: int, num_frames: int) -> ChunkTracks:
         """Tracks of stream frames [start_frame, start_frame + num_frames) from every source.
 
@@ -243,6 +268,7 @@ class MotionControls:
                       np.concatenate(ids), sum(roles, []))
         return ChunkTracks(ts, np.concatenate(anchors).astype(np.float32), np.concatenate(anchor_vis), start_frame)
 
+    @_locked
     def reanchor(self, frame_xy: dict[int, np.ndarray] | None = None) -> None:
         """Dynamic sink refresh: from now on every live track's anchor is its latest position
         (the engine swaps the guide's source latent for a recent frame at the same time)."""
