@@ -157,3 +157,25 @@ def test_build_condition_shapes_and_track_map():
         build_condition(first, [_tracks(frames=5)], 3, cfg)
     with pytest.raises(ValueError, match="grid"):
         build_condition(torch.randn(1, cfg.latent_channels, 5, 8), [_tracks()], 3, cfg)
+
+
+def test_bf16_model_runs_full_and_streaming_close_to_fp32():
+    cfg = small_cfg()
+    model = random_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    half = random_model(cfg)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16)
+    cond = random_cond(cfg, 1, 2)                 # fp32 inputs: the model casts what it needs
+    x, t, ctx = torch.randn(1, cfg.latent_channels, 2, *LATENT_HW), torch.rand(1, 2), torch.randn(1, 3, cfg.text_dim)
+    with torch.no_grad():
+        ref = model(x, t, ctx, None, cond)
+        out = half(x.bfloat16(), t, ctx.bfloat16(), None, cond)
+        cache = half.new_cache(1, LATENT_HW, 2, 1, 1)
+        streamed = half.forward_chunk(x.bfloat16(), t, ctx.bfloat16(), None, cond, cache, True)
+    assert out.dtype == torch.bfloat16 and cache.keys.dtype == torch.bfloat16
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert err < 0.05, err
+    assert (streamed.float() - ref).abs().max() / ref.abs().max() < 0.05

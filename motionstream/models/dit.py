@@ -294,6 +294,7 @@ class WanDiT(nn.Module):
 
     def condition_features(self, cond: MotionCondition) -> torch.Tensor:
         """[B, condition_channels, F, h, w]: image mask, image latent, track features, guide (+ mask)."""
+        cond = cond.to(dtype=self.patch_embedding.weight.dtype)     # no-op unless the model runs in bf16
         parts = [cond.image_mask, cond.image_latent, self.track_head(cond.track_map)]
         if self.cfg.use_guide:
             lat = cond.image_latent
