@@ -71,5 +71,5 @@ def run_adherence(ctx: BenchmarkContext) -> None:
         ax.set_xticks([0, 1], ["without", "with"])
         ax.set_title(e)
     axes[0].set_ylabel("effect score")
-    fig.suptitle("Effect scores of held-out clips with / without each effect (dashed: threshold)")
+    fig.suptitle("Effect scores of held-out clips with / without each effect (dashed: threshold)", y=1.03)
     ctx.add_plot(fig, "scores")

@@ -183,7 +183,7 @@ def run_camera(ctx: BenchmarkContext) -> None:
             axes[i, j].imshow(video[t])
             axes[i, j].set_axis_off()
             axes[i, j].set_title(f"{label}, frame {t}", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     ctx.add_plot(fig, "frames")
     fig, ax = plt.subplots(figsize=(6, 3))
     labels = [f"{r['image']}\n{r['path']}" for r in per_case]

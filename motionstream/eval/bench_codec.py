@@ -136,7 +136,7 @@ def run_codec(ctx: BenchmarkContext) -> None:
             axes[i, j].imshow(video[t])
             axes[i, j].set_axis_off()
             axes[i, j].set_title(f"{label}, frame {t}", fontsize=8)
-    fig.suptitle(f"Reconstructions: {name}")
+    fig.suptitle(f"Reconstructions: {name}", y=1.03)
     ctx.add_plot(fig, "frames")
     fig, ax = plt.subplots(figsize=(6, 3))
     for prefix, label in (("full", "full VAE"), ("tiny", "tiny decoder")):

@@ -145,7 +145,7 @@ def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dic
         ax.set_xticks(np.arange(len(sources)) + width * (len(methods) - 1) / 2, sources)
         ax.set_title(label)
     axes[-1].legend(fontsize=8)
-    fig.suptitle("Motion transfer reconstruction")
+    fig.suptitle("Motion transfer reconstruction", y=1.03)
     ctx.add_plot(fig, "transfer")
 
 
@@ -222,10 +222,11 @@ def run_transfer(ctx: BenchmarkContext) -> None:
                  "0 by construction; the [world] floor (exact tracks) is the meaningful one.")
     _plot(ctx, results, truth)
     # headline: world EPE on reliable points (its plain-EPE floor is too high to rank methods), media plain EPE
-    for s, short, epe_key in (("world test", "world", "epe_reliable"), ("real media", "media", "epe")):
+    for s, short, epe_key, epe_label in (("world test", "world", "epe_reliable", "reliable-pt EPE"),
+                                         ("real media", "media", "epe", "EPE")):
         for m in ("teacher", "student", "forward-warp", "repeat-first-frame"):
             if m in results.get(s, {}):
-                ctx.summary[f"{short} {m} PSNR/EPE"] = f"{results[s][m]['psnr']:.2f}/{results[s][m][epe_key]:.2f}"
+                ctx.summary[f"{short} {m} PSNR/{epe_label}"] = f"{results[s][m]['psnr']:.2f}/{results[s][m][epe_key]:.2f}"
         if s == "world test":
             ctx.summary["world EPE floor (reliable pts)"] = truth[s]["epe_reliable"]
     ctx.raw.update(per_source=results, ground_truth=truth, per_clip=per_clip, skipped=skipped)
