@@ -179,3 +179,18 @@ def test_bf16_model_runs_full_and_streaming_close_to_fp32():
     err = (out.float() - ref).abs().max() / ref.abs().max()
     assert err < 0.05, err
     assert (streamed.float() - ref).abs().max() / ref.abs().max() < 0.05
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = small_cfg()
+    model = random_model(cfg).train()
+    cond = random_cond(cfg, 1, 2)
+    x, t, ctx = torch.randn(1, cfg.latent_channels, 2, *LATENT_HW), torch.rand(1, 2), torch.randn(1, 3, cfg.text_dim)
+    grads = []
+    for ckpt in (False, True):
+        model.zero_grad()
+        model.gradient_checkpointing = ckpt
+        model(x, t, ctx, None, cond).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1])

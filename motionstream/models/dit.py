@@ -16,6 +16,7 @@ WanDiT(cfg)
                  write: bool) -> velocity [B,C,Cf,h,w]   (streaming; write=True on the clean chunk)
   .new_cache(batch, latent_hw, chunk_frames, sink_chunks, window_chunks, device=None, dtype=None) -> KVCache
   .tokens_per_frame(latent_hw) -> int
+  .gradient_checkpointing = True   recompute blocks in backward (full-sequence forward only)
 chunk_attention_mask(num_frames, frames_per_chunk, sink_chunks, window_chunks, tokens_per_frame,
                      clean_context=False, token_grid=None) -> ChunkMask
 KVCache(model_cfg, batch, chunk_frames, sink_chunks, window_chunks, token_grid, device, dtype)
@@ -60,6 +61,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from motionstream.models.attention import CrossAttention, FP32LayerNorm, RopePlan, SelfAttention
@@ -259,6 +261,8 @@ class WanDiT(nn.Module):
         self.head = Head(cfg)
         self.track_head = TrackHead(cfg.track_dim, cfg.track_channels, cfg.temporal_factor)
         self._rope_memo: dict = {}
+        # recompute each block in backward instead of storing its activations (long clips on a GPU)
+        self.gradient_checkpointing = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -366,9 +370,18 @@ class WanDiT(nn.Module):
             plan = RopePlan(cos, sin, attn_mask)
         ctx = self.text_embedding(context)
         attend = lambda attn, h: attn(h, plan)  # noqa: E731
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            tokens = block(tokens, e6, attend, block.cross_attn.context_kv(ctx), context_mask)
+            if checkpointed:
+                tokens = torch.utils.checkpoint.checkpoint(self._block_forward, block, tokens, e6, attend, ctx,
+                                                           context_mask, use_reentrant=False)
+            else:
+                tokens = self._block_forward(block, tokens, e6, attend, ctx, context_mask)
         return self.unpatchify(self.head(tokens, e), grid)
+
+    @staticmethod
+    def _block_forward(block, tokens, e6, attend, ctx, context_mask):
+        return block(tokens, e6, attend, block.cross_attn.context_kv(ctx), context_mask)
 
     def forward_chunk(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                       context_mask: torch.Tensor | None, cond_chunk: MotionCondition, cache: KVCache,
