@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "motionstream.train.dmd",
     "motionstream.generate",
     "motionstream.stream.cli",
+    "motionstream.app.server",
 ]
 
 

@@ -1,0 +1,680 @@
+"""`motionstream studio`: the interactive web studio (paper App. C, Fig. 8, Fig. A5).
+
+    motionstream studio [--model student|teacher|PATH] [--port 7860] [--host 127.0.0.1 [--token T]]
+
+FastAPI + uvicorn, one process, one generating stream at a time (app/session.py):
+
+    GET  /                              the page (app/static: plain HTML/JS/CSS, no build step)
+    WS   /ws                            one socket per client: JSON controls up, stamped JPEG frames down
+                                        (docs/PROTOCOL.md, app/protocol.py)
+    GET  /api/health                    model label, size, fps, clients, queue, counters
+    GET  /api/samples                   sample photos (skimage.data); POST /api/samples/{name} selects one
+    POST /api/images                    upload an image (raw body; limits on bytes, pixels, formats)
+    GET  /api/images/{id}.jpg           the image as the model sees it (resized + centre-cropped)
+    POST /api/videos                    upload a driving video for motion transfer (raw body)
+    POST /api/sessions/{sid}/start|stop start / stop a socket's stream over REST (same fields as the socket)
+    GET  /api/sessions/{sid}/recording.mp4   finish and download the session's recording
+    GET  /api/stream.mjpeg              the generating stream as MJPEG (OBS-style viewers)
+
+Binds 127.0.0.1 by default; any other host needs --token, which every /api and /ws request must
+carry (?token=, header X-MotionStream-Token or Authorization: Bearer). Uploads are size-checked from
+their headers before cv2.imdecode touches them; malformed socket messages get an `error` reply.
+"""
+
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import os
+import secrets
+import struct
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from motionstream.app import protocol
+from motionstream.app.session import (GenerationWorker, ModelStack, Session, StreamSlot, StudioConfig, encode_jpeg,
+                                      recording_url)
+
+log = logging.getLogger("motionstream.studio")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")   # shipped inside skimage
+IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
+VIDEO_FORMATS = ("mp4/mov", "webm/mkv", "avi")
+TOKEN_HEADER = "x-motionstream-token"
+UPLOAD_READ_BYTES = 1 << 16
+
+
+class UploadError(ValueError):
+    """A rejected upload: `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------------------- uploads
+def sniff_image(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) from the file header alone (nothing is decoded); UploadError otherwise."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return "png", w, h
+    if data.startswith(b"\xff\xd8"):
+        return ("jpeg",) + _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return "webp", w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L":
+            b = int.from_bytes(data[21:25], "little")
+            return "webp", (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return "webp", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return "bmp", abs(w), abs(h)
+    raise UploadError(f"not an image in an accepted format ({', '.join(IMAGE_FORMATS)})", 415)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Width, height from the first SOF marker of a JPEG."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    raise UploadError("JPEG without a frame header", 400)
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from uploaded bytes: header checked first, then cv2.imdecode."""
+    import cv2
+
+    fmt, w, h = sniff_image(data)
+    if w < 1 or h < 1:
+        raise UploadError(f"{fmt} image with an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise UploadError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3:
+        raise UploadError(f"cannot decode this {fmt} image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def sniff_video(data: bytes) -> str:
+    if data[4:8] == b"ftyp":
+        return "mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
+    raise UploadError(f"not a video in an accepted format ({', '.join(VIDEO_FORMATS)})", 415)
+
+
+def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int, max_pixels: int,
+                 tmp_dir: Path) -> np.ndarray:
+    """uint8 [T, H, W, 3] at the stream's size and fps (video.read_video), frame size checked first."""
+    import av
+
+    from motionstream.video import VideoError, read_video
+
+    fmt = sniff_video(data)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=f".{fmt}", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            with av.open(name) as container:
+                if not container.streams.video:
+                    raise UploadError("the file has no video stream")
+                ctx = container.streams.video[0].codec_context
+                if ctx.width * ctx.height > max_pixels:
+                    raise UploadError(f"video frames are {ctx.width}x{ctx.height}; the limit is {max_pixels} pixels", 413)
+            frames, _ = read_video(name, fps=fps, size=size, max_frames=max_frames)
+        except (av.error.FFmpegError, VideoError) as err:
+            raise UploadError(f"cannot decode this video: {str(err)[:120]}") from None
+        return frames
+    finally:
+        os.unlink(name)
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The raw request body, refusing more than `limit` bytes without reading past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadError(f"upload is {int(declared)} bytes; the limit is {limit}", 413)
+    parts, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise UploadError(f"upload is more than the limit of {limit} bytes", 413)
+        parts.append(chunk)
+    if not total:
+        raise UploadError("empty upload: send the file as the request body")
+    return b"".join(parts)
+
+
+class MediaStore:
+    """Images and driving videos at the stream's size, by random id, oldest evicted (bounded memory)."""
+
+    def __init__(self, max_images: int, max_videos: int):
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._videos: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.max_images, self.max_videos = max_images, max_videos
+        self._lock = threading.Lock()
+
+    def add_image(self, img: np.ndarray) -> str:
+        return self._add(self._images, img, self.max_images)
+
+    def add_video(self, frames: np.ndarray) -> str:
+        return self._add(self._videos, frames, self.max_videos)
+
+    def image(self, key: str) -> np.ndarray:
+        return self._get(self._images, key, "image")
+
+    def video(self, key: str) -> np.ndarray:
+        return self._get(self._videos, key, "video")
+
+    def has_image(self, key: str) -> bool:
+        return key in self._images
+
+    def has_video(self, key: str) -> bool:
+        return key in self._videos
+
+    def _add(self, table: OrderedDict, value: np.ndarray, limit: int) -> str:
+        key = secrets.token_hex(8)
+        with self._lock:
+            table[key] = value
+            while len(table) > limit:
+                table.popitem(last=False)
+        return key
+
+    def _get(self, table: OrderedDict, key: str, what: str) -> np.ndarray:
+        with self._lock:
+            if key not in table:
+                raise KeyError(f"unknown {what} id {key[:20]!r} (upload it again)")
+            table.move_to_end(key)
+            return table[key]
+
+
+def sample_image(name: str) -> np.ndarray:
+    """A photo shipped inside scikit-image (no download), uint8 RGB."""
+    import skimage.data
+
+    if name not in SAMPLE_IMAGES:
+        raise UploadError(f"unknown sample {name[:40]!r}; samples: {list(SAMPLE_IMAGES)}", 404)
+    img = np.asarray(getattr(skimage.data, name)())
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, 2)
+    return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------- the app
+class MjpegHub:
+    """The newest JPEG of the generating stream for each MJPEG viewer (latest wins, one frame each)."""
+
+    def __init__(self) -> None:
+        self.viewers: set[tuple[asyncio.Event, list]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def publish_threadsafe(self, jpeg: bytes) -> None:
+        if self.loop is not None and self.viewers:
+            try:
+                self.loop.call_soon_threadsafe(self._publish, jpeg)
+            except RuntimeError:
+                pass
+
+    def _publish(self, jpeg: bytes) -> None:
+        for event, box in list(self.viewers):
+            box[:] = [jpeg]
+            event.set()
+
+
+class Studio:
+    """Server state: the model stack, the worker, the slot, the sessions, uploaded media."""
+
+    def __init__(self, stack: ModelStack, cfg: StudioConfig | None = None, token: str | None = None):
+        self.stack = stack
+        self.cfg = cfg or StudioConfig()
+        self.token = token
+        self.slot = StreamSlot()
+        self.media = MediaStore(self.cfg.max_images, self.cfg.max_videos)
+        self.hub = MjpegHub()
+        self.sessions: dict[str, Session] = {}
+        self.root = Path(self.cfg.record_dir)
+        self.worker = GenerationWorker(stack, self.slot, self.cfg, self.media, self.hub.publish_threadsafe)
+
+    # ---- auth
+    def authorized(self, conn: Any) -> bool:
+        if self.token is None:
+            return True
+        given = conn.query_params.get("token") or conn.headers.get(TOKEN_HEADER) or ""
+        auth = conn.headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def hello(self, s: Session) -> str:
+        st = self.stack
+        return protocol.server_message(
+            "hello", session=s.id, protocol=protocol.PROTOCOL_VERSION, model=st.describe(), width=st.width,
+            height=st.height, fps=st.fps, chunk_frames=self.worker.gen.chunk_num_frames(1), first_chunk_frames=self.worker.gen.chunk_num_frames(0),
+            grid_spacing=self.cfg.grid_spacing, grid_size=self.cfg.grid_size, modes=list(protocol.MODES),
+            camera_paths=list(protocol.CAMERA_PATHS))
+
+    def health(self) -> dict[str, Any]:
+        st = self.stack
+        return {"status": "ok", "protocol": protocol.PROTOCOL_VERSION, "model": st.describe(), "width": st.width,
+                "height": st.height, "fps": st.fps, "clients": len(self.sessions),
+                "generating": self.slot.active.id if self.slot.active else None, "queued": len(self.slot.waiting),
+                "chunks": self.worker.chunks, "frames": self.worker.frames, "stream_errors": self.worker.errors,
+                "worker_alive": self.worker.is_alive()}
+
+    # ---- controls (socket and REST)
+    def handle(self, s: Session, msg: dict) -> None:
+        """Apply one validated client message on the loop; raises ProtocolError for the sender."""
+        kind, seq = msg["type"], msg.get("seq")
+        err = protocol.ProtocolError
+        if kind == "ping":
+            s.send(protocol.server_message("pong", client_time=msg["client_time"], server_time=time.time() * 1000))
+        elif kind == "start":
+            if s.status != "idle":
+                raise err(f"already {s.status}: stop first", kind, seq)
+            if not self.media.has_image(msg["image"]):
+                raise err(f"unknown image id {msg['image'][:20]!r}: upload or pick an image first", kind, seq)
+            mode = msg.get("mode", "drag")
+            if mode == "transfer" and not self.media.has_video(msg.get("video") or ""):
+                raise err("motion transfer needs an uploaded driving video ('video' id)", kind, seq)
+            s.request = msg
+            s.muted = False
+            s.frames.clear()
+            position = self.slot.request(s)
+            s.status = "starting" if position == 0 else "queued"
+            if position:
+                s.send(protocol.server_message("queued", position=position, ahead=position))
+            else:
+                s.send(protocol.server_message("state", status="starting", position=0))
+        elif kind == "stop":
+            if s.status == "queued":
+                self.slot.release(s)
+                s.status, s.request = "idle", None
+                s.send(protocol.server_message("stopped", frames=0, recording=None))
+            elif s.status in ("starting", "streaming"):
+                s.muted = True
+                s.frames.clear()
+                s.add_command(msg)
+            else:
+                raise err("not streaming", kind, seq)
+        elif s.status == "idle":
+            if kind in ("pointer_move", "pointer_up"):
+                return                       # the tail of a drag that outlived its stream
+            raise err(f"{kind}: no stream: press Enter (send 'start') first", kind, seq)
+        elif kind.startswith("pointer") and s.status == "queued":
+            if kind == "pointer_down":
+                raise err("queued: drags apply once your stream runs", kind, seq)
+        else:
+            if kind == "pause":
+                s.muted = True
+                s.frames.clear()
+            elif kind == "resume":
+                s.muted = False
+            s.add_command(msg)
+
+    async def on_socket(self, ws: Any) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        if not self.authorized(ws) or not origin_ok(ws.headers):
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        if len(self.sessions) >= self.cfg.max_clients:
+            await ws.send_text(protocol.error_message(f"server full ({self.cfg.max_clients} clients)"))
+            await ws.close(code=1013)
+            return
+        s = Session(secrets.token_hex(12), asyncio.get_running_loop(), self.cfg, self.root)
+        self.sessions[s.id] = s
+        s.send(self.hello(s))
+        sender = asyncio.create_task(self.send_loop(ws, s))
+        try:
+            await self.receive_loop(ws, s)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.close_session(s)
+            sender.cancel()
+
+    def close_session(self, s: Session) -> None:
+        """A closed tab frees its slot at once (the worker drops the stream after its current chunk)."""
+        self.sessions.pop(s.id, None)
+        s.close()
+        self.slot.release(s)
+
+    async def receive_loop(self, ws: Any, s: Session) -> None:
+        window, count, warned = time.monotonic(), 0, False
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            now = time.monotonic()
+            if now - window >= 1.0:
+                window, count, warned = now, 0, False
+            count += 1
+            if count > self.cfg.max_messages_per_second:
+                if not warned:
+                    s.send(protocol.error_message(f"more than {self.cfg.max_messages_per_second} messages a second: "
+                                                  "dropping until the next second"))
+                    warned = True
+                continue
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            try:
+                self.handle(s, protocol.parse_client_message(raw, self.cfg.max_message_bytes))
+            except protocol.ProtocolError as err:
+                s.send(protocol.error_message(str(err), err.ref, err.seq))
+
+    async def send_loop(self, ws: Any, s: Session) -> None:
+        """JSON first, then frames at their due time; late frames with newer ones behind them are dropped."""
+        try:
+            while True:
+                await s.wake.wait()
+                s.wake.clear()
+                while s.messages or s.frames:
+                    while s.messages:
+                        await ws.send_text(s.messages.popleft())
+                    if not s.frames:
+                        break
+                    item = s.frames.items[0]
+                    wait = item.due - time.monotonic()
+                    if wait > 0:
+                        try:
+                            await asyncio.wait_for(s.wake.wait(), wait)
+                            s.wake.clear()
+                        except asyncio.TimeoutError:
+                            pass
+                        continue
+                    s.frames.items.popleft()
+                    if -wait > self.cfg.max_frame_lateness_s and s.frames:
+                        s.frames.dropped += 1
+                        continue
+                    await ws.send_bytes(protocol.pack_frame(item.jpeg, item.frame, item.chunk, item.ack_seq, item.flags,
+                                                            time.time() * 1000, item.gen_ms))
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # the socket is gone; the receive loop closes the session
+            return
+
+
+def origin_ok(headers: Any) -> bool:
+    """Browsers send Origin: only pages served by this server may open a socket (no cross-site use)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == headers.get("host", "")
+
+
+def create_app(studio: Studio):
+    """The FastAPI app of a Studio (the worker starts and stops with the app)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, HTTPException, Request, WebSocket
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+
+    @asynccontextmanager
+    async def lifespan(app):
+        studio.hub.loop = asyncio.get_running_loop()
+        if not studio.worker.is_alive():
+            studio.worker.start()
+        yield
+        studio.worker.stop()
+        for s in list(studio.sessions.values()):
+            studio.close_session(s)
+
+    app = FastAPI(title="MotionStream studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio = studio
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def guard(request: Request) -> None:
+        if not studio.authorized(request):
+            raise HTTPException(401, "missing or wrong token")
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, err: UploadError):
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.get("/")
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/health")
+    async def health(request: Request):
+        guard(request)
+        return studio.health()
+
+    @app.get("/api/samples")
+    async def samples(request: Request):
+        guard(request)
+        return {"samples": list(SAMPLE_IMAGES)}
+
+    def image_reply(img: np.ndarray) -> dict[str, Any]:
+        from motionstream.video import resize_crop
+
+        fitted = resize_crop(img, (studio.stack.width, studio.stack.height))
+        key = studio.media.add_image(fitted)
+        return {"image": key, "width": fitted.shape[1], "height": fitted.shape[0], "url": f"/api/images/{key}.jpg"}
+
+    @app.post("/api/samples/{name}")
+    async def pick_sample(name: str, request: Request):
+        guard(request)
+        return image_reply(await run_in_threadpool(sample_image, name))
+
+    @app.post("/api/images")
+    async def upload_image(request: Request):
+        guard(request)
+        data = await read_body(request, studio.cfg.max_upload_bytes)
+        img = await run_in_threadpool(decode_image, data, studio.cfg.max_upload_pixels)
+        return image_reply(img)
+
+    @app.get("/api/images/{key}.jpg")
+    async def get_image(key: str, request: Request):
+        guard(request)
+        try:
+            img = studio.media.image(key)
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
+        return Response(encode_jpeg(img, studio.cfg.jpeg_quality), media_type="image/jpeg")
+
+    @app.post("/api/videos")
+    async def upload_video(request: Request):
+        guard(request)
+        data = await read_body(request, studio.cfg.max_video_bytes)
+        st = studio.stack
+        frames = await run_in_threadpool(decode_video, data, (st.width, st.height), st.fps, studio.cfg.max_video_frames,
+                                         studio.cfg.max_upload_pixels, studio.root / "uploads")
+        return {"video": studio.media.add_video(frames), "frames": len(frames)}
+
+    def session_of(sid: str, request: Request) -> Session:
+        guard(request)
+        s = studio.sessions.get(sid)
+        if s is None:
+            raise HTTPException(404, "no such session (it closed?)")
+        return s
+
+    async def json_body(request: Request) -> dict:
+        raw = await read_body(request, studio.cfg.max_message_bytes)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise HTTPException(400, "body must be JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        return body
+
+    async def rest_control(sid: str, request: Request, kind: str):
+        s = session_of(sid, request)
+        body = await json_body(request) if kind == "start" else {}
+        try:
+            msg = protocol.parse_client_message(json.dumps({**body, "type": kind}), studio.cfg.max_message_bytes)
+            studio.handle(s, msg)
+        except protocol.ProtocolError as err:
+            raise HTTPException(400, str(err)) from None
+        return {"session": s.id, "status": s.status}
+
+    @app.post("/api/sessions/{sid}/start")
+    async def rest_start(sid: str, request: Request):
+        return await rest_control(sid, request, "start")
+
+    @app.post("/api/sessions/{sid}/stop")
+    async def rest_stop(sid: str, request: Request):
+        return await rest_control(sid, request, "stop")
+
+    @app.get("/api/sessions/{sid}/recording.mp4")
+    async def recording(sid: str, request: Request):
+        s = session_of(sid, request)
+        if s.recorder is not None and not s.recorder.closed:
+            path = await run_in_threadpool(s.recorder.close)
+            if path is not None:
+                s.last_recording = path
+            s.send(protocol.server_message("recording", on=False, url=recording_url(s) if s.last_recording else None))
+        if s.last_recording is None or not s.last_recording.is_file():
+            raise HTTPException(404, "nothing recorded yet: press Record while streaming")
+        return FileResponse(s.last_recording, media_type="video/mp4", filename=f"motionstream-{s.id[:8]}.mp4")
+
+    @app.get("/api/stream.mjpeg")
+    async def mjpeg(request: Request):
+        guard(request)
+        if len(studio.hub.viewers) >= studio.cfg.max_mjpeg_viewers:
+            raise HTTPException(503, f"at most {studio.cfg.max_mjpeg_viewers} MJPEG viewers")
+        viewer = (asyncio.Event(), [])
+        studio.hub.viewers.add(viewer)
+
+        async def body():
+            try:
+                while not await request.is_disconnected():
+                    try:
+                        await asyncio.wait_for(viewer[0].wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        continue
+                    viewer[0].clear()
+                    jpeg = viewer[1][0]
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+                           + b"\r\n\r\n" + jpeg + b"\r\n")
+            finally:
+                studio.hub.viewers.discard(viewer)
+
+        return StreamingResponse(body(), media_type="multipart/x-mixed-replace; boundary=frame")
+
+    @app.websocket("/ws")
+    async def socket(ws: WebSocket):
+        await studio.on_socket(ws)
+
+    return app
+
+
+def check_host(host: str, token: str | None) -> None:
+    """Non-loopback hosts need a token (anyone on the network could otherwise drive the server)."""
+    from motionstream.cli import UserError
+
+    if host not in LOOPBACK_HOSTS and not token:
+        raise UserError(f"--host {host} exposes the studio beyond this machine: pass --token SECRET as well "
+                        "(clients then add ?token=SECRET to the page URL)")
+
+
+def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> None:
+    """Run the studio until interrupted (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(create_app(studio), host=host, port=port, log_level=log_level,
+                ws_max_size=4 * studio.cfg.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0)
+
+
+# ------------------------------------------------------------------------------- the command
+def studio_from_args(args: argparse.Namespace) -> Studio:
+    """Load the model stack named by the arguments; UserError for anything the user can fix."""
+    from motionstream.cli import UserError
+    from motionstream.config import ConfigError, load_config, section
+    from motionstream.models.checkpoints import WeightsNotFound
+    from motionstream.tracks.cli import parse_size
+
+    try:
+        cfg = section(load_config(args.config), "studio", StudioConfig)
+    except (ConfigError, TypeError) as err:
+        raise UserError(str(err)) from None
+    if args.record_dir:
+        cfg.record_dir = args.record_dir
+    if args.threads:
+        cfg.threads = args.threads
+    from motionstream.app.session import load_stack
+
+    try:
+        stack = load_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
+                           size=parse_size(args.size) if args.size else None, cache=args.cache)
+    except WeightsNotFound as err:
+        hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
+                "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
+                if args.model == "student" else "")
+        raise UserError(f"{err}{hint}") from None
+    except (ConfigError, ValueError) as err:
+        raise UserError(str(err)) from None
+    return Studio(stack, cfg, token=args.token)
+
+
+def run_studio(args: argparse.Namespace) -> int:
+    check_host(args.host, args.token)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    studio = studio_from_args(args)
+    query = f"?token={args.token}" if args.token else ""
+    print(f"motionstream studio: {studio.stack.label}")
+    print(f"open http://{args.host}:{args.port}/{query}  (Ctrl+C to stop)", flush=True)
+    serve(studio, args.host, args.port)
+    return 0
+
+
+def add_studio_arguments(p: argparse.ArgumentParser) -> None:
+    defaults = StudioConfig()
+    p.add_argument("--model", default="student",
+                   help="student (default: weights/student-tiny-cpu) | teacher | PATH to a streaming model folder")
+    p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (default tiny-cpu)")
+    p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")
+    p.add_argument("--tiny-decoder", help="tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")
+    p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's)")
+    p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's, c3s1w1)")
+    p.add_argument("--host", default=defaults.host, help=f"bind address (default {defaults.host}; others need --token)")
+    p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
+    p.add_argument("--token", default=None, help="access token every client must send (required off loopback)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--record-dir", default=None, help=f"where session recordings live (default {defaults.record_dir})")
+
+
+def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("studio", help="interactive web studio: drag, pin, draw paths, watch it stream",
+                            description="Serve the MotionStream studio: upload or pick an image, type a prompt, "
+                            "press Enter and drag on the video while it streams (Space pauses).")
+    add_studio_arguments(p)
+    p.set_defaults(func=run_studio)

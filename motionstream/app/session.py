@@ -1,0 +1,588 @@
+"""Studio sessions: one StreamingGenerator shared by every client, one stream generating at a time.
+
+    ModelStack        the loaded model (student folder), codec, text encoder, stream config
+    Session           one WebSocket client: its start request, control inbox, latest-wins outboxes
+    StreamSlot        who generates now; the others wait in FIFO order and are told their position
+    GenerationWorker  the thread that runs the engine for the active session
+
+Threads: the asyncio loop (sockets, REST) only validates messages and appends them to
+Session.commands; the worker thread owns the engine, applies commands between chunks, generates,
+JPEG-encodes and hands frames back to the loop with call_soon_threadsafe. A slow client never
+blocks the worker: its FrameQueue keeps the newest `max_queued_frames` frames and drops the rest.
+
+Pointer timing (why samples are spread over the next chunk): the engine consumes a chunk's tracks
+when the chunk starts, so input that arrives while chunk k generates can only shape chunk k+1. A
+sample received w seconds after the last chunk boundary goes to stream time
+(F + min(w / D, 1) * (n - 1)) / fps, F = first frame of the next chunk, n its length, D the measured
+time between chunk starts: the user's motion is replayed at its own speed, one chunk late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from motionstream.app import protocol
+
+log = logging.getLogger("motionstream.studio")
+
+
+@dataclass
+class StudioConfig:
+    """Section `studio` of a preset (all limits of one server)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    jpeg_quality: int = 85
+    threads: int = 0                       # torch threads (0 = torch's choice)
+    max_clients: int = 32                  # open sockets; more are refused
+    max_message_bytes: int = 65536         # one JSON control message
+    max_messages_per_second: int = 400     # per client; beyond: dropped with one error a second
+    max_pending_commands: int = 4096       # controls waiting for the next chunk boundary
+    max_queued_frames: int = 24            # per client latest-wins frame queue (2 chunks)
+    max_queued_messages: int = 64          # per client JSON outbox (oldest dropped)
+    lead_chunks: float = 1.0               # generate at most this many chunks ahead of playback
+    max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
+    max_upload_bytes: int = 16 * 2 ** 20   # images
+    max_upload_pixels: int = 40_000_000
+    max_video_bytes: int = 64 * 2 ** 20    # motion-transfer videos
+    max_video_frames: int = 161            # driving frames kept (it ping-pongs beyond)
+    max_images: int = 32                   # uploaded images kept in memory (oldest evicted)
+    max_videos: int = 4
+    max_pin_points: int = 2500             # one pinned grid
+    max_drag_points: int = 1024            # one dragged / path patch
+    grid_spacing: float = 8.0              # page defaults: points every VAE cell ...
+    grid_size: float = 48.0                # ... in a patch this wide
+    transfer_grid: int = 50                # tracker grid per side (a subset conditions the model)
+    camera_frames: int = 81                # one pass of a camera move; it ping-pongs beyond
+    camera_grid: int = 50
+    camera_fov: float = 60.0
+    max_mjpeg_viewers: int = 4
+    record_dir: str = "runs/studio"        # per-session recordings (deleted when the session closes)
+
+
+# ------------------------------------------------------------------------------- the model
+@dataclass
+class ModelStack:
+    """Everything the worker needs to stream, loaded once per server."""
+    model: Any
+    param: Any
+    meta: dict
+    codec: Any
+    text_encoder: Any
+    stream_cfg: Any                        # stream.engine.StreamConfig
+    tracks_cfg: Any                        # tracks.embed.TracksConfig
+    width: int
+    height: int
+    fps: float
+    label: str                             # what the page shows: which weights are running
+
+    @property
+    def latent_cells(self) -> int:
+        s = self.codec.spatial_stride
+        return (self.width // s) * (self.height // s)
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
+                "decoder": self.stream_cfg.decoder}
+
+
+def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None = None,
+               tiny_decoder: str | None = None, size: tuple[int, int] | None = None,
+               text_encoder: Any = None, cache: str | None = None) -> ModelStack:
+    """Load a streaming model folder ('student' = weights/student-tiny-cpu, 'teacher', or a path).
+
+    Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
+    them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's)."""
+    from motionstream.config import load_config, section
+    from motionstream.models.checkpoints import resolve_model_dir
+    from motionstream.models.codec import load_codec
+    from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
+    from motionstream.tracks.embed import TracksConfig
+
+    cfg = load_config(config)
+    base = section(cfg, "stream", StreamConfig)
+    name = {"student": base.student}.get(model, model)
+    net, param, meta = load_stream_model(name)
+    kind = meta.get("kind")
+    stream_cfg = stream_config_for(cfg, meta if kind != "teacher" else None, vae=vae, tiny_decoder=tiny_decoder)
+    if cache:
+        stream_cfg = stream_cfg.with_cache_name(cache)
+    codec = load_codec(stream_cfg.vae, stream_cfg.tiny_decoder if stream_cfg.decoder == "tiny" else None)
+    video = cfg.get("video", {})
+    width, height = size or (int(video.get("width", 256)), int(video.get("height", 144)))
+    step = codec.spatial_stride * net.cfg.patch_size[1]
+    if width % step or height % step:
+        raise ValueError(f"size {width}x{height} must be a multiple of {step} in both directions")
+    if text_encoder is None:
+        from motionstream.models.text import load_text_encoder
+
+        text_encoder = load_text_encoder(cfg)
+    where = resolve_model_dir(name)
+    note = " (teacher weights run as a causal few-step stream: not distilled)" if kind == "teacher" else ""
+    label = f"{kind} {where.name} [{where}] {stream_cfg.name}{note}"
+    return ModelStack(net, param, meta, codec, text_encoder, stream_cfg, section(cfg, "tracks", TracksConfig),
+                      width, height, float(video.get("fps", 16)), label)
+
+
+# ------------------------------------------------------------------------------- outboxes
+@dataclass
+class FrameItem:
+    """One encoded frame waiting for its socket: sent at `due` (time.monotonic) or dropped when stale."""
+    due: float
+    frame: int
+    chunk: int
+    ack_seq: int | None
+    flags: int
+    gen_ms: float
+    jpeg: bytes
+
+
+class FrameQueue:
+    """Latest-wins bounded queue: put() beyond `maxlen` drops the oldest frame (counted)."""
+
+    def __init__(self, maxlen: int):
+        self.items: deque[FrameItem] = deque(maxlen=maxlen)
+        self.dropped = 0
+
+    def put(self, item: FrameItem) -> None:
+        if len(self.items) == self.items.maxlen:
+            self.dropped += 1
+        self.items.append(item)
+
+    def clear(self) -> None:
+        self.dropped += len(self.items)
+        self.items.clear()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Recorder:
+    """The session's mp4 (video.VideoWriter); written by the worker, closed by a download."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.frames = 0
+        self._writer = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def write(self, frames: np.ndarray) -> None:
+        from motionstream.video import VideoWriter
+
+        with self._lock:
+            if self.closed:
+                return
+            if self._writer is None:
+                self._writer = VideoWriter(self.path, self.fps)
+            self._writer.write(frames)
+            self.frames += len(frames)
+
+    def close(self) -> Path | None:
+        """Finish the file; its path, or None when nothing was recorded."""
+        with self._lock:
+            if not self.closed and self._writer is not None:
+                self._writer.close()
+            self.closed = True
+            return self.path if self.frames else None
+
+
+# ------------------------------------------------------------------------------- session
+class Session:
+    """One client. Created and closed on the event loop; the worker reads `request` / `commands`."""
+
+    def __init__(self, sid: str, loop: asyncio.AbstractEventLoop, cfg: StudioConfig, root: Path):
+        self.id = sid
+        self.loop = loop
+        self.cfg = cfg
+        self.frames = FrameQueue(cfg.max_queued_frames)
+        self.messages: deque[str] = deque(maxlen=cfg.max_queued_messages)
+        self.wake = asyncio.Event()                         # the sender coroutine (loop thread)
+        self.worker_wake = threading.Event()                # the worker, waiting between chunks
+        self.commands: deque[tuple[float, dict]] = deque()  # (received time.monotonic(), message)
+        self.request: dict | None = None                    # the start message in force
+        self.status = "idle"                                # idle | queued | starting | streaming
+        self.muted = False                                  # paused on the loop side: drop frames at once
+        self.closed = False
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"session-{sid[:8]}-", dir=root))
+        self.recorder: Recorder | None = None
+        self.last_recording: Path | None = None
+        self.recordings = 0
+
+    # ---- called from any thread
+    def send(self, text: str) -> None:
+        self._call(self._enqueue_message, text)
+
+    def send_frames(self, items: list[FrameItem]) -> None:
+        self._call(self._enqueue_frames, items)
+
+    def _call(self, fn: Callable, *args: Any) -> None:
+        if self._on_loop():
+            fn(*args)
+            return
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:   # the loop is gone (server shutting down)
+            pass
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    # ---- loop thread only
+    def _enqueue_message(self, text: str) -> None:
+        if not self.closed:
+            self.messages.append(text)
+            self.wake.set()
+
+    def _enqueue_frames(self, items: list[FrameItem]) -> None:
+        if self.closed or self.muted:
+            return
+        for item in items:
+            self.frames.put(item)
+        self.wake.set()
+
+    def add_command(self, msg: dict) -> None:
+        """Queue a validated control for the worker; raises ProtocolError when too many are waiting."""
+        if len(self.commands) >= self.cfg.max_pending_commands:
+            raise protocol.ProtocolError("too many controls waiting for the next chunk; slow down",
+                                         msg.get("type"), msg.get("seq"))
+        self.commands.append((time.monotonic(), msg))
+        self.worker_wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.worker_wake.set()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.frames.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class StreamSlot:
+    """One generating session at a time, the others in FIFO order (position 1 = next)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.active: Session | None = None
+        self.waiting: list[Session] = []
+
+    def request(self, s: Session) -> int:
+        """0 = s generates now; k > 0 = k-th in the queue."""
+        with self.cond:
+            if self.active is None:
+                self.active = s
+                self.cond.notify_all()
+                return 0
+            if s is self.active:
+                return 0
+            if s not in self.waiting:
+                self.waiting.append(s)
+            return self.waiting.index(s) + 1
+
+    def release(self, s: Session) -> None:
+        """s leaves (stopped, failed or closed): the next waiting session is promoted at once."""
+        with self.cond:
+            if s is self.active:
+                self.active = self.waiting.pop(0) if self.waiting else None
+                promoted = self.active
+            else:
+                promoted = None
+                if s in self.waiting:
+                    self.waiting.remove(s)
+            waiting = list(self.waiting)
+            self.cond.notify_all()
+        if promoted is not None:
+            promoted.status = "starting"
+            promoted.send(protocol.server_message("state", status="starting", position=0))
+        for k, w in enumerate(waiting):
+            w.send(protocol.server_message("queued", position=k + 1, ahead=k + 1))
+
+    def is_active(self, s: Session) -> bool:
+        return self.active is s
+
+    def wait_active(self, timeout: float) -> Session | None:
+        with self.cond:
+            if self.active is None:
+                self.cond.wait(timeout)
+            return self.active
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+# ------------------------------------------------------------------------------- motion sources
+class LoopedTracks:
+    """A TrackSet replayed forwards then backwards (ping-pong) from stream frame 0, one chunk at a time
+    (the camera move keeps going for as long as the stream does; same IDs, so one track per point)."""
+
+    def __init__(self, tracks: Any):
+        self.tracks = tracks
+
+    def __call__(self, controls: Any, start: int, count: int) -> None:
+        from motionstream.tracks.trackset import TrackSet
+
+        n = self.tracks.num_frames
+        period = max(2 * (n - 1), 1)
+        idx = np.array([(k % period) if (k % period) < n else period - (k % period) for k in range(start, start + count)])
+        ts = self.tracks
+        controls.push_tracks(TrackSet(ts.tracks[idx], ts.visibility[idx], ts.width, ts.height, ts.fps, ts.ids,
+                                      ts.role), start_frame=start)
+
+
+def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
+    """Camera control without a depth network: a fronto-parallel plane unless a depth map is given."""
+    from motionstream.stream.apps import conditioning_subset
+    from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
+
+    if depth is None:
+        depth = np.ones((stack.height, stack.width), np.float64)
+    poses = camera_path(path, cfg.camera_frames, strength=strength, scene_depth=float(np.median(depth)))
+    ts = camera_tracks(depth, default_intrinsics(stack.width, stack.height, fov_deg=cfg.camera_fov), poses,
+                       grid=cfg.camera_grid, fps=stack.fps)
+    return LoopedTracks(conditioning_subset(ts, stack.latent_cells, stack.stream_cfg.seed, stack.tracks_cfg))
+
+
+# ------------------------------------------------------------------------------- the worker
+class GenerationWorker(threading.Thread):
+    """Runs the engine for whichever session holds the slot (see module docstring)."""
+
+    def __init__(self, stack: ModelStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
+                 on_jpeg: Callable[[bytes], None] | None = None):
+        super().__init__(name="motionstream-studio-worker", daemon=True)
+        from motionstream.stream.engine import StreamingGenerator
+
+        self.stack, self.slot, self.cfg, self.media = stack, slot, cfg, media
+        self.on_jpeg = on_jpeg
+        self.gen = StreamingGenerator(stack.model, stack.codec, stack.text_encoder, stack.stream_cfg, stack.param,
+                                      fps=stack.fps)
+        self.stopping = False
+        self.chunks = 0
+        self.frames = 0
+        self.errors = 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.slot.wake()
+
+    def run(self) -> None:
+        import torch
+
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        while not self.stopping:
+            s = self.slot.wait_active(timeout=0.2)
+            if s is None:
+                continue
+            try:
+                self.serve(s)
+            except Exception as err:   # a bad stream must never take the server (or the others) down
+                self.errors += 1
+                log.exception("stream of session %s failed", s.id)
+                s.send(protocol.error_message(f"stream failed: {type(err).__name__}: {err}", "start"))
+            finally:
+                self.finish(s)
+        self.gen.close()
+
+    # ---- one stream
+    def serve(self, s: Session) -> None:
+        req = s.request or {}
+        gen, fps = self.gen, self.stack.fps
+        image = self.media.image(req["image"])
+        gen.start(image, req.get("prompt", ""))
+        source = self.make_source(req)
+        s.status = "streaming"
+        s.send(protocol.server_message("started", prompt=req.get("prompt", ""), mode=req.get("mode", "drag"),
+                                       width=self.stack.width, height=self.stack.height, fps=fps))
+        self.drags: dict[int, int] = {}
+        self.ack: int | None = None
+        self.boundary = time.monotonic()
+        self.interval = gen.chunk_num_frames(1) / fps      # measured time between chunk starts (EMA)
+        play_clock = time.monotonic()                         # when the last queued frame plays
+        while not self.stopping and not s.closed and self.slot.is_active(s):
+            if self.apply(s):
+                return                                         # stop
+            chunk_seconds = gen.chunk_num_frames() / fps
+            if gen.paused or play_clock - time.monotonic() > self.cfg.lead_chunks * chunk_seconds:
+                s.worker_wake.wait(0.02)                       # paused, or far enough ahead of playback
+                s.worker_wake.clear()
+                if gen.paused:
+                    self.boundary = time.monotonic()
+                continue
+            now = time.monotonic()
+            self.interval = 0.8 * self.interval + 0.2 * max(now - self.boundary, 1e-3)
+            self.boundary = now
+            if source is not None:
+                source(gen.controls, gen.next_frame, gen.chunk_num_frames())
+            first, chunk = gen.next_frame, gen.chunk_index
+            t0 = time.perf_counter()
+            frames = gen.next_chunk()
+            gen_ms = 1000 * (time.perf_counter() - t0)
+            self.chunks += 1
+            self.frames += len(frames)
+            jpegs = [encode_jpeg(f, self.cfg.jpeg_quality) for f in frames]
+            flags = 0
+            if s.recorder is not None and not s.recorder.closed:
+                s.recorder.write(frames)
+                flags |= protocol.FLAG_RECORDING
+            play_clock = max(play_clock, time.monotonic())
+            items = []
+            for k, jpeg in enumerate(jpegs):
+                items.append(FrameItem(play_clock, first + k, chunk, self.ack,
+                                       flags | (protocol.FLAG_CHUNK_START if k == 0 else 0), gen_ms, jpeg))
+                play_clock += 1.0 / fps
+            s.send_frames(items)
+            if self.on_jpeg is not None and jpegs:
+                for jpeg in jpegs:
+                    self.on_jpeg(jpeg)
+
+    def finish(self, s: Session) -> None:
+        """The stream ended (stop, close, failure): recording closed, slot passed on."""
+        frames = self.gen.frames_out if self.gen.started else 0
+        self.gen.wait()
+        self.gen.paused = False
+        url = self.close_recording(s)
+        s.request = None
+        s.status = "idle"
+        s.commands.clear()
+        if not s.closed:
+            s.send(protocol.server_message("stopped", frames=frames, recording=url))
+        self.slot.release(s)
+
+    def close_recording(self, s: Session) -> str | None:
+        if s.recorder is None:
+            return None
+        path = s.recorder.close()
+        s.recorder = None
+        if path is not None:
+            s.last_recording = path
+        return recording_url(s) if s.last_recording is not None else None
+
+    def make_source(self, req: dict):
+        mode = req.get("mode", "drag")
+        if mode == "transfer":
+            from motionstream.stream.apps import transfer_source
+
+            frames = self.media.video(req["video"])
+            return transfer_source(frames, self.stack.fps, self.stack.latent_cells, self.cfg.transfer_grid,
+                                   self.stack.stream_cfg.seed, self.stack.tracks_cfg)
+        if mode == "camera":
+            return camera_source(self.stack, self.cfg, req.get("camera_path", "orbit"),
+                                 req.get("camera_strength", 1.0))
+        return None
+
+    # ---- controls
+    def stream_time(self, received: float) -> float:
+        """Stream seconds of a control received at `received` (time.monotonic), see module docstring."""
+        gen = self.gen
+        n = gen.chunk_num_frames()
+        frac = min(max((received - self.boundary) / self.interval, 0.0), 1.0)
+        return (gen.next_frame + frac * (n - 1)) / self.stack.fps
+
+    def apply(self, s: Session) -> bool:
+        """Apply every waiting control; True when the stream must stop."""
+        from motionstream.tracks.trackset import TrackError
+
+        while s.commands:
+            received, msg = s.commands.popleft()
+            kind = msg["type"]
+            try:
+                if kind == "stop":
+                    return True
+                self.apply_one(s, msg, received)
+            except (TrackError, ValueError, KeyError) as err:
+                s.send(protocol.error_message(str(err), kind, msg.get("seq")))
+            if "seq" in msg:
+                self.ack = msg["seq"] if self.ack is None else max(self.ack, msg["seq"])
+        return False
+
+    def apply_one(self, s: Session, msg: dict, received: float) -> None:
+        gen, kind = self.gen, msg["type"]
+        controls = gen.controls
+        if kind == "pause":
+            gen.pause()
+            s.send(protocol.server_message("state", status="paused", frame=gen.next_frame, chunk=gen.chunk_index))
+        elif kind == "resume":
+            gen.resume()
+            self.boundary = time.monotonic()
+            s.send(protocol.server_message("state", status="streaming", frame=gen.next_frame, chunk=gen.chunk_index))
+        elif kind == "pointer_down":
+            radius, spacing = msg["size"] / 2, msg["spacing"]
+            count = math.pi * radius ** 2 / spacing ** 2
+            if count > self.cfg.max_drag_points:
+                raise ValueError(f"a drag patch of size {msg['size']:g} at spacing {spacing:g} has ~{count:.0f} "
+                                 f"points (max {self.cfg.max_drag_points}): make it smaller or sparser")
+            if msg["id"] in self.drags:
+                raise ValueError(f"drag {msg['id']} is already down")
+            if len(controls.active_drags) >= self.cfg.max_drag_points:
+                raise ValueError("too many drags held at once")
+            self.drags[msg["id"]] = controls.pointer_down(self.stream_time(received), msg["x"], msg["y"],
+                                                          radius=radius, spacing=spacing)
+        elif kind == "pointer_move":
+            controls.pointer_move(self._drag(msg["id"]), self.stream_time(received), msg["x"], msg["y"])
+        elif kind == "pointer_up":
+            controls.pointer_up(self._drag(msg["id"]), self.stream_time(received))
+            del self.drags[msg["id"]]
+        elif kind == "pin":
+            from motionstream.tracks.sources import grid_points
+
+            w, h = self.stack.width, self.stack.height
+            x0, x1 = sorted((min(max(msg["x0"], 0.0), w - 1.0), min(max(msg["x1"], 0.0), w - 1.0)))
+            y0, y1 = sorted((min(max(msg["y0"], 0.0), h - 1.0), min(max(msg["y1"], 0.0), h - 1.0)))
+            count = (int((x1 - x0) / msg["spacing"]) + 1) * (int((y1 - y0) / msg["spacing"]) + 1)
+            if count > self.cfg.max_pin_points:
+                raise ValueError(f"a pinned grid of ~{count} points is more than {self.cfg.max_pin_points}: "
+                                 "use a larger spacing or a smaller rectangle")
+            controls.add_pins(grid_points(x0, y0, x1, y1, spacing=msg["spacing"]))
+        elif kind == "clear_pins":
+            controls.clear_pins()
+        elif kind == "path":
+            radius, spacing = msg["size"] / 2, msg["spacing"]
+            if math.pi * radius ** 2 / spacing ** 2 > self.cfg.max_drag_points:
+                raise ValueError(f"a path patch of size {msg['size']:g} at spacing {spacing:g} is too dense")
+            t0 = gen.next_frame / self.stack.fps
+            controls.add_path([(t0 + ms / 1000.0, x, y) for ms, x, y in msg["points"]], radius=radius,
+                              spacing=spacing)
+        elif kind == "record":
+            if msg["on"] and (s.recorder is None or s.recorder.closed):
+                s.recordings += 1
+                s.recorder = Recorder(s.dir / f"recording-{s.recordings}.mp4", self.stack.fps)
+                s.send(protocol.server_message("recording", on=True, url=None))
+            elif not msg["on"]:
+                url = self.close_recording(s)
+                s.send(protocol.server_message("recording", on=False, url=url))
+
+    def _drag(self, client_id: int) -> int:
+        if client_id not in self.drags:
+            raise ValueError(f"no drag {client_id} is down (send pointer_down first)")
+        return self.drags[client_id]
+
+
+def recording_url(s: Session) -> str:
+    return f"/api/sessions/{s.id}/recording.mp4"
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """uint8 RGB [H, W, 3] -> JPEG bytes (cv2.imencode)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,458 @@
+"""The studio (motionstream/app): protocol, uploads, slot, and a real server on loopback driven by
+WebSocket clients (one stream + seven queued, fuzzed controls, pause, recording).
+
+The server runs in a subprocess (`python tests/test_studio.py --serve ...`) on a tiny random model
+saved like shipped weights (tests/stream_fixtures.py): real DiT, VAE and tiny decoder, a hash text
+encoder instead of MiniLM (the text encoder is not under test; loading MiniLM takes ~25 s here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from motionstream.app import protocol  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+STUDIO_W, STUDIO_H = 128, 96          # 16x12 latents, 8x6 tokens per latent frame: ~0.3 s a chunk on one core
+SERVER_START_S = 120
+
+
+# ------------------------------------------------------------------------------- the server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_main(argv: list[str]) -> None:
+    """Entry point of the test server subprocess: --serve PORT ROOT."""
+    import torch
+
+    from stream_fixtures import make_model_folders
+    from test_stream import HashTextEncoder
+
+    from motionstream.app.server import Studio, serve
+    from motionstream.app.session import StudioConfig, load_stack
+
+    torch.set_num_threads(1)
+    port, root = int(argv[0]), Path(argv[1])
+    folders = make_model_folders(root / "models")
+    stack = load_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
+                       size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
+    serve(Studio(stack, StudioConfig(record_dir=str(root / "rec"), grid_size=32.0)), "127.0.0.1", port)
+
+
+class ServerProcess:
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.log = open(root / "server.log", "w")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), str(root)], cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        import httpx
+
+        deadline = time.time() + SERVER_START_S
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"studio server exited: {(root / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("studio server did not start in time")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def health(self) -> dict:
+        import httpx
+
+        return httpx.get(self.url + "/api/health", timeout=5).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("studio_server"))
+    yield srv
+    srv.stop()
+
+
+def sample_id(server, name: str = "astronaut") -> str:
+    import httpx
+
+    return httpx.post(f"{server.url}/api/samples/{name}", timeout=30).json()["image"]
+
+
+class Client:
+    """A minimal protocol client (websockets) that sorts JSON messages from frames."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.messages: list[dict] = []
+        self.frames: list[tuple[dict, bytes]] = []
+        self.seq = 0
+
+    @classmethod
+    async def connect(cls, url: str) -> "Client":
+        import websockets
+
+        c = cls(await websockets.connect(url, max_size=2 ** 22))
+        c.hello = await c.expect("hello")
+        return c
+
+    async def send(self, **msg) -> None:
+        self.seq += 1
+        await self.ws.send(json.dumps({**msg, "seq": self.seq}))
+
+    async def pump(self, seconds: float) -> None:
+        """Receive for `seconds` (or until the socket closes)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                m = await asyncio.wait_for(self.ws.recv(), left)
+            except asyncio.TimeoutError:
+                return
+            self._keep(m)
+
+    async def expect(self, kind: str, timeout: float = 30.0, **match) -> dict:
+        """The first message of `kind` (whose fields equal `match`), waiting up to `timeout` s; it is consumed."""
+        def fits(m):
+            return isinstance(m, dict) and m["type"] == kind and all(m.get(k) == v for k, v in match.items())
+
+        for m in self.messages:
+            if fits(m):
+                self.messages.remove(m)
+                return m
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            m = self._keep(await asyncio.wait_for(self.ws.recv(), left))
+            if fits(m):
+                self.messages.remove(m)
+                return m
+        raise TimeoutError(f"no {kind!r} within {timeout} s; got {[m['type'] for m in self.messages]}")
+
+    async def frames_until(self, count: int, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while len(self.frames) < count:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(self.frames)} frames, wanted {count}")
+            self._keep(await asyncio.wait_for(self.ws.recv(), left))
+
+    def _keep(self, m):
+        if isinstance(m, bytes):
+            self.frames.append(protocol.unpack_frame(m))
+            return None
+        msg = json.loads(m)
+        self.messages.append(msg)
+        return msg
+
+    def errors(self) -> list[dict]:
+        return [m for m in self.messages if m["type"] == "error"]
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------------------- protocol (no server)
+def test_protocol_accepts_valid_messages_and_names_what_is_wrong():
+    ok = protocol.parse_client_message(json.dumps({"type": "pointer_move", "id": 3, "x": 10.5, "y": 2, "seq": 7,
+                                                   "frame": 40, "chunk": 3, "extra": "dropped"}), 4096)
+    assert ok == {"type": "pointer_move", "id": 3, "x": 10.5, "y": 2.0, "seq": 7, "frame": 40, "chunk": 3}
+    path = protocol.parse_client_message(json.dumps({"type": "path", "points": [[0, 1, 2], [50, 3, 4]], "size": 8,
+                                                     "spacing": 4}), 4096)
+    assert path["points"] == [(0.0, 1.0, 2.0), (50.0, 3.0, 4.0)]
+    bad = {
+        b"\x00\x01": "binary",
+        "x" * 5000: "too long",
+        "{nope": "not JSON",
+        "[1, 2]": "JSON object",
+        '{"type": "explode"}': "unknown message type",
+        '{"type": "pointer_down", "id": 1, "x": 1, "y": 2, "size": 8}': "needs 'spacing'",
+        '{"type": "pointer_move", "id": 1, "x": NaN, "y": 2}': "finite",
+        '{"type": "pointer_move", "id": 1, "x": 1e300, "y": 2}': "finite number",
+        '{"type": "pointer_move", "id": true, "x": 1, "y": 2}': "must be a number",
+        '{"type": "pointer_move", "id": 1.5, "x": 1, "y": 2}': "integer",
+        '{"type": "record", "on": 1}': "true or false",
+        '{"type": "start", "image": "a", "mode": "teleport"}': "must be one of",
+        '{"type": "path", "points": [[5, 1, 1], [2, 1, 1]], "size": 8, "spacing": 4}': "must not decrease",
+        '{"type": "path", "points": [], "size": 8, "spacing": 4}': "list of 1..",
+        '{"type": "pin", "x0": 0, "y0": 0, "x1": 9, "y1": 9, "spacing": 0.01}': "spacing",
+        "[" * 100000: "too long",
+    }
+    for raw, reason in bad.items():
+        with pytest.raises(protocol.ProtocolError, match=reason):
+            protocol.parse_client_message(raw, 4096)
+    deep = "[" * 3000 + "]" * 3000
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_client_message(deep, 10 ** 6)
+
+
+def test_frame_header_roundtrip_and_camera_paths_match_the_tracks_module():
+    from motionstream.tracks.camera import CAMERA_PATHS
+
+    data = protocol.pack_frame(b"\xff\xd8jpeg", 130, 11, None, protocol.FLAG_RECORDING, 1.5e12, 321.0)
+    head, jpeg = protocol.unpack_frame(data)
+    assert jpeg == b"\xff\xd8jpeg" and protocol.FRAME_HEADER.size == 32
+    assert head["frame"] == 130 and head["chunk"] == 11 and head["ack_seq"] is None and head["flags"] == 1
+    assert protocol.unpack_frame(protocol.pack_frame(b"", 0, 0, 5, 0, 0, 0))[0]["ack_seq"] == 5
+    with pytest.raises(protocol.ProtocolError):
+        protocol.unpack_frame(b"XXXX" + data[4:])
+    assert tuple(protocol.CAMERA_PATHS) == tuple(CAMERA_PATHS)
+    js = (REPO / "motionstream/app/static/app.js").read_text()
+    assert f"FRAME_HEADER_BYTES = {protocol.FRAME_HEADER.size}" in js and f'FRAME_MAGIC = "{protocol.FRAME_MAGIC.decode()}"' in js
+
+
+# ------------------------------------------------------------------------------- uploads (no server)
+def _encode(fmt: str, img: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(f".{fmt}", img)
+    assert ok
+    return buf.tobytes()
+
+
+def test_image_headers_are_read_before_decoding():
+    from motionstream.app.server import UploadError, decode_image, sniff_image
+
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    for fmt, name in [("png", "png"), ("jpg", "jpeg"), ("webp", "webp"), ("bmp", "bmp")]:
+        data = _encode(fmt, img)
+        assert sniff_image(data) == (name, 53, 37)
+        assert decode_image(data, 10 ** 6).shape == (37, 53, 3)
+    # a pixel bomb: a valid PNG header claiming 60000 x 60000 is refused before cv2 sees it
+    png = bytearray(_encode("png", img))
+    png[16:24] = (60000).to_bytes(4, "big") * 2
+    with pytest.raises(UploadError, match="pixels") as err:
+        decode_image(bytes(png), 40_000_000)
+    assert err.value.status == 413
+    with pytest.raises(UploadError) as err:
+        decode_image(b"GIF89a" + b"\x00" * 100, 10 ** 6)
+    assert err.value.status == 415
+    with pytest.raises(UploadError, match="cannot decode"):
+        decode_image(_encode("png", img)[:60], 10 ** 6)          # valid header, truncated data
+
+
+def test_latest_wins_queue_and_slot_order(tmp_path):
+    from motionstream.app.session import FrameItem, FrameQueue, Session, StreamSlot, StudioConfig
+
+    q = FrameQueue(3)
+    for k in range(10):
+        q.put(FrameItem(0.0, k, 0, None, 0, 0.0, b""))
+    assert [i.frame for i in q.items] == [7, 8, 9] and q.dropped == 7
+
+    loop = asyncio.new_event_loop()
+    try:
+        sessions = [Session(f"s{k}", loop, StudioConfig(), tmp_path) for k in range(4)]
+        slot = StreamSlot()
+        assert [slot.request(s) for s in sessions] == [0, 1, 2, 3]
+        slot.release(sessions[2])                       # a queued tab closes: the ones behind move up
+        assert slot.waiting == [sessions[1], sessions[3]]
+        slot.release(sessions[0])                       # the streaming tab closes: the next one runs at once
+        assert slot.active is sessions[1] and slot.waiting == [sessions[3]]
+        loop.run_until_complete(asyncio.sleep(0))
+        assert json.loads(sessions[3].messages[-1]) == {"type": "queued", "position": 1, "ahead": 1}
+        assert json.loads(sessions[1].messages[-1])["status"] == "starting"
+        for s in sessions:
+            s.close()
+        assert not any(s.dir.exists() for s in sessions)
+    finally:
+        loop.close()
+
+
+def test_cli_refuses_an_open_host_without_token_and_names_missing_weights(tmp_path, capsys):
+    from motionstream.cli import main
+
+    assert main(["studio", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
+    assert main(["studio", "--model", str(tmp_path / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing-here" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------- a real server
+def test_stream_pause_record_and_download(server, tmp_path):
+    import httpx
+
+    from motionstream.video import read_video
+
+    image = sample_id(server)
+
+    async def go():
+        c = await Client.connect(server.ws_url)
+        assert c.hello["width"] == STUDIO_W and "student" in c.hello["model"]["label"]
+        await c.send(type="start", image=image, prompt="an astronaut")
+        await c.send(type="record", on=True)
+        await c.expect("started")
+        await c.frames_until(25)
+        heads = [h for h, _ in c.frames]
+        assert [h["frame"] for h in heads] == list(range(len(heads)))       # in order, none dropped on loopback
+        assert heads[0]["chunk"] == 0 and heads[9]["chunk"] == 1 and heads[-1]["flags"] & protocol.FLAG_RECORDING
+        assert heads[-1]["ack_seq"] == 2                                     # both controls applied
+        assert decode(c.frames[-1][1]).shape == (STUDIO_H, STUDIO_W, 3)
+        # pause: after the in-flight frames are dropped, nothing new arrives
+        await c.send(type="pause")
+        await c.expect("state", status="paused")
+        await c.pump(0.3)
+        n = len(c.frames)
+        await c.pump(1.5)
+        assert len(c.frames) == n
+        await c.send(type="resume")
+        await c.frames_until(n + 5)
+        await c.send(type="stop")
+        stopped = await c.expect("stopped")
+        assert stopped["recording"].endswith("recording.mp4")
+        r = httpx.get(server.url + stopped["recording"], timeout=30)
+        assert r.status_code == 200
+        out = tmp_path / "rec.mp4"
+        out.write_bytes(r.content)
+        frames, _ = read_video(out)
+        assert frames.shape[1:] == (STUDIO_H, STUDIO_W, 3) and len(frames) >= n + 5
+        await c.ws.close()
+
+    run(go())
+
+
+def test_uploads_over_http(server):
+    import httpx
+
+    img = np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    r = httpx.post(server.url + "/api/images", content=_encode("png", img), timeout=30)
+    assert r.status_code == 200 and (r.json()["width"], r.json()["height"]) == (STUDIO_W, STUDIO_H)
+    got = httpx.get(server.url + r.json()["url"], timeout=30)
+    assert got.headers["content-type"] == "image/jpeg" and decode(got.content).shape == (STUDIO_H, STUDIO_W, 3)
+    assert httpx.post(server.url + "/api/images", content=b"\x00" * (17 * 2 ** 20), timeout=30).status_code == 413
+    assert httpx.post(server.url + "/api/images", content=b"hello world", timeout=30).status_code == 415
+    assert httpx.post(server.url + "/api/videos", content=_encode("png", img), timeout=30).status_code == 415
+    assert httpx.post(server.url + "/api/samples/../../etc", timeout=30).status_code in (404, 405)
+
+
+def test_eight_clients_one_streams_seven_queue_memory_flat(server):
+    image = sample_id(server)
+
+    async def go():
+        clients = [await Client.connect(server.ws_url) for _ in range(8)]
+        for c in clients:
+            await c.send(type="start", image=image, prompt="load")
+            await asyncio.sleep(0.05)
+        await clients[0].expect("started")
+        positions = [(await c.expect("queued"))["position"] for c in clients[1:]]
+        assert positions == list(range(1, 8))
+        rss = []
+        for _ in range(6):
+            await asyncio.gather(*(c.pump(0.5) for c in clients))
+            rss.append(server.rss_mb())
+        assert len(clients[0].frames) > 20 and not any(c.frames for c in clients[1:])
+        h = server.health()
+        assert h["clients"] >= 8 and h["queued"] == 7
+        # memory flat while streaming to one and holding seven (frames are not buffered for anyone)
+        assert max(rss[2:]) - rss[1] < 40, rss
+        # the streaming tab closes: the first in line streams, the others move up
+        await clients[0].ws.close()
+        await clients[1].expect("started", timeout=30)
+        for k, c in enumerate(clients[2:], start=1):
+            assert (await c.expect("queued"))["position"] == k
+        await clients[1].frames_until(5)
+        for c in clients[1:]:
+            await c.ws.close()
+
+    run(go())
+    h = server.health()
+    assert h["worker_alive"] and h["stream_errors"] == 0
+
+
+def fuzz_messages(rng: random.Random, n: int, exclude: tuple[str, ...] = ()):
+    """Hostile or malformed control messages: garbage, wrong types, extremes, valid-looking nonsense."""
+    values = [None, True, -1, 0, 1, 2 ** 31, 2 ** 64, -1e308, 1e308, 0.5, "", "x" * 300, [], {}, [[1, 2, 3]] * 3,
+              {"a": [1]}, "NaN"]
+    kinds = [k for k in protocol.CLIENT_MESSAGES if k not in exclude] + ["", "hello", "__proto__", "start " * 3]
+    fields = ["id", "x", "y", "size", "spacing", "x0", "y0", "x1", "y1", "points", "on", "image", "mode", "prompt",
+              "video", "camera_path", "camera_strength", "seq", "frame", "chunk", "client_time"]
+    for _ in range(n):
+        roll = rng.random()
+        if roll < 0.1:
+            yield bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        elif roll < 0.2:
+            yield "".join(chr(rng.randint(1, 0x2FFF)) for _ in range(rng.randint(0, 40)))
+        elif roll < 0.25:
+            yield "[" * rng.randint(1, 5000)
+        else:
+            msg = {"type": rng.choice(kinds)}
+            for f in rng.sample(fields, rng.randint(0, 6)):
+                msg[f] = rng.choice(values) if rng.random() < 0.6 else rng.uniform(-500, 500)
+            if rng.random() < 0.3:
+                msg.update(id=rng.randint(0, 5), x=rng.uniform(-50, 200), y=rng.uniform(-50, 200),
+                           size=rng.uniform(1, 200), spacing=rng.uniform(2, 40))
+            yield json.dumps(msg)
+
+
+def test_fuzzed_controls_never_take_the_server_down(server):
+    image = sample_id(server)
+
+    async def go():
+        streamer = await Client.connect(server.ws_url)
+        await streamer.send(type="start", image=image, prompt="fuzz")
+        await streamer.expect("started")
+        fuzzer = await Client.connect(server.ws_url)
+        sent = 0
+        for raw in fuzz_messages(random.Random(0), 400):
+            await fuzzer.ws.send(raw)
+            sent += 1
+        # the streamer also sends hostile controls into its own stream (applied by the worker); not the
+        # valid ones that rightly stop or pause it
+        for raw in fuzz_messages(random.Random(1), 150, exclude=("stop", "pause")):
+            await streamer.ws.send(raw)
+        before = len(streamer.frames)
+        await asyncio.gather(fuzzer.pump(2.0), streamer.pump(3.0))
+        # replies beyond the bounded JSON outbox (max_queued_messages) are dropped, not buffered
+        assert len(fuzzer.errors()) >= 64
+        await fuzzer.send(type="ping", client_time=123.0)
+        assert (await fuzzer.expect("pong"))["client_time"] == 123.0
+        assert all(set(e) == {"type", "message", "ref", "seq"} for e in fuzzer.errors())
+        assert len(streamer.frames) > before + 12                 # still streaming
+        await streamer.send(type="stop")
+        await streamer.expect("stopped")
+        await fuzzer.ws.close()
+        await streamer.ws.close()
+
+    run(go())
+    h = server.health()
+    assert h["status"] == "ok" and h["worker_alive"] and h["stream_errors"] == 0
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--serve":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    serve_main(sys.argv[2:])
