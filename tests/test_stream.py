@@ -115,6 +115,20 @@ def test_motion_and_prompt_change_the_output(parts):
     assert torch.allclose(base, run("a bright square", moving_square(21)))
 
 
+def test_full_decoder_option(parts):
+    """decoder: full runs the causal VAE decoder chunk by chunk, equal to decoding the whole clip at once."""
+    gen = make_gen(parts, decoder="full", overlap_decode=False)
+    gen.start(sample_image(), "x")
+    latents = [gen.generate_latents() for _ in range(3)]
+    gen.reset()
+    streamed = np.concatenate([gen.next_chunk() for _ in range(3)])
+    assert streamed.shape == (9 + 12 + 12, VIDEO_H, VIDEO_W, 3)
+    from motionstream.models.codec import tensor_to_frames
+
+    whole = tensor_to_frames(gen.codec.decode(torch.cat(latents, 2)))
+    assert np.abs(whole.astype(int) - streamed.astype(int)).max() <= 1
+
+
 def test_pause_resume(parts):
     gen = make_gen(parts)
     gen.start(sample_image(), "p")

@@ -83,6 +83,17 @@ def test_transfer_beyond_the_driving_video(env, tmp_path):
     assert frames_of(out).shape == (45, VIDEO_H, VIDEO_W, 3)
 
 
+@pytest.mark.slow
+def test_generate_2000_frames(env, tmp_path):
+    """--frames far beyond the training horizon (and the track file): 167 chunks through the CLI."""
+    from motionstream.tracks.io import save_tracks
+
+    tracks = save_tracks(tmp_path / "square.npz", moving_square(33))
+    out = tmp_path / "long.mp4"
+    assert run(env, "generate", "--tracks", str(tracks), "-o", str(out), "--frames", "2000", "--cache", "c3s1w1") == 0
+    assert len(frames_of(out)) == 2000
+
+
 def test_transfer_tracker_source_ping_pongs():
     from motionstream.stream.apps import transfer_source
     from motionstream.stream.controls import MotionControls
