@@ -52,7 +52,7 @@ def tiny_vae_folder(root: Path) -> Path:
     from motionstream.models.vae import CausalVAE, VAEConfig
 
     torch.manual_seed(0)
-    cfg = VAEConfig(encoder_widths=[8, 8, 8], decoder_widths=[8, 8, 8])
+    cfg = VAEConfig(encoder_widths=[8, 8], decoder_widths=[8, 8], decoder_blocks=1)  # stride 4 * 2 = 8, tiny
     return save_model_dir(root / "vae", CausalVAE(cfg).state_dict(), {"kind": "vae", "config": to_dict(cfg)}, half=False)
 
 

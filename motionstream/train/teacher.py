@@ -219,7 +219,7 @@ class TeacherEval:
     """
 
     def __init__(self, cfg: dict[str, Any], tcfg: TeacherTrainConfig, dcfg: DiffusionConfig, dit_cfg,
-                 codec, text_encoder, num_latent_frames: int, log=print):
+                 codec, text_encoder, num_latent_frames: int, log=print, seeds: list[int] | None = None):
         from motionstream.data.splits import split_seeds
         from motionstream.data.synth import render_clip
         from motionstream.eval.track_following import TrackFollowingEval
@@ -235,7 +235,7 @@ class TeacherEval:
         t0 = time.time()
         self.clips = [render_clip(s, num_frames=num_video, width=video.get("width", 256),
                                   height=video.get("height", 144), fps=video.get("fps", 16))
-                      for s in split_seeds("val", tcfg.val_clips)]
+                      for s in (seeds if seeds is not None else split_seeds("val", tcfg.val_clips))]
         self._index = {id(c): i for i, c in enumerate(self.clips)}  # clips hold arrays: look up by identity
         self.evaluator = TrackFollowingEval(self.clips, max_points=tcfg.eval_max_points)
         with torch.no_grad():
@@ -263,18 +263,21 @@ class TeacherEval:
         with torch.no_grad():
             return [tensor_to_frames(self.codec.decode(latents[i:i + 1])) for i in range(latents.shape[0])]
 
-    def __call__(self, model: torch.nn.Module, param: TeacherParam) -> tuple[dict[str, Any], list[np.ndarray]]:
+    def __call__(self, model: torch.nn.Module, param: TeacherParam, text_scale: float | None = None,
+                 motion_scale: float | None = None, steps: int | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """(report, generated videos) of `model`; guidance weights / steps default to the configs'."""
         from motionstream.diffusion.sampling import sample
 
         t0 = time.time()
-        latents = sample(model, self.cond, self.text, self.null_text, param, steps=self.tcfg.eval_sample_steps,
-                         shift=self.dcfg.shift, text_scale=self.dcfg.text_scale, motion_scale=self.dcfg.motion_scale,
-                         noise=self.noise)
+        wt = self.dcfg.text_scale if text_scale is None else text_scale
+        wm = self.dcfg.motion_scale if motion_scale is None else motion_scale
+        latents = sample(model, self.cond, self.text, self.null_text, param, steps=steps or self.tcfg.eval_sample_steps,
+                         shift=self.dcfg.shift, text_scale=wt, motion_scale=wm, noise=self.noise)
         videos = self._decode(latents)
         report = self.evaluator(lambda clip: videos[self._index[id(clip)]])
         report = {k: v for k, v in report.items() if k != "per_clip"}
         report.update({f"{k}_guide_paste": v for k, v in self.guide_paste.items()})
-        report["eval_s"] = time.time() - t0
+        report.update(eval_s=time.time() - t0, text_scale=wt, motion_scale=wm)
         report["eval_frames"] = int(self.clips[0].frames.shape[0])
         return report, videos
 
