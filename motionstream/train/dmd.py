@@ -173,11 +173,19 @@ class PromptSource:
         self.null_text = cache.text(text_key(""))
         self._tracks: OrderedDict[tuple[int, int], Any] = OrderedDict()
 
-    def tracks(self, seed: int, num_frames: int):
+    def tracks(self, seed: int, num_frames: int, cached=None):
+        """The clip's grid tracks for num_frames frames; `cached` (the cache's TrackSet) is checked
+        against them, so a world program that changed since the cache was built is an error."""
         key = (seed, num_frames)
         if key not in self._tracks:
             m = self.cache.meta
-            self._tracks[key] = long_tracks(seed, num_frames, m["width"], m["height"], m["fps"])
+            ts = long_tracks(seed, num_frames, m["width"], m["height"], m["fps"])
+            if cached is not None:
+                n = min(cached.num_frames, num_frames)
+                if ts.tracks.shape[1] != cached.num_tracks or not np.allclose(ts.tracks[:n], cached.tracks[:n], atol=1e-3):
+                    raise RuntimeError(f"tracks recomputed for world clip {seed} differ from the cache {self.cache.root}: "
+                                       "the world program changed since the cache was built; rebuild the cache")
+            self._tracks[key] = ts
             while len(self._tracks) > self.memo:
                 self._tracks.popitem(last=False)
         return self._tracks[key]
@@ -196,7 +204,7 @@ class PromptSource:
             rng, gen = item_rng(cfg.seed, step, index, salt=4)
             clip = self.cache.load_seed(self.cache.seeds[int(rng.integers(len(self.cache)))])
             h, w = clip.latents.shape[2:]
-            full = self.tracks(clip.seed, num_video)
+            full = self.tracks(clip.seed, num_video, cached=clip.tracks)
             tracks.append(sample_track_subset(full, rng, self.tracks_cfg.get("min_tracks", 1000),
                                               self.tracks_cfg.get("max_tracks", 2500), cells=h * w))
             firsts.append(clip.latents[:, 0])
@@ -507,7 +515,8 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--teacher", default="teacher-tiny-cpu", help="teacher model folder (real score, critic init)")
     p.add_argument("--student", default=str(REPO_ROOT / "runs" / "ode" / "student"),
                    help="ODE-initialised student folder (default: runs/ode/student)")
-    p.add_argument("--run", default=str(REPO_ROOT / "runs" / "dmd"), help="run folder (state, logs, samples, student/)")
+    p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "dmd"),
+                   help="run folder (state, logs, samples, student/)")
     p.add_argument("--cache", default=None, help="teacher latent cache (default: train_teacher.cache_dir)")
     p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")

@@ -506,7 +506,8 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                          "masks. Re-running the same command resumes. Works under torchrun (FSDP).")
     p.add_argument("--config", default="configs/tiny-cpu.yaml")
     p.add_argument("--teacher", default="teacher-tiny-cpu", help="teacher model folder (name in weights/ or path)")
-    p.add_argument("--run", default=str(REPO_ROOT / "runs" / "ode"), help="run folder (state, logs, student/)")
+    p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "ode"),
+                   help="run folder (state, logs, student/)")
     p.add_argument("--cache", default=None, help="teacher latent cache (default: train_teacher.cache_dir)")
     p.add_argument("--pairs", default=None, help="ODE pair folder (default: train_ode.pairs_dir)")
     p.add_argument("--num-pairs", type=int, default=None, help="pairs to generate (default: train_ode.num_pairs)")

@@ -1,0 +1,101 @@
+"""End to end on a tiny preset: `train ode` (pairs + regression) -> `train dmd` (kill + resume) -> export
+-> the student folder streams with the engine's sampler."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from distill_helpers import one_thread  # noqa: F401
+from teacher_fixtures import build_tiny_cache, tiny_config, tiny_vae_folder
+
+
+def distill_config(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(config, teacher folder, cache) of a tiny preset: 1-frame chunks, 2 student steps, 3-frame clips."""
+    from motionstream.config import load_config, section
+    from motionstream.diffusion.flow import DiffusionConfig
+    from motionstream.models.dit import DiTConfig, WanDiT
+    from motionstream.train.teacher import TeacherTrainConfig, export_teacher, teacher_param
+
+    vae = tiny_vae_folder(tmp_path)
+    cache = build_tiny_cache(tmp_path, vae, seeds=(0, 1))
+    path = tiny_config(tmp_path, cache, vae)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["student"] = {"chunk_frames": 1, "sink_chunks": 1, "window_chunks": 1, "denoising_steps": [1.0, 0.5],
+                      "shift": 3.0}
+    cfg["train_ode"] = {"num_pairs": 2, "latent_frames": 3, "teacher_steps": 4, "pairs_dir": str(tmp_path / "pairs"),
+                        "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "sink_choices": [0, 1], "window_choices": [1],
+                        "export_every": 1, "log_every": 1, "threads": 1}
+    cfg["train_dmd"] = {"batch_size": 2, "teacher_frames": 3, "min_rollout_chunks": 3, "max_rollout_chunks": 5,
+                        "ratio": 2, "generator_lr": 1e-3, "critic_lr": 1e-3, "warmup_steps": 1, "log_every": 1,
+                        "export_every": 2, "sample_every": 0, "threads": 1}
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_config(path)
+    torch.manual_seed(0)
+    dit_cfg = section(loaded, "dit", DiTConfig)
+    teacher = export_teacher(tmp_path / "teacher", WanDiT(dit_cfg).state_dict(), dit_cfg,
+                             teacher_param(section(loaded, "train_teacher", TeacherTrainConfig)),
+                             section(loaded, "diffusion", DiffusionConfig), {"step": 0})
+    return path, teacher, cache
+
+
+def cli(*args: str) -> None:
+    """One `motionstream train ...` command, in this process (a fresh process per command would only
+    add interpreter start-up; the training state on disk is all a resumed run shares with the first)."""
+    from motionstream.cli import main
+
+    assert main(["train", *args, "--no-progress", "--device", "cpu", "--threads", "1"]) == 0
+
+
+@pytest.mark.slow
+def test_ode_then_dmd_resume_export_and_stream(tmp_path):
+    cfg, teacher, cache = distill_config(tmp_path)
+    common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache)]
+    cli("ode", *common, "--run", str(tmp_path / "ode"), "--steps", "2")
+    pairs = sorted((tmp_path / "pairs" / "pairs").glob("*.npz"))
+    assert len(pairs) == 2
+    assert json.loads((tmp_path / "ode" / "state.json").read_text())["step"] == 2
+    student = tmp_path / "ode" / "student"
+    assert json.loads((student / "config.json").read_text())["kind"] == "student"
+
+    dmd = common + ["--student", str(student), "--no-samples"]
+    cli("dmd", *dmd, "--run", str(tmp_path / "straight"), "--steps", "4")
+    cli("dmd", *dmd, "--run", str(tmp_path / "killed"), "--steps", "3")        # stopped after step 3 ...
+    cli("dmd", *dmd, "--run", str(tmp_path / "killed"), "--steps", "4")        # ... and resumed
+    a = load_file(str(tmp_path / "straight" / "state.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "state.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        if k.startswith(("generator.", "critic.", "ema.")):
+            assert torch.allclose(a[k], b[k], atol=1e-6), k
+    lines = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert any("dmd_loss" in r for r in lines) and all("critic_loss" in r for r in lines)
+    gen0 = load_file(str(student / "model.safetensors"))
+    assert any(not torch.equal(gen0[k.split(".", 1)[1]].float(), a[k].float()) for k in a if k.startswith("generator."))
+
+    out = tmp_path / "student-export"
+    from motionstream.cli import main
+
+    assert main(["train", "dmd", "--config", str(cfg), "--run", str(tmp_path / "straight"), "--export", str(out)]) == 0
+    from motionstream.models.checkpoints import load_model_dir
+    from motionstream.train.rollout import StudentSampler, load_student, stream_generate
+
+    model, scfg, param, meta = load_student(out)
+    assert scfg.name == "c1s1w1" and scfg.num_steps == 2 and meta["stage"] == "dmd" and meta["step"] == 4
+    _, ema = load_model_dir(out)
+    assert all(torch.allclose(ema[k], a[f"ema.{k}"].half().float()) for k in ema)      # the EMA ships
+    # the exported student streams 8 chunks (past the 3-frame horizon) with the engine's sampler
+    from motionstream.train.cache import TeacherCache
+    from motionstream.models.conditioning import build_condition
+
+    clip = TeacherCache(cache)[0]
+    from motionstream.train.dmd import long_tracks
+
+    ts = long_tracks(clip.seed, 1 + 4 * 7, 64, 32, 16).subset(slice(0, 200))
+    cond = build_condition(clip.latents[None, :, 0], [ts], 8, model.cfg)
+    sampler = StudentSampler(model, scfg, param, cond, (clip.text_tokens[None], clip.text_mask[None]))
+    lat = stream_generate(sampler, 8, tuple(clip.latents.shape[2:]), torch.Generator().manual_seed(0))
+    assert lat.shape == (1, 16, 8, *clip.latents.shape[2:]) and torch.isfinite(lat).all()
