@@ -174,22 +174,34 @@ def test_codec_benchmark_with_random_small_codec(tmp_path, monkeypatch):
     assert {"frames.png", "psnr.png"} <= set(res.plots)
 
 
-def test_transfer_benchmark_rows(tmp_path):
-    """Both baselines on both sources, the model rows reported as not available (no weights here),
-    and the forward warp ahead of the frozen frame on fidelity and track following."""
+def test_transfer_benchmark_rows(tmp_path, monkeypatch):
+    """Both baselines on both sources; a model without weights gets a "not available" row and a
+    broken one a "failed" row without losing the others; the forward warp beats the frozen frame."""
     pytest.importorskip("motionstream.data.synth")
     pytest.importorskip("motionstream.tracks.tracker")
-    from motionstream.eval.bench_transfer import METHODS
+    from motionstream.eval import bench_transfer
 
-    assert {"repeat-first-frame", "forward-warp", "teacher", "student"} <= set(METHODS)
+    assert {"repeat-first-frame", "forward-warp", "teacher", "student"} <= set(bench_transfer.METHODS)
+
+    def broken(ctx):
+        def generate(clip):
+            raise RuntimeError("model exploded")
+        return generate
+
+    methods = {k: bench_transfer.METHODS[k] for k in ("repeat-first-frame", "forward-warp")}
+    methods["unshipped"] = bench_transfer.Method("unshipped", broken, ("no-such-model",))
+    methods["broken"] = bench_transfer.Method("broken", broken)
+    monkeypatch.setattr(bench_transfer, "METHODS", methods)   # the real models would be slow here
     res = run_benchmark("transfer", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     assert [t.title.split(" (")[0] for t in res.tables] == ["world test", "real media"]
     for source, table in zip(("world test", "real media"), res.tables):
         rows = {r[0]: r for r in table.rows}
-        assert set(rows) == {"repeat-first-frame", "forward-warp", "teacher", "student", "ground truth (tracker floor)"}
-        assert rows["teacher"][1] == "not available" or "teacher" in res.raw["per_source"][source]
+        assert rows["unshipped"][1] == "not available" and rows["broken"][1] == "failed"
+        assert "ground truth (tracker floor)" in rows
         got = res.raw["per_source"][source]
+        assert set(got) == {"repeat-first-frame", "forward-warp"}
         assert got["forward-warp"]["psnr"] > got["repeat-first-frame"]["psnr"]
         assert got["forward-warp"]["epe_reliable"] < got["repeat-first-frame"]["epe_reliable"]
+    assert "model exploded" in res.raw["skipped"]["broken"]
     assert "transfer.png" in res.plots and res.summary
