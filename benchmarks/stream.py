@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from motionstream.config import WEIGHTS_DIR, load_config, section, to_dict  # noqa: E402
+from motionstream.config import WEIGHTS_DIR, load_config, section  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders, sample_image  # noqa: E402
 
 from motionstream.stream.controls import MotionControls  # noqa: E402
-from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_condition, load_stream_model  # noqa: E402
+from motionstream.stream.engine import (StreamConfig, StreamingGenerator, chunk_condition,  # noqa: E402
+                                        load_stream_model)
 from motionstream.tracks.trackset import TrackSet  # noqa: E402
 
 

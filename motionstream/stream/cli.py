@@ -277,7 +277,8 @@ def _common(p: argparse.ArgumentParser, frames_help: str) -> None:
     p.add_argument("-o", "--output", required=True, help="output .mp4")
     p.add_argument("--frames", type=int, default=None, help=frames_help)
     p.add_argument("--model", default="student",
-                   help="student (default, weights/student-tiny-cpu) | teacher (weights/teacher-tiny-cpu) | PATH to a model folder")
+                   help="student (default, weights/student-tiny-cpu) | teacher (weights/teacher-tiny-cpu) | "
+                   "PATH to a model folder")
     p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (default tiny-cpu)")
     p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's video size)")
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's / preset's, c3s1w1)")

@@ -331,7 +331,8 @@ class StreamingGenerator:
         filled = cache.window_filled
         raw = cache.window_raw[:, :, :, (filled - s) * n:filled * n]
         src = slice(filled * n, (s + filled) * n)        # cache slots s + filled - s .. s + filled - 1
-        cache.keys[:, :, :, :s * n] = apply_rope(raw, cache.slot_cos[:s].flatten(0, 1), cache.slot_sin[:s].flatten(0, 1))
+        sink_cos, sink_sin = cache.slot_cos[:s].flatten(0, 1), cache.slot_sin[:s].flatten(0, 1)
+        cache.keys[:, :, :, :s * n] = apply_rope(raw, sink_cos, sink_sin)     # sink keys are stored rotated
         cache.values[:, :, :, :s * n] = cache.values[:, :, :, src].clone()
         if self.last_latents is not None:
             self.anchor_latent = self.last_latents[:, :, -1].clone()
