@@ -49,9 +49,40 @@ def serve_main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     port, root = int(argv[0]), Path(argv[1])
     folders = make_model_folders(root / "models")
+    linear_codec(folders)
     stack = load_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
                        size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
     serve(Studio(stack, StudioConfig(record_dir=str(root / "rec"), grid_size=32.0)), "127.0.0.1", port)
+
+
+def linear_codec(folders: dict) -> None:
+    """Replace the random VAE / tiny decoder folders by untrained ones whose linear paths are the PCA
+    codec of a few photos (train/vae.init_linear_from_pca, TinyVideoAutoencoder.init_linear_from_vae:
+    where training starts). The DiT stays random, so its output is close to its output-skip prior,
+    the image with the tracked content pasted along the tracks: frames show the image, and a drag
+    visibly moves content, which a fully random codec (dark noise) would not."""
+    import skimage.data
+    import torch
+
+    from motionstream.config import to_dict
+    from motionstream.models.checkpoints import save_model_dir
+    from motionstream.models.tiny_decoder import TinyDecoderConfig, TinyVideoAutoencoder
+    from motionstream.models.vae import CausalVAE, VAEConfig
+    from motionstream.train.vae import init_linear_from_pca
+    from motionstream.video import resize_crop
+    from stream_fixtures import TINY, VAE
+
+    torch.manual_seed(0)
+    vae = CausalVAE(VAEConfig(**VAE))
+    photos = [resize_crop(getattr(skimage.data, n)(), (STUDIO_W + 16, STUDIO_H + 16)) for n in ("astronaut", "coffee", "rocket")]
+    clips = [np.stack([p[k:k + STUDIO_H, 2 * k:2 * k + STUDIO_W] for k in range(9)]) for p in photos]
+    init_linear_from_pca(vae, clips)
+    tiny_cfg = TinyDecoderConfig(**{**TINY, "linear_skip": True})
+    tiny = TinyVideoAutoencoder(tiny_cfg)
+    tiny.init_linear_from_vae(vae.decoder.linear, vae.cfg.latent_mean or [0.0] * vae.cfg.latent_channels,
+                              vae.cfg.latent_std or [1.0] * vae.cfg.latent_channels)
+    save_model_dir(folders["vae"], vae.state_dict(), {"kind": "vae", "config": to_dict(vae.cfg)})
+    save_model_dir(folders["tiny"], tiny.state_dict(), {"kind": "tiny-decoder", "config": to_dict(tiny_cfg)})
 
 
 class ServerProcess:

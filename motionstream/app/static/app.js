@@ -289,7 +289,8 @@ function clearControls() {
 // ------------------------------------------------------------------------------ overlay drawing
 function sizeCanvases() {
   const v = $("video");
-  v.width = S.width; v.height = S.height;
+  // assigning a canvas size clears it: only when the stream size really changes
+  if (v.width !== S.width || v.height !== S.height) { v.width = S.width; v.height = S.height; }
   const o = $("overlay"), r = v.getBoundingClientRect();
   o.width = Math.max(1, Math.round(r.width * devicePixelRatio));
   o.height = Math.max(1, Math.round(r.height * devicePixelRatio));
@@ -389,8 +390,14 @@ function isTyping(el) {
 }
 
 document.addEventListener("keydown", (ev) => {
-  if (ev.key === "Enter" && ev.target.tagName !== "TEXTAREA") { ev.preventDefault(); toggleStream(); }
-  else if (ev.key === " " && !isTyping(ev.target)) { ev.preventDefault(); togglePause(); }
+  if (ev.repeat) return;
+  const key = ev.key === "Enter" && ev.target.tagName !== "TEXTAREA" ? "enter"
+    : ev.key === " " && !isTyping(ev.target) ? "space" : null;
+  if (!key) return;
+  ev.preventDefault();
+  // a focused button would also "click" on the key: the keys belong to the stream
+  if (document.activeElement && document.activeElement.tagName === "BUTTON") document.activeElement.blur();
+  if (key === "enter") toggleStream(); else togglePause();
 });
 
 function wire() {
