@@ -9,7 +9,7 @@ import pytest
 
 from motionstream.cli import main
 from motionstream.eval import benchmarks
-from motionstream.eval.benchmarks import BenchmarkResult, NotAvailable, Table, benchmark, run_benchmark
+from motionstream.eval.benchmarks import BenchmarkResult, Table, benchmark, run_benchmark
 from motionstream.eval.report import HEADLINE_BEGIN, HEADLINE_END, update_readme_headline, write_report
 
 

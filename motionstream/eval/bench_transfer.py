@@ -18,7 +18,6 @@ raises gets a "failed" row; the other rows still run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
