@@ -99,3 +99,35 @@ def test_ode_then_dmd_resume_export_and_stream(tmp_path):
     sampler = StudentSampler(model, scfg, param, cond, (clip.text_tokens[None], clip.text_mask[None]))
     lat = stream_generate(sampler, 8, tuple(clip.latents.shape[2:]), torch.Generator().manual_seed(0))
     assert lat.shape == (1, 16, 8, *clip.latents.shape[2:]) and torch.isfinite(lat).all()
+
+
+@pytest.mark.slow
+def test_dmd_under_torchrun_fsdp_equals_one_process(tmp_path):
+    """2 gloo processes (FSDP2: the generator as one unit with forward_chunk registered) == 1 process,
+    over a critic step and a generator step."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    cfg, teacher, cache = distill_config(tmp_path)
+    common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache)]
+    cli("ode", *common, "--run", str(tmp_path / "ode"), "--steps", "1")
+    args = ["train", "dmd", *common, "--student", str(tmp_path / "ode" / "student"), "--no-samples", "--no-progress",
+            "--threads", "1", "--device", "cpu", "--steps", "2"]                   # ratio 2: step 1 updates the generator
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parent.parent
+    runs = {}
+    torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    for name, launcher in (("one", []), ("two", torchrun)):
+        cmd = [sys.executable, *launcher, "-m", "motionstream", *args, "--run-dir", str(tmp_path / name)]
+        out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[name] = load_file(str(tmp_path / name / "state.safetensors"))
+    a, b = runs["one"], runs["two"]
+    assert set(a) == set(b)
+    keys = [k for k in a if k.startswith(("generator.", "critic.", "ema.", "gen_opt.", "critic_opt."))]
+    assert any(k.startswith("gen_opt.") for k in keys)                             # the generator did step
+    for k in keys:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
