@@ -327,3 +327,50 @@ def test_tiny_linear_skip_starts_as_the_vae_linear_path(vae):
         got = tiny.decode_video(z)
     assert got.shape == want.shape == (1, 3, 9, 32, 48)
     assert torch.allclose(got, want.clamp(0, 1), atol=1e-5)
+
+
+def test_codec_roundtrip_command(tmp_path, vae, capsys):
+    from motionstream.cli import main
+    from motionstream.config import to_dict
+    from motionstream.models.checkpoints import save_model_dir
+    from motionstream.video import read_video, write_video
+
+    cfg = to_dict(SMALL)
+    cfg["latent_mean"], cfg["latent_std"] = [0.0] * 16, [1.0] * 16
+    save_model_dir(tmp_path / "vae", vae.state_dict(), {"kind": "causal-vae", "config": cfg})
+    save_model_dir(tmp_path / "tiny", TinyVideoAutoencoder(TINY).state_dict(), {"kind": "tiny-decoder", "config": to_dict(TINY)})
+    src = tmp_path / "in.mp4"
+    write_video(src, np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8), 16)
+    out = tmp_path / "out.mp4"
+    args = [str(src), "-o", str(out), "--vae", str(tmp_path / "vae"), "--tiny-decoder", str(tmp_path / "tiny"),
+            "--width", "32", "--height", "32", "--threads", "1"]
+    assert main(["codec", "roundtrip", *args, "--tiny"]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    frames, _ = read_video(out)
+    assert frames.shape == (5, 32, 64, 3)                         # 1 + 4n frames, original | reconstruction
+    assert main(["codec", "roundtrip", *args, "--vae", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_lpips_loss_from_local_alex_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    from motionstream.train.losses_codec import LPIPSLoss
+
+    gen = torch.Generator().manual_seed(0)
+    convs = {0: (64, 3, 11), 3: (192, 64, 5), 6: (384, 192, 3), 8: (256, 384, 3), 10: (256, 256, 3)}
+    sd = {}
+    for i, (layer, (co, ci, k)) in enumerate(convs.items()):
+        sd[f"features.{layer}.weight"] = torch.randn(co, ci, k, k, generator=gen) * (2 / (ci * k * k)) ** 0.5
+        sd[f"features.{layer}.bias"] = torch.zeros(co)
+        sd[f"lin{i}.model.1.weight"] = torch.rand(1, co, 1, 1, generator=gen)
+    save_file(sd, str(tmp_path / "alex.safetensors"))
+    loss = LPIPSLoss(str(tmp_path / "alex.safetensors"))
+    a = video(1, 64, 64, seed=1)
+    b = video(1, 64, 64, seed=2).requires_grad_(True)
+    assert float(loss(a, a)) == 0.0
+    d = loss(b, a)
+    d.backward()
+    assert float(d.detach()) > 0 and b.grad.abs().sum() > 0
+    with pytest.raises(FileNotFoundError, match="nope"):
+        LPIPSLoss(str(tmp_path / "nope.safetensors"))

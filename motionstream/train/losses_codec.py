@@ -86,3 +86,32 @@ def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1_weight: floa
     s = ssim(rec, target) if ssim_weight > 0 else rec.new_zeros(())
     loss = l1_weight * l1 + l2_weight * l2 + ssim_weight * (1 - s)
     return loss, {"l1": float(l1.detach()), "l2": float(l2.detach()), "ssim": float(s.detach())}
+
+
+class LPIPSLoss:
+    """Differentiable LPIPS (AlexNet) on videos in [-1, 1], from a local weights file only.
+
+    Reuses the backbone loader of `motionstream.eval.metrics` (same file layout: torchvision AlexNet
+    `features.*` + LPIPS `lin{i}.model.1.weight`); only the distance is recomputed here with gradients.
+    """
+
+    def __init__(self, path: str):
+        from pathlib import Path
+
+        from motionstream.eval.metrics import _LPIPSAlex
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"LPIPS weights not found: {path}")
+        self.net = _LPIPSAlex(Path(path))
+        self.shift = torch.tensor(self.net.SHIFT).view(1, 3, 1, 1)
+        self.scale = torch.tensor(self.net.SCALE).view(1, 3, 1, 1)
+
+    def __call__(self, rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        fa = self.net.features((frames_of(rec) - self.shift) / self.scale)
+        fb = self.net.features((frames_of(target) - self.shift) / self.scale)
+        total = rec.new_zeros(())
+        for x, y, lin in zip(fa, fb, self.net.lins):
+            x = x / (x.norm(dim=1, keepdim=True) + 1e-10)
+            y = y / (y.norm(dim=1, keepdim=True) + 1e-10)
+            total = total + F.conv2d((x - y) ** 2, lin).mean()
+        return total

@@ -36,6 +36,7 @@ class TinyTrainConfig:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     ssim_weight: float = 0.2
+    lpips_weight: float = 0.1           # used only when a run is given --lpips-weights PATH
     teacher_weight: float = 0.0          # > 0: also match the full decoder's output (costs its forward)
     gan_weight: float = 0.0
     gan_start_step: int = 3000
@@ -61,7 +62,8 @@ class TinyDecoderSection:
 
 def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: str | Path = "vae-tiny-cpu",
                        minutes: float | None = None, steps: int | None = None, init: str | None = None,
-                       clip_fn=None, video_size: tuple[int, int] = (256, 144), progress: bool = True) -> dict[str, Any]:
+                       clip_fn=None, video_size: tuple[int, int] = (256, 144), progress: bool = True,
+                       lpips_weights: str | None = None) -> dict[str, Any]:
     """Train (or continue) the tiny decoder in `run_dir` on latents of the frozen VAE `vae`."""
     import torch
     from tqdm import tqdm
@@ -71,14 +73,15 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
     from motionstream.models.codec import load_codec
     from motionstream.models.tiny_decoder import TinyVideoAutoencoder
     from motionstream.train.common import EMA, load_training_state, lr_at, save_training_state, seed_everything
-    from motionstream.train.losses_codec import (PatchDiscriminator, frames_of, hinge_d_loss, hinge_g_loss,
-                                                 reconstruction_loss)
+    from motionstream.train.losses_codec import (LPIPSLoss, PatchDiscriminator, frames_of, hinge_d_loss,
+                                                 hinge_g_loss, reconstruction_loss)
     from motionstream.train.vae import (ClipPool, eval_clips, evaluate_reconstruction, render_world_clip,
                                         setup_logging, world_seeds)
 
     tc, run_dir = section.train, Path(run_dir)
     clip_fn = clip_fn or render_world_clip
     log = setup_logging(run_dir, "tiny")
+    lpips = LPIPSLoss(lpips_weights) if lpips_weights else None
     seed_everything(tc.seed)
     codec = load_codec(vae, None)
     codec.requires_grad_(False)
@@ -135,6 +138,10 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
             teacher = codec.decode(z) if tc.teacher_weight > 0 else None
         rec = tiny.decode_video(z) * 2 - 1
         loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
+        if lpips is not None:
+            lp = lpips(rec, x)
+            loss = loss + tc.lpips_weight * lp
+            parts["lpips"] = float(lp.detach())
         if teacher is not None:
             t_loss = (rec - teacher).abs().mean()
             loss = loss + tc.teacher_weight * t_loss
@@ -210,7 +217,8 @@ def cmd_train_tiny_decoder(args) -> int:
     v = cfg.get("video", {})
     try:
         res = train_tiny_decoder(sec, args.run, args.vae, args.minutes, args.steps, args.init,
-                                 video_size=(int(v.get("width", 256)), int(v.get("height", 144))))
+                                 video_size=(int(v.get("width", 256)), int(v.get("height", 144))),
+                                 lpips_weights=args.lpips_weights)
     except WeightsNotFound as err:
         raise UserError(str(err)) from err
     print(f"step {res['step']}: held-out PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f} (log: {Path(args.run) / 'train.log'})")

@@ -45,6 +45,7 @@ class VAETrainConfig:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     ssim_weight: float = 0.2
+    lpips_weight: float = 0.1           # used only when a run is given --lpips-weights PATH
     kl_weight: float = 1e-5
     gan_weight: float = 0.05
     gan_start_step: int = 3000          # adversarial term only after the reconstruction warm-up
@@ -193,20 +194,24 @@ def init_linear_from_pca(vae, clips: list[np.ndarray]) -> list[float]:
 # ------------------------------------------------------------------------------- training
 def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = None, steps: int | None = None,
               init: str | None = None, freeze_encoder: bool = False, clip_fn: ClipFn | None = None,
-              video_size: tuple[int, int] = (256, 144), progress: bool = True) -> dict[str, Any]:
-    """Train (or continue training) the causal VAE in `run_dir`. Returns the last logged figures."""
+              video_size: tuple[int, int] = (256, 144), progress: bool = True,
+              lpips_weights: str | None = None) -> dict[str, Any]:
+    """Train (or continue training) the causal VAE in `run_dir`. Returns the last logged figures.
+
+    `lpips_weights`: optional local LPIPS-alex safetensors file; adds lpips_weight * LPIPS."""
     import torch
     from tqdm import tqdm
 
     from motionstream.models.checkpoints import load_model_dir
     from motionstream.models.vae import CausalVAE
     from motionstream.train.common import EMA, load_training_state, lr_at, save_training_state, seed_everything
-    from motionstream.train.losses_codec import (PatchDiscriminator, frames_of, hinge_d_loss, hinge_g_loss,
-                                                 kl_divergence, reconstruction_loss)
+    from motionstream.train.losses_codec import (LPIPSLoss, PatchDiscriminator, frames_of, hinge_d_loss,
+                                                 hinge_g_loss, kl_divergence, reconstruction_loss)
 
     tc, run_dir = section.train, Path(run_dir)
     clip_fn = clip_fn or render_world_clip
     log = setup_logging(run_dir, "vae")
+    lpips = LPIPSLoss(lpips_weights) if lpips_weights else None
     seed_everything(tc.seed)
     model_cfg = section.model
     init_meta: dict[str, Any] = {}
@@ -278,6 +283,10 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
         x = pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
         rec, mean, logvar = vae(x)
         loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
+        if lpips is not None:
+            lp = lpips(rec, x)
+            loss = loss + tc.lpips_weight * lp
+            parts["lpips"] = float(lp.detach())
         if not freeze_encoder:
             kl = kl_divergence(mean, logvar)
             loss = loss + tc.kl_weight * kl
@@ -428,10 +437,11 @@ def cmd_train_vae(args) -> int:
         raise UserError("--freeze-encoder needs --init WEIGHTS (the shipped VAE whose encoder stays fixed)")
     if args.gan_start is not None:
         sec.train.gan_start_step = args.gan_start
-    if args.lpips_weights:
+    if args.lpips_weights and not Path(args.lpips_weights).is_file():
         from motionstream.cli import UserError
-        raise UserError("--lpips-weights: LPIPS is not available in this build; train without it")
-    res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=_video_size(args))
+        raise UserError(f"--lpips-weights: no file at {args.lpips_weights} (an LPIPS-alex .safetensors, see eval.metrics)")
+    res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=_video_size(args),
+                    lpips_weights=args.lpips_weights)
     print(f"step {res['step']}: held-out PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f} (log: {Path(args.run) / 'train.log'})")
     return 0
 
@@ -506,7 +516,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--init", default=None, help="start from a shipped VAE folder (name in weights/ or path)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder (latent space stays fixed)")
     p.add_argument("--gan-start", type=int, default=None, help="step at which the PatchGAN term turns on")
-    p.add_argument("--lpips-weights", default=None, help="optional LPIPS backbone weights (not bundled)")
+    p.add_argument("--lpips-weights", default=None, help="optional local LPIPS-alex .safetensors; adds an LPIPS term")
     p.set_defaults(func=cmd_train_vae)
 
     p = train.add_parser("tiny-decoder", help="distill the tiny streaming decoder from the frozen VAE",
@@ -514,6 +524,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     common(p, "runs/tiny-decoder")
     p.add_argument("--vae", default="vae-tiny-cpu", help="frozen VAE folder (name in weights/ or path)")
     p.add_argument("--init", default=None, help="start from a shipped tiny decoder folder")
+    p.add_argument("--lpips-weights", default=None, help="optional local LPIPS-alex .safetensors; adds an LPIPS term")
     p.set_defaults(func=cmd_train_tiny_decoder)
 
     codec = commands.add_parser("codec", help="video codec tools (roundtrip, export weights)",
