@@ -116,6 +116,9 @@ def test_readme_headline_block_is_replaced(tmp_path):
 def test_cli_runs_a_benchmark_and_rejects_unknown(fake_benchmarks, tmp_path, capsys):
     assert main(["eval", "fake-ok", "--quick", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "eval" / "fake-ok" / "result.json").read_text())["status"] == "ok"
+    assert main(["eval", "fake-ok", "--clips", "3", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "eval" / "fake-ok" / "result.json").read_text())["summary"] == {"clips": 3}
+    assert main(["eval", "fake-ok", "--clips", "0", "--out", str(tmp_path)]) == 2
     assert main(["eval", "report", "--out", str(tmp_path)]) == 0 and (tmp_path / "REPORT.md").is_file()
     assert main(["eval", "bogus", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark 'bogus'" in capsys.readouterr().err

@@ -35,7 +35,8 @@ def run_adherence(ctx: BenchmarkContext) -> None:
     from motionstream.eval import metrics
 
     cfg = metrics.AdherenceConfig()
-    clips = ctx.world_clips(None if ctx.quick else CFG.full_clips)
+    full = not ctx.quick and ctx.clips_override is None
+    clips = ctx.world_clips(CFG.full_clips if full else None)
     scores, frozen = [], []
     for clip in ctx.progress(clips, "scoring"):
         still = np.repeat(clip.frames[:1], len(clip.frames), 0)

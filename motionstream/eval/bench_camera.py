@@ -146,9 +146,10 @@ def run_camera(ctx: BenchmarkContext) -> None:
     width, height, fps = video_format(ctx.cfg)
     T, grid = ctx.eval_cfg.num_frames, ctx.eval_cfg.track_grid
     paths = CFG.quick_paths if ctx.quick else camera.CAMERA_PATHS
-    images = camera_images(ctx, 1 if ctx.quick else 2)
+    # one "clip" = one (image, camera path) case: every path on as many images as the count needs
+    images = camera_images(ctx, -(-ctx.num_clips // len(paths)))
     rows, per_case, montage = [], [], None
-    cases = [(name, img, p) for name, img in images for p in paths]
+    cases = [(name, img, p) for name, img in images for p in paths][:ctx.num_clips]
     for name, img, path in ctx.progress(cases, "planar"):
         r = planar_case(img, path, T, grid, fps, ctx.eval_cfg.max_points)
         exact, warped = r.pop("frames")

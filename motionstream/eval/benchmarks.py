@@ -103,6 +103,7 @@ class BenchmarkResult:
     title: str
     status: str                               # "ok" | "not available" | "failed"
     quick: bool
+    num_clips: int = 0                        # clips per data source the benchmark was asked for
     tables: list[Table] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)     # file names inside the benchmark folder
     summary: dict[str, Any] = field(default_factory=dict)
@@ -158,9 +159,12 @@ class BenchmarkContext:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    clips_override: int | None = None         # --clips N: this many clips per source, whatever the mode
 
     @property
     def num_clips(self) -> int:
+        if self.clips_override is not None:
+            return self.clips_override
         return self.eval_cfg.quick_clips if self.quick else self.eval_cfg.full_clips
 
     def add_table(self, table: Table) -> None:
@@ -296,7 +300,7 @@ def eval_config(cfg: dict[str, Any]) -> EvalConfig:
 
 
 def run_benchmark(name: str, quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
-                  catch_errors: bool = False) -> BenchmarkResult:
+                  catch_errors: bool = False, clips: int | None = None) -> BenchmarkResult:
     """Run one benchmark and write OUT/eval/NAME/{result.json, table.md, *.png}.
 
     Missing weights / NotAvailable -> status "not available". Other exceptions propagate, unless
@@ -312,8 +316,8 @@ def run_benchmark(name: str, quick: bool = False, out_root: str | Path = "docs",
     if out_dir.exists():            # a stale PNG from an older run must not survive into the report
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    ctx = BenchmarkContext(name, quick, out_dir, cfg, eval_config(cfg))
-    result = BenchmarkResult(name, bench.title, "ok", quick, commit=git_commit(), machine=machine_info())
+    ctx = BenchmarkContext(name, quick, out_dir, cfg, eval_config(cfg), clips_override=clips)
+    result = BenchmarkResult(name, bench.title, "ok", quick, ctx.num_clips, commit=git_commit(), machine=machine_info())
     t0 = time.perf_counter()
     missing = missing_weights(bench.needs_weights)
     if missing:
@@ -347,11 +351,12 @@ def read_results(out_root: str | Path) -> list[BenchmarkResult]:
     return [found[n] for n in order if n in found] + [r for n, r in found.items() if n not in order]
 
 
-def run_all(quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu") -> list[BenchmarkResult]:
+def run_all(quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
+            clips: int | None = None) -> list[BenchmarkResult]:
     """Run every registered benchmark (a failure is recorded, not fatal), then write OUT/REPORT.md."""
     from motionstream.eval.report import write_report
 
-    results = [run_benchmark(name, quick, out_root, config, catch_errors=True) for name in load_benchmarks()]
+    results = [run_benchmark(name, quick, out_root, config, catch_errors=True, clips=clips) for name in load_benchmarks()]
     write_report(out_root, results)
     return results
 

@@ -14,6 +14,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("name", metavar="NAME", help="a benchmark name, or all | report | list")
     p.add_argument("--quick", action="store_true", help="2 clips per benchmark (CI smoke run)")
     p.add_argument("--out", default=None, help="output root (default: the repository's docs/)")
+    p.add_argument("--clips", type=int, default=None, help="clips per data source (overrides --quick / the config)")
     p.add_argument("--config", default="tiny-cpu", help="config preset (default: tiny-cpu)")
     p.set_defaults(func=run)
 
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from motionstream.eval.report import headline, write_report
 
     out_root = args.out or benchmarks.default_out_root()
+    if args.clips is not None and args.clips < 1:
+        raise UserError(f"--clips must be >= 1, got {args.clips}")
     registry = benchmarks.load_benchmarks()
     if args.name == "list":
         for name, b in registry.items():
@@ -33,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.name == "all":
-            results = benchmarks.run_all(args.quick, out_root, args.config)
+            results = benchmarks.run_all(args.quick, out_root, args.config, clips=args.clips)
         elif args.name == "report":
             results = None
         elif args.name in registry:
-            results = [benchmarks.run_benchmark(args.name, args.quick, out_root, args.config)]
+            results = [benchmarks.run_benchmark(args.name, args.quick, out_root, args.config, clips=args.clips)]
         else:
             raise UserError(f"unknown benchmark {args.name!r}; choose one of {', '.join(registry)}, all, report, list")
     except ConfigError as err:
