@@ -484,6 +484,70 @@ def test_fuzzed_controls_never_take_the_server_down(server):
     assert h["status"] == "ok" and h["worker_alive"] and h["stream_errors"] == 0
 
 
+def test_transfer_and_camera_modes_stream_and_mjpeg_shows_them(server, tmp_path):
+    import httpx
+
+    from motionstream.video import write_video
+
+    image = sample_id(server, "coffee")
+    clip = np.stack([np.roll(np.full((STUDIO_H, STUDIO_W, 3), 40, np.uint8) + (np.arange(STUDIO_W) % 32 < 16)[None, :, None]
+                             .astype(np.uint8) * 180, 3 * k, axis=1) for k in range(10)])
+    mp4 = write_video(tmp_path / "drive.mp4", clip, fps=16)
+    r = httpx.post(server.url + "/api/videos", content=mp4.read_bytes(), timeout=60)
+    assert r.status_code == 200 and r.json()["frames"] == 10
+    video = r.json()["video"]
+
+    async def go():
+        c = await Client.connect(server.ws_url)
+        await c.send(type="start", image=image, mode="transfer")               # no video: refused, nothing starts
+        assert "driving video" in (await c.expect("error"))["message"]
+        for start in ({"mode": "transfer", "video": video}, {"mode": "camera", "camera_path": "orbit"}):
+            await c.send(type="start", image=image, prompt="modes", **start)
+            assert (await c.expect("started"))["mode"] == start["mode"]
+            await c.frames_until(len(c.frames) + 21)
+            if start["mode"] == "camera":
+                # the MJPEG endpoint shows the generating stream to a plain HTTP viewer
+                async with httpx.AsyncClient() as http:
+                    async with http.stream("GET", server.url + "/api/stream.mjpeg", timeout=30) as resp:
+                        assert resp.headers["content-type"].startswith("multipart/x-mixed-replace")
+                        got = b""
+                        async for part in resp.aiter_bytes():
+                            got += part
+                            if got.count(b"--frame") >= 3:
+                                break
+                jpeg = got.split(b"\r\n\r\n", 1)[1]
+                assert decode(jpeg[:jpeg.index(b"\r\n--frame")]).shape == (STUDIO_H, STUDIO_W, 3)
+            await c.send(type="stop")
+            await c.expect("stopped")
+        assert not c.errors()
+        await c.ws.close()
+
+    run(go())
+    assert server.health()["stream_errors"] == 0
+
+
+def test_token_and_origin_checks():
+    from types import SimpleNamespace
+
+    from motionstream.app.server import Studio, origin_ok
+
+    studio = Studio.__new__(Studio)
+    studio.token = "s3cret"
+
+    def conn(query=None, headers=None):
+        return SimpleNamespace(query_params=query or {}, headers=headers or {})
+
+    assert studio.authorized(conn({"token": "s3cret"}))
+    assert studio.authorized(conn(headers={"x-motionstream-token": "s3cret"}))
+    assert studio.authorized(conn(headers={"authorization": "Bearer s3cret"}))
+    assert not studio.authorized(conn({"token": "s3cre"})) and not studio.authorized(conn())
+    studio.token = None
+    assert studio.authorized(conn())
+    assert origin_ok({"host": "127.0.0.1:7860"})                                     # not a browser
+    assert origin_ok({"host": "127.0.0.1:7860", "origin": "http://127.0.0.1:7860"})
+    assert not origin_ok({"host": "127.0.0.1:7860", "origin": "https://evil.example"})
+
+
 if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--serve":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     serve_main(sys.argv[2:])

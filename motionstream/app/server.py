@@ -231,11 +231,19 @@ def sample_image(name: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- the app
+class MjpegViewer:
+    """One MJPEG client: the newest JPEG (latest wins) and an event set when it changes."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.jpeg = b""
+
+
 class MjpegHub:
     """The newest JPEG of the generating stream for each MJPEG viewer (latest wins, one frame each)."""
 
     def __init__(self) -> None:
-        self.viewers: set[tuple[asyncio.Event, list]] = set()
+        self.viewers: set[MjpegViewer] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def publish_threadsafe(self, jpeg: bytes) -> None:
@@ -246,9 +254,9 @@ class MjpegHub:
                 pass
 
     def _publish(self, jpeg: bytes) -> None:
-        for event, box in list(self.viewers):
-            box[:] = [jpeg]
-            event.set()
+        for viewer in list(self.viewers):
+            viewer.jpeg = jpeg
+            viewer.event.set()
 
 
 class Studio:
@@ -568,18 +576,18 @@ def create_app(studio: Studio):
         guard(request)
         if len(studio.hub.viewers) >= studio.cfg.max_mjpeg_viewers:
             raise HTTPException(503, f"at most {studio.cfg.max_mjpeg_viewers} MJPEG viewers")
-        viewer = (asyncio.Event(), [])
+        viewer = MjpegViewer()
         studio.hub.viewers.add(viewer)
 
         async def body():
             try:
                 while not await request.is_disconnected():
                     try:
-                        await asyncio.wait_for(viewer[0].wait(), 1.0)
+                        await asyncio.wait_for(viewer.event.wait(), 1.0)
                     except asyncio.TimeoutError:
                         continue
-                    viewer[0].clear()
-                    jpeg = viewer[1][0]
+                    viewer.event.clear()
+                    jpeg = viewer.jpeg
                     yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                            + b"\r\n\r\n" + jpeg + b"\r\n")
             finally:
