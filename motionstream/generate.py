@@ -7,7 +7,8 @@ Tracks may be any file motionstream.tracks.io reads (.npz, keyframe .json, ATI .
 .npy). They are resampled to the model's frame rate and mapped onto the model's frame exactly as the
 image is (resize to cover, centre-crop: video.resize_crop). The clip has 1 + 4n frames (the VAE
 layout): --frames, else the tracks' length rounded down; tracks shorter than that hold their last
-position. The teacher samples with Euler on the shifted schedule and joint guidance (Eq. 2, 3
+position. Inputs denser than the training maximum (1000-2500 tracks scaled to the latent grid: 231
+on 32x18) are thinned to a fixed random subset (--all-tracks keeps all). The teacher samples with Euler on the shifted schedule and joint guidance (Eq. 2, 3
 evaluations per step); the streaming student (`--model student`) is added by [stream].
 """
 
@@ -50,18 +51,38 @@ def clip_length(requested: int | None, track_frames: int, temporal_stride: int) 
     return 1 + temporal_stride * ((n - 1) // temporal_stride)
 
 
+def thin_tracks(ts, max_tracks: int, seed: int = 0):
+    """At most `max_tracks` tracks: a fixed random subset (the teacher was trained on 1000-2500 tracks
+    scaled to its latent grid, so a dense 50x50 grid on a 32x18 grid is ~10x denser than anything it
+    saw; thinning keeps the input in distribution). Fewer tracks pass through unchanged."""
+    if ts.num_tracks <= max_tracks:
+        return ts
+    keep = np.sort(np.random.default_rng(seed).choice(ts.num_tracks, size=max_tracks, replace=False))
+    return ts.subset(keep)
+
+
 def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray, prompt: str, tracks,
                      num_frames: int, steps: int, text_scale: float, motion_scale: float, seed: int = 0,
-                     progress: bool = True) -> np.ndarray:
+                     progress: bool = True, max_tracks: int | None = -1) -> np.ndarray:
     """uint8 [T, H, W, 3] video from one image (uint8 [H, W, 3] at the model size) and a TrackSet
-    already in that frame's pixel coordinates at the model's fps with >= num_frames frames."""
+    already in that frame's pixel coordinates at the model's fps with >= num_frames frames.
+
+    max_tracks: thin denser inputs to this many tracks (thin_tracks); -1 = the training maximum
+    (tracks.max_tracks scaled to the latent grid, embed.track_counts), None = never thin.
+    """
     import torch
 
     from motionstream.diffusion.sampling import sample
     from motionstream.models.codec import frames_to_tensor, tensor_to_frames
     from motionstream.models.conditioning import build_condition
+    from motionstream.tracks.embed import track_counts
 
     num_latent = 1 + (num_frames - 1) // codec.temporal_stride
+    if max_tracks == -1:
+        cells = (image.shape[0] // codec.spatial_stride) * (image.shape[1] // codec.spatial_stride)
+        max_tracks = track_counts(cells)[1]
+    if max_tracks is not None:
+        tracks = thin_tracks(tracks, max_tracks, seed)
     with torch.no_grad():
         first = codec.encode(frames_to_tensor(image))[:, :, 0]
         text = text_encoder.encode([prompt])
@@ -111,8 +132,14 @@ def run_generate(args) -> int:
     wm = args.wm if args.wm is not None else dcfg.motion_scale
     if steps < 1 or wt < 0 or wm < 0:
         raise UserError("--steps must be >= 1 and --wt/--wm >= 0")
+    from motionstream.tracks.embed import TracksConfig, track_counts
+    from motionstream.config import section
+
+    tr = section(cfg, "tracks", TracksConfig)
+    cells = (height // codec.spatial_stride) * (width // codec.spatial_stride)
+    limit = None if args.all_tracks else track_counts(cells, tr.min_tracks, tr.max_tracks)[1]
     frames = generate_teacher(model, param, dcfg, codec, text_encoder, image, args.prompt, ts, num_frames,
-                              steps, wt, wm, seed=args.seed, progress=not args.no_progress)
+                              steps, wt, wm, seed=args.seed, progress=not args.no_progress, max_tracks=limit)
     if args.draw_tracks:
         from motionstream.tracks.draw import draw_tracks
 
@@ -140,5 +167,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--draw-tracks", action="store_true", help="overlay the input tracks on the output")
+    p.add_argument("--all-tracks", action="store_true",
+                   help="condition on every track (default: thin dense inputs to the training maximum)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_generate)

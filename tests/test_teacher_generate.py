@@ -66,3 +66,13 @@ def test_generate_cli_with_keyframe_tracks(tmp_path):
     assert frames.shape == (9, 32, 64, 3) and fps == pytest.approx(16)
     assert main(args[:1] + ["--model", "student"] + args[3:]) == 2           # clear error, no traceback
     assert main([a if a != str(tmp_path / "t.json") else str(tmp_path / "missing.npz") for a in args]) == 2
+
+
+def test_thin_tracks_keeps_sparse_inputs_and_thins_dense_ones():
+    from motionstream.generate import thin_tracks
+
+    ts = TrackSet(np.random.default_rng(0).random((3, 500, 2)).astype(np.float32) * 30, np.ones((3, 500), bool), 64, 32, 16)
+    assert thin_tracks(ts, 600) is ts
+    thin = thin_tracks(ts, 100)
+    assert thin.num_tracks == 100 and thin == thin_tracks(ts, 100)      # deterministic
+    assert np.isin(thin.tracks[0, :, 0], ts.tracks[0, :, 0]).all()
