@@ -167,20 +167,30 @@ def main() -> None:
           f"{4 * sc.chunk_frames / fps:.2f} s of video)")
 
     # ---------------------------------------------------------------- serial split
-    gen_t, dec_t = [], []
+    gen_t, dec_t, gen_cpu, dec_cpu = [], [], [], []
     gen.start(image, "a calm lake at sunrise, gentle camera drift")
     gen.push(tracks, start_frame=0)
     for i in range(12):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lat = gen.generate_latents()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         gen._decode(lat)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if i >= 2:
             gen_t.append(t1 - t0)
             dec_t.append(t2 - t1)
+            gen_cpu.append(c1 - c0)
+            dec_cpu.append(c2 - c1)
     print(f"serial    generation {np.median(gen_t):.3f} s/chunk ({len(sc.denoising_steps)} NFE + 1 cache pass), "
-          f"tiny decode {np.median(dec_t):.3f} s/chunk (medians of 10)")
+          f"{sc.decoder} decode {np.median(dec_t):.3f} s/chunk (wall, medians of 10)")
+    g, d = np.median(gen_cpu), np.median(dec_cpu)
+    per_chunk = 4 * sc.chunk_frames
+    print(f"cpu time  generation {g:.3f} CPU-s/chunk, decode {d:.3f} CPU-s/chunk (process CPU time: what the "
+          f"work costs whatever the machine's load)")
+    if args.threads == 1:
+        # one thread: CPU time ~ wall time on an idle core. Two idle cores: generation on one, decode on the other
+        print(f"          idle-core estimate (1 thread, CPU time as wall time): serial {per_chunk / (g + d):.1f} fps, "
+              f"latency {g + d:.2f} s; 2 cores with overlapped decode {per_chunk / max(g, d):.1f} fps")
 
     # ---------------------------------------------------------------- long stream
     if args.long_chunks > 0:

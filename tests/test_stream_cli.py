@@ -69,7 +69,7 @@ def test_generate_student_from_a_track_file(env, text_encoder, tmp_path):
 
     tracks = save_tracks(tmp_path / "square.npz", moving_square(25))
     out = tmp_path / "gen.mp4"
-    assert run(env, "generate", "--tracks", str(tracks), "-o", str(out), "--frames", "30") == 0
+    assert run(env, "generate", "--tracks", str(tracks), "-o", str(out), "--frames", "30", "--draw-tracks") == 0
     video = frames_of(out)
     assert video.shape == (30, VIDEO_H, VIDEO_W, 3)          # beyond the file's 25 frames: unspecified motion
     assert len(text_encoder) == 1 and text_encoder[0]["name"] == "tiny-cpu"
@@ -128,6 +128,20 @@ def test_edit_writes_image_and_clip(env, tmp_path):
     edited = read_image(out.with_suffix(".png"))
     assert clip.shape == (21, VIDEO_H, VIDEO_W, 3) and edited.shape == (VIDEO_H, VIDEO_W, 3)
     assert np.abs(edited.astype(int) - clip[-1].astype(int)).mean() < 8   # the png is the clip's last frame
+
+
+def test_track_overlay_piecewise_equals_whole_clip():
+    from motionstream.stream.apps import track_overlay
+    from motionstream.tracks.draw import draw_tracks, track_colors
+
+    ts = moving_square(30)
+    frames = np.repeat(sample_image()[None], 33, 0)
+    overlay = track_overlay(ts)
+    pieces = [overlay(frames[a:b], a) for a, b in [(0, 9), (9, 21), (21, 33)]]
+    whole = draw_tracks(frames[:30], ts, 8, colors=track_colors(ts))
+    np.testing.assert_array_equal(np.concatenate(pieces)[:30], whole)
+    np.testing.assert_array_equal(np.concatenate(pieces)[30:], frames[30:])   # past the tracks: untouched
+    assert not np.array_equal(whole, frames[:30])
 
 
 def test_edit_tracks_pin_the_rest():

@@ -93,13 +93,14 @@ class TrackerSource:
 
 # --------------------------------------------------------------------------- the loop
 def run_stream(gen: Any, image: np.ndarray, prompt: str, source: MotionSource | None, num_frames: int,
-               out_path: str | Path, progress: bool = True, on_frames: Callable[[np.ndarray], None] | None = None
-               ) -> dict[str, Any]:
+               out_path: str | Path, progress: bool = True,
+               overlay: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict[str, Any]:
     """Stream `num_frames` frames from `gen` (a StreamingGenerator) into an mp4.
 
     Before each chunk the source pushes that chunk's tracks; the chunk is generated, its decode is
-    handed to the worker and the previous chunk's frames are written meanwhile. Returns a summary
-    (frames, chunks, seconds, fps, last frame)."""
+    handed to the worker and the previous chunk's frames are written meanwhile. overlay(frames,
+    first_frame_index) may draw on the frames before they are written (the returned last frame is
+    the model's, undrawn). Returns a summary (frames, chunks, seconds, fps, last frame)."""
     from tqdm import tqdm
 
     from motionstream.video import VideoWriter
@@ -116,12 +117,10 @@ def run_stream(gen: Any, image: np.ndarray, prompt: str, source: MotionSource | 
             while len(pending) > keep:
                 frames = pending.pop(0).result()[:max(num_frames - written, 0)]
                 if len(frames):
-                    writer.write(frames)
+                    writer.write(frames if overlay is None else overlay(frames, written))
                     last = frames[-1]
                     written += len(frames)
                     bar.update(len(frames))
-                    if on_frames is not None:
-                        on_frames(frames)
 
         generated = 0
         while generated < num_frames:
@@ -193,15 +192,16 @@ def _segment_tracks(tracks: TrackSet | None, start: int, count: int, width: int,
 
 
 # ------------------------------------------------------------------------ app helpers
-def conditioning_subset(ts: TrackSet, latent_cells: int, seed: int = 0, tracks_cfg: Any = None) -> TrackSet:
+def conditioning_subset(ts: TrackSet, latent_cells: int, seed: int = 0, tracks_cfg: Any = None,
+                        keep_all: bool = False) -> TrackSet:
     """A fixed random subset with the paper's track count scaled to this latent grid (App. D, as the
-    teacher was trained: tracks.embed.track_counts), with IDs in the trained range."""
+    teacher was trained: tracks.embed.track_counts), with IDs in the trained range (keep_all: no thinning)."""
     from motionstream.tracks.embed import TracksConfig, track_counts, with_ids
 
     tc = tracks_cfg or TracksConfig()
     _, hi = track_counts(latent_cells, tc.min_tracks, tc.max_tracks)
     rng = np.random.default_rng(seed)
-    if ts.num_tracks > hi:
+    if ts.num_tracks > hi and not keep_all:
         ts = ts.subset(np.sort(rng.choice(ts.num_tracks, hi, replace=False)))
     return with_ids(ts, rng, tc.id_range)
 
@@ -220,6 +220,23 @@ def transfer_source(video_frames: np.ndarray, fps: float, latent_cells: int, gri
     if len(points) > hi:
         points = points[np.sort(rng.choice(len(points), hi, replace=False))]
     return TrackerSource(video_frames, points, fps, random_ids(len(points), rng, tc.id_range))
+
+
+def track_overlay(ts: TrackSet, tail: int = 8) -> Callable[[np.ndarray, int], np.ndarray]:
+    """run_stream overlay drawing `ts` (stream frames) on each written piece, trails continuing across pieces."""
+    from motionstream.tracks.draw import draw_tracks, track_colors
+
+    colors = track_colors(ts)
+
+    def overlay(frames: np.ndarray, first: int) -> np.ndarray:
+        lo = max(first - tail, 0)
+        hi = min(first + len(frames), ts.num_frames)
+        if hi <= first:
+            return frames                                  # past the tracks' end: nothing to draw
+        pad = np.zeros((first - lo, *frames.shape[1:]), np.uint8)   # the trail's past frames, dropped after
+        drawn = draw_tracks(np.concatenate([pad, frames[:hi - first]]), ts.frames(lo, hi), tail, colors=colors)
+        return np.concatenate([drawn[first - lo:], frames[hi - first:]])
+    return overlay
 
 
 def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:

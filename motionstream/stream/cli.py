@@ -100,7 +100,7 @@ class Stack:
     def default_frames(self, fallback: int) -> int:
         return self.args.frames if self.args.frames is not None else fallback
 
-    def run(self, source, num_frames: int, out: str | Path) -> dict:
+    def run(self, source, num_frames: int, out: str | Path, overlay=None) -> dict:
         """Stream (student) or sample offline (teacher) `num_frames` frames with motion from `source`."""
         from motionstream.stream.apps import run_stream, run_teacher
 
@@ -122,7 +122,8 @@ class Stack:
         from motionstream.stream.engine import StreamingGenerator
 
         gen = StreamingGenerator(self.model, self.codec, self.text_encoder, self.stream_cfg, self.param, fps=self.fps)
-        return run_stream(gen, self.image, self.args.prompt, source, num_frames, out, progress=self.progress)
+        return run_stream(gen, self.image, self.args.prompt, source, num_frames, out, progress=self.progress,
+                          overlay=overlay)
 
     def report(self, result: dict, what: str) -> None:
         mode = "teacher (offline)" if self.is_teacher else f"student {self.stream_cfg.name}"
@@ -152,7 +153,7 @@ def _user_errors(fn):
 def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
     from motionstream.generate import fit_tracks
-    from motionstream.stream.apps import TrackFileSource, conditioning_subset
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
     from motionstream.tracks.io import load_tracks
 
     st = Stack(args)
@@ -160,9 +161,11 @@ def run_generate(args: argparse.Namespace) -> int:
     ts = load_tracks(args.tracks, fps=st.fps, width=iw, height=ih)
     if (ts.width, ts.height) != (iw, ih):
         ts = ts.scaled(iw, ih)   # tracks made for another size of the same image
-    ts = conditioning_subset(fit_tracks(ts, *st.size), st.latent_cells, st.stream_cfg.seed, st.tracks_cfg)
+    ts = conditioning_subset(fit_tracks(ts, *st.size), st.latent_cells, st.stream_cfg.seed, st.tracks_cfg,
+                             keep_all=getattr(args, "all_tracks", False))
     n = st.default_frames(ts.num_frames)
-    st.report(st.run(TrackFileSource(ts), n, args.output), "generate")
+    overlay = track_overlay(ts) if getattr(args, "draw_tracks", False) else None
+    st.report(st.run(TrackFileSource(ts), n, args.output, overlay), "generate")
     return 0
 
 
@@ -303,6 +306,9 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                                 "ATI .ati.json, Wan-Move NAME_tracks.npy). Tracks are in the image's pixels.")
         _common(p, "frames to write (default: the track file's length; beyond it the motion is unspecified)")
         p.add_argument("--tracks", required=True, help="track file")
+        p.add_argument("--draw-tracks", action="store_true", help="overlay the input tracks on the output")
+        p.add_argument("--all-tracks", action="store_true", help="condition on every track (default: a random "
+                       "subset sized like training)")
         p.set_defaults(func=run_generate)
     else:
         # generate.py (the teacher's command) owns `generate`; students go to the streaming engine
