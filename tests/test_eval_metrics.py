@@ -180,6 +180,7 @@ def test_text_adherence_darkening_vs_constant():
     bright = (255 - (255 - base[None].astype(float)) * gains).astype(np.uint8)
     assert metrics.effect_present(dark, "darker") and not metrics.effect_present(const, "darker")
     assert not metrics.effect_present(dark, "brighter") and metrics.effect_present(bright, "brighter")
+    assert not metrics.effect_present(bright, "flash")          # a ramp is not a transient
     res = metrics.text_adherence(dark, ["darker", "brighter"])
     assert res["darker"]["agrees"] and not res["brighter"]["agrees"]
     assert metrics.adherence_rate([res]) == 0.5
