@@ -104,7 +104,8 @@ def test_long_tracks_extend_the_rendered_clip():
     clip = render_clip(3, num_frames=5, width=64, height=36, fps=16)
     ext = long_tracks(3, 13, 64, 36, 16)
     assert ext.num_frames == 13 and ext.num_tracks == clip.tracks.num_tracks
-    assert np.array_equal(ext.tracks[:5], clip.tracks.tracks) and np.array_equal(ext.visibility[:5], clip.tracks.visibility)
+    assert np.array_equal(ext.tracks[:5], clip.tracks.tracks)
+    assert np.array_equal(ext.visibility[:5], clip.tracks.visibility)
 
 
 # ----------------------------------------------------------------- tiny trainer

@@ -139,7 +139,8 @@ def make_noise(plan: StepPlan, gens: list[torch.Generator], num_steps: int, chan
 
     per = []
     for g in gens:
-        chunks = [torch.randn(num_steps, 1, channels, chunk_frames, *latent_hw, generator=g) for _ in range(plan.num_chunks)]
+        chunks = [torch.randn(num_steps, 1, channels, chunk_frames, *latent_hw, generator=g)
+                  for _ in range(plan.num_chunks)]
         st = sample_dmd_timesteps(1, shift, cfg.min_t, cfg.max_t, generator=g)
         sn = torch.randn(1, channels, window_frames, *latent_hw, generator=g)
         ct = sample_dmd_timesteps(1, shift, cfg.min_t, cfg.max_t, generator=g)
@@ -182,9 +183,11 @@ class PromptSource:
             ts = long_tracks(seed, num_frames, m["width"], m["height"], m["fps"])
             if cached is not None:
                 n = min(cached.num_frames, num_frames)
-                if ts.tracks.shape[1] != cached.num_tracks or not np.allclose(ts.tracks[:n], cached.tracks[:n], atol=1e-3):
-                    raise RuntimeError(f"tracks recomputed for world clip {seed} differ from the cache {self.cache.root}: "
-                                       "the world program changed since the cache was built; rebuild the cache")
+                same = ts.num_tracks == cached.num_tracks and np.allclose(ts.tracks[:n], cached.tracks[:n], atol=1e-3)
+                if not same:
+                    raise RuntimeError(f"tracks recomputed for world clip {seed} differ from the cache "
+                                       f"{self.cache.root}: the world program changed since the cache was built; "
+                                       "rebuild the cache")
             self._tracks[key] = ts
             while len(self._tracks) > self.memo:
                 self._tracks.popitem(last=False)
@@ -317,7 +320,8 @@ class DMDTrainer:
             loss = dmd_loss(window, grad)
             self.gen_opt.zero_grad(set_to_none=True)
             loss.backward()
-            out["gen_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip)
+            out["gen_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             self.gen_opt.step()
             self.ema.update(self.generator)
             out["dmd_loss"] = loss.item()
@@ -332,7 +336,8 @@ class DMDTrainer:
         closs = critic_loss(v, x, inputs.critic_noise)
         self.critic_opt.zero_grad(set_to_none=True)
         closs.backward()
-        out["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip)
+        out["critic_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         self.critic_opt.step()
         out["critic_loss"] = closs.item()
         return out
@@ -352,18 +357,19 @@ def wrap_generator(model: torch.nn.Module, ctx) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------ samples
-def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], param, scfg, source: PromptSource, dit_cfg,
-                  cfg: DMDTrainConfig, log: Callable[[str], None]) -> Path | None:
+def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], param, scfg, source: PromptSource,
+                  dit_cfg, cfg: DMDTrainConfig, log: Callable[[str], None], vae: str | None = None) -> Path | None:
     """Stream `sample_chunks` chunks with the EMA generator on fixed clips; decode and write an mp4."""
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.train.rollout import StudentSampler, stream_generate
 
-    try:
-        from motionstream.models.codec import load_codec, tensor_to_frames
+    from motionstream.models.codec import load_codec, tensor_to_frames
 
-        codec = load_codec(source.cache.meta.get("codec", "vae-tiny-cpu"), tiny_decoder=None)
-    except (WeightsNotFound, FileNotFoundError, KeyError) as err:
-        log(f"samples skipped (no VAE weights: {err})")
+    vae = vae or source.cache.meta.get("codec", "vae-tiny-cpu")
+    try:
+        codec = load_codec(vae, tiny_decoder=None)
+    except (WeightsNotFound, FileNotFoundError, KeyError, RuntimeError) as err:
+        log(f"samples skipped (VAE {vae} not loadable: {str(err).splitlines()[0]})")
         return None
     from motionstream.models.conditioning import build_condition
     from motionstream.tracks.draw import draw_tracks
@@ -465,7 +471,8 @@ def train_dmd(args) -> int:
         train_seconds += time.time() - t_step
         window.append(rec)
         if step % mcfg.checkpoint_every == 0:
-            save_run(ctx, run_dir, step, trainer.modules(), trainer.optimizers(), {**extra, "train_seconds": train_seconds})
+            save_run(ctx, run_dir, step, trainer.modules(), trainer.optimizers(),
+                     {**extra, "train_seconds": train_seconds})
         if step % mcfg.export_every == 0:
             export_run_model(ctx, run_dir, trainer.ema, generator.cfg, param, scfg, "dmd", step, train_seconds,
                              mcfg.seed, cfg, name="ema")
@@ -485,8 +492,11 @@ def train_dmd(args) -> int:
         if mcfg.sample_every and step % mcfg.sample_every == 0 and not args.no_samples:
             views, _ = checkpoint_views(ctx, {"ema": trainer.ema}, {})      # a collective under torchrun
             if ctx.is_main:
-                write_samples(run_dir, step, views["ema"].state_dict(), param, scfg, source, generator.cfg, mcfg,
-                              log.info)
+                try:      # samples are for watching a run: never let them stop it
+                    write_samples(run_dir, step, views["ema"].state_dict(), param, scfg, source, generator.cfg,
+                                  mcfg, log.info, args.vae)
+                except Exception as err:  # noqa: BLE001
+                    log.info(f"samples failed at step {step}: {type(err).__name__}: {err}")
     bar.close()
     save_run(ctx, run_dir, step, trainer.modules(), trainer.optimizers(), {**extra, "train_seconds": train_seconds})
     export_run_model(ctx, run_dir, trainer.ema, generator.cfg, param, scfg, "dmd", step, train_seconds, mcfg.seed,
@@ -503,7 +513,8 @@ def to_device(inputs: DMDInputs, device) -> DMDInputs:
     return replace(inputs, cond=inputs.cond.to(device), text=(mv(inputs.text[0]), mv(inputs.text[1])),
                    null_text=(mv(inputs.null_text[0]), mv(inputs.null_text[1])),
                    noise=[n.to(device) for n in inputs.noise], score_t=mv(inputs.score_t),
-                   score_noise=mv(inputs.score_noise), critic_t=mv(inputs.critic_t), critic_noise=mv(inputs.critic_noise))
+                   score_noise=mv(inputs.score_noise), critic_t=mv(inputs.critic_t),
+                   critic_noise=mv(inputs.critic_noise))
 
 
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
@@ -524,5 +535,6 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-samples", action="store_true", help="skip the periodic sample videos")
+    p.add_argument("--vae", default=None, help="VAE folder that decodes the sample videos (default: the cache's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=train_dmd)

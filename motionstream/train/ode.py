@@ -228,7 +228,8 @@ class ODEPairs:
         from motionstream.tracks.trackset import TrackSet
 
         with np.load(self.path(index), allow_pickle=False) as z:
-            out = {k: torch.from_numpy(z[k].astype(np.float32)) for k in ("states", "x0", "first_latent", "text_tokens")}
+            floats = ("states", "x0", "first_latent", "text_tokens")
+            out = {k: torch.from_numpy(z[k].astype(np.float32)) for k in floats}
             out["text_mask"] = torch.from_numpy(z["text_mask"])
             out["tracks"] = TrackSet(z["tracks"], z["visibility"], int(z["width"]), int(z["height"]), float(z["fps"]),
                                      ids=z["ids"].astype(np.int64))
@@ -386,7 +387,8 @@ def train_ode(args) -> int:
     model, param, _ = load_dit_folder(args.teacher, ctx.device)   # the student starts as the teacher
     model.train()
     model = wrap_model(model, ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=ocfg.lr, betas=(0.9, ocfg.adam_beta2), weight_decay=ocfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=ocfg.lr, betas=(0.9, ocfg.adam_beta2),
+                            weight_decay=ocfg.weight_decay)
     mods, opts, finish = restore_views(ctx, {"model": model}, {"opt": opt})
     resumed = load_training_state(run_dir, mods, opts)
     finish()
@@ -410,7 +412,8 @@ def train_ode(args) -> int:
                                                       ctx.local_slice(ocfg.batch_size))
         states, x0, text, cond = pair_batch(pairs, picks, dit_cfg)
         dev = ctx.device
-        mask = chunk_attention_mask(ocfg.latent_frames, scfg.chunk_frames, s, wc, tokens, clean_context=ocfg.clean_context)
+        mask = chunk_attention_mask(ocfg.latent_frames, scfg.chunk_frames, s, wc, tokens,
+                                    clean_context=ocfg.clean_context)
         lr = lr_at(step, ocfg.lr, ocfg.warmup_steps, ocfg.total_steps, ocfg.lr_schedule)
         for g in opt.param_groups:
             g["lr"] = lr
