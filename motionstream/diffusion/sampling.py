@@ -3,25 +3,30 @@
     predict_velocity(model, z_t, t, text, cond, param) -> v        [B, C, F, h, w]
     sample(model, cond, text, null_text, ...) -> clean latents      [B, C, F, h, w] (normalised)
 
-Output parameterisation around the guide (`TeacherParam.output_skip = "guide"`, on in tiny-cpu):
-the network output F is a correction to the velocity that would carry z_t straight onto a prior
-clip built from the conditions,
+Output parameterisation around a prior (`TeacherParam.output_skip`, "warp" in tiny-cpu): the
+network output F is a correction to the velocity that would carry z_t straight onto a prior clip
+built from the conditions alone (condition_prior),
 
-    prior  = guide where the guide covers a cell, else the first-frame latent (frame 0: the first
-             frame itself), i.e. "paste the first frame along the tracks, freeze the rest"
+    "guide"  prior = the Wan-Move guide where it covers a cell, the first-frame latent elsewhere
+    "warp"   prior = the guide where it covers a cell, elsewhere the first-frame latent warped
+             backwards along the track displacements spread from the covered cells (a latent
+             forward warp; at 256x144 with ~140 tracks it measured +1.0 dB PSNR and +2.4 dB in
+             moving regions over "guide" on [world] val clips, both decoded by the VAE)
     v_hat  = F + (z_t - prior) / max(t, skip_min_t)
 
 For t >= skip_min_t and F = 0 this is the exact velocity of a clip equal to the prior, so an
-untrained model already produces the guide paste and training only learns the corrections (fill
-disocclusions, fix texture, move uncovered cells); below skip_min_t the skip is damped so the
+untrained model already produces the prior and training only learns the corrections (fill
+disocclusions, fix texture, move what the tracks miss); below skip_min_t the skip is damped so the
 target F stays bounded (the prior's error e enters F's target as e / max(t, skip_min_t)). With the
 motion condition dropped the guide is zero, so the prior is the frozen first frame. Every user of
-the teacher (training, sampling, generate, distillation's real score) must go through
-predict_velocity, so the parameterisation travels with the weights (it is stored in config.json).
+the teacher (training, sampling, generate, distillation, streaming) must go through
+predict_velocity / skip_term or pass `param.output_skip` to condition_prior, so the
+parameterisation travels with the weights (it is stored in config.json).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,26 +43,86 @@ if TYPE_CHECKING:
 class TeacherParam:
     """How the network output maps to a velocity (stored with the weights)."""
 
-    output_skip: str = "none"      # "none" (v = network output) | "guide" (see module doc)
+    output_skip: str = "none"      # "none" (v = network output) | "guide" | "warp" (see module doc)
     skip_min_t: float = 0.25       # damping of the skip at low noise
 
 
-def condition_prior(cond: "MotionCondition") -> torch.Tensor:
-    """The clip the conditions imply before any learning: [B, C, F, h, w] (see module doc)."""
+SKIP_MODES = ("none", "guide", "warp")
+WARP_SIGMA_CELLS = 1.5       # spread of the track displacements over uncovered cells (latent cells)
+WARP_REACH = 3.0             # a cell further than ~this many sigmas from any covered cell keeps zero motion
+WARP_SPATIAL_PENALTY = 1e-3  # per squared cell: among near-identical features, prefer the nearest source cell
+
+
+def condition_prior(cond: "MotionCondition", mode: str = "guide") -> torch.Tensor:
+    """The clip the conditions imply before any learning: [B, C, F, h, w].
+
+    "guide": the guide where it covers a cell, the first-frame latent elsewhere.
+    "warp":  the guide where it covers a cell; elsewhere the first-frame latent warped by the track
+             displacements spread from the covered cells (a latent-space forward warp, see
+             warp_prior). Frame k uses only frame k's guide, so a chunk's prior is causal.
+    """
     first = cond.image_latent[:, :, :1]                                   # [B, C, 1, h, w]
     if cond.guide is None or cond.guide_mask is None:
         return first.expand_as(cond.image_latent)
+    if mode == "warp":
+        return warp_prior(first[:, :, 0], cond.guide, cond.guide_mask)
     return cond.guide_mask * cond.guide + (1 - cond.guide_mask) * first
+
+
+def _gaussian_kernel(sigma: float, dtype) -> torch.Tensor:
+    r = int(math.ceil(WARP_REACH * sigma))
+    x = torch.arange(-r, r + 1, dtype=dtype)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (g[:, None] * g[None, :])[None, None]                           # [1, 1, K, K]
+
+
+def warp_prior(first: torch.Tensor, guide: torch.Tensor, guide_mask: torch.Tensor) -> torch.Tensor:
+    """Latent forward warp of the first frame along the tracks the guide encodes.
+
+    first [B, C, h, w]; guide [B, C, F, h, w]; guide_mask [B, 1, F, h, w] -> prior [B, C, F, h, w].
+    The guide holds, at a track's cell in frame k, the first-frame feature of its start cell, so the
+    start cell is recovered as the first-frame cell with the nearest feature (exact for one track
+    per cell; a small spatial penalty picks the nearest of near-identical cells). The displacements
+    of covered cells are spread over the frame by normalised Gaussian convolution, and uncovered
+    cells sample the first frame backwards along them (bilinear); covered cells keep the guide.
+    Cells out of reach of every covered cell keep zero motion (the first-frame feature).
+    """
+    import torch.nn.functional as F
+
+    b, c, f, h, w = guide.shape
+    dtype = first.dtype
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype, device=first.device),
+                            torch.arange(w, dtype=dtype, device=first.device), indexing="ij")
+    pos = torch.stack([xs, ys], -1).reshape(h * w, 2)                      # [hw, 2] (x, y) in cells
+    feats = first.flatten(2).transpose(1, 2)                               # [B, hw, C]
+    kernel = _gaussian_kernel(WARP_SIGMA_CELLS, dtype).to(first.device)
+    pad = kernel.shape[-1] // 2
+    spatial = WARP_SPATIAL_PENALTY * torch.cdist(pos, pos) ** 2            # [hw, hw]
+    out = []
+    for k in range(f):
+        g = guide[:, :, k].flatten(2).transpose(1, 2)                      # [B, hw, C]
+        m = guide_mask[:, :, k]                                            # [B, 1, h, w]
+        src = (torch.cdist(g, feats) ** 2 + spatial).argmin(-1)            # [B, hw]
+        disp = (pos[None] - pos[src]).transpose(1, 2).reshape(b, 2, h, w)  # dst - src, cells
+        num = F.conv2d((disp * m).reshape(b * 2, 1, h, w), kernel, padding=pad).reshape(b, 2, h, w)
+        den = F.conv2d(m, kernel, padding=pad)
+        flow = num / den.clamp_min(1e-6) * (den > 1e-3)
+        # backward sampling: prior(p) = first(p - flow(p)); grid_sample wants (x, y) in [-1, 1]
+        at = pos.reshape(1, h, w, 2) - flow.permute(0, 2, 3, 1)
+        grid = torch.stack([(at[..., 0] + 0.5) / w * 2 - 1, (at[..., 1] + 0.5) / h * 2 - 1], -1)
+        warped = F.grid_sample(first, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out.append(m * guide[:, :, k] + (1 - m) * warped)
+    return torch.stack(out, 2)
 
 
 def skip_term(z_t: torch.Tensor, t: torch.Tensor, cond: "MotionCondition", param: TeacherParam) -> torch.Tensor | None:
     """The part of v_hat that does not come from the network (None for output_skip = "none")."""
     if param.output_skip == "none":
         return None
-    if param.output_skip != "guide":
-        raise ValueError(f"unknown output_skip {param.output_skip!r} (none | guide)")
+    if param.output_skip not in SKIP_MODES:
+        raise ValueError(f"unknown output_skip {param.output_skip!r} ({' | '.join(SKIP_MODES)})")
     tt = t.to(z_t.dtype).clamp_min(param.skip_min_t)[:, None, :, None, None]
-    return (z_t - condition_prior(cond)) / tt
+    return (z_t - condition_prior(cond, param.output_skip)) / tt
 
 
 def predict_velocity(model: torch.nn.Module, z_t: torch.Tensor, t: torch.Tensor,

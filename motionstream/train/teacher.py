@@ -65,7 +65,7 @@ class TeacherTrainConfig:
     text_drop: float = 0.1              # P(text replaced by the empty prompt)
     motion_drop: float = 0.1            # P(track map + guide zeroed), independent of text_drop
     moving_weight: float = 4.0
-    output_skip: str = "guide"          # see diffusion/sampling.py
+    output_skip: str = "warp"           # none | guide | warp, see diffusion/sampling.py
     skip_min_t: float = 0.25
     cache_dir: str = "cache/teacher-tiny-cpu"
     cache_clips: int = 3000             # world train clips the background builder renders + encodes
@@ -214,8 +214,9 @@ def export_teacher(out_dir: str | Path, state: dict[str, torch.Tensor], dit_cfg,
 class TeacherEval:
     """Track following of the EMA teacher on a few held-out [world] val clips (eval.track_following).
 
-    Besides the evaluator's baselines (frozen first frame, forward warp) it scores the "guide paste"
-    (decode of the prior the conditions imply: the guide where it covers, the first frame elsewhere).
+    Besides the evaluator's baselines (frozen first frame, forward warp) it scores the "prior paste":
+    the decoded prior the output is parameterised around (diffusion/sampling.condition_prior), i.e.
+    what the untrained teacher produces.
     """
 
     def __init__(self, cfg: dict[str, Any], tcfg: TeacherTrainConfig, dcfg: DiffusionConfig, dit_cfg,
@@ -251,10 +252,11 @@ class TeacherEval:
                                  generator=torch.Generator().manual_seed(tcfg.seed + 777))
         from motionstream.diffusion.sampling import condition_prior
 
-        paste = self._decode(condition_prior(self.cond))
+        # the prior the output is parameterised around, decoded: what an untrained teacher produces
+        paste = self._decode(condition_prior(self.cond, tcfg.output_skip if tcfg.output_skip != "none" else "guide"))
         scores, _ = self.evaluator.score(lambda clip: paste[self._index[id(clip)]])
         summary = self.evaluator.summarize(scores)
-        self.guide_paste = {k: summary[k] for k in ("epe", "epe_reliable", "psnr", "region_psnr")}
+        self.prior_paste = {k: summary[k] for k in ("epe", "epe_reliable", "psnr", "region_psnr")}
         log(f"eval: {len(self.clips)} val clips x {num_video} frames ready in {time.time() - t0:.0f}s")
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
@@ -276,7 +278,7 @@ class TeacherEval:
         videos = self._decode(latents)
         report = self.evaluator(lambda clip: videos[self._index[id(clip)]])
         report = {k: v for k, v in report.items() if k != "per_clip"}
-        report.update({f"{k}_guide_paste": v for k, v in self.guide_paste.items()})
+        report.update({f"{k}_prior_paste": v for k, v in self.prior_paste.items()})
         report.update(eval_s=time.time() - t0, text_scale=wt, motion_scale=wm)
         report["eval_frames"] = int(self.clips[0].frames.shape[0])
         return report, videos
