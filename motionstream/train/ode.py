@@ -183,7 +183,7 @@ def ode_predictions(model: torch.nn.Module, param, states: torch.Tensor, x0: tor
 
     f = x0.shape[2]
     z, t = noisy_inputs(states, x0, t_student, chunk_steps, chunk_frames, clean_context)
-    prior = None if param.output_skip == "none" else condition_prior(cond)
+    prior = None if param.output_skip == "none" else condition_prior(cond, param.output_skip)
     if prior is not None and clean_context:
         prior = torch.cat([prior, prior], 2)
     v = add_skip(model(z, t, text[0], text[1], cond, mask), z, t, prior, param)

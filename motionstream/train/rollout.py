@@ -86,7 +86,7 @@ def parse_cache_name(name: str) -> tuple[int, int, int]:
 # ------------------------------------------------------------------------ one chunk
 def stream_prior(cond, param: TeacherParam) -> torch.Tensor | None:
     """The output-skip prior of the whole stream [B, C, F, h, w] (None when the param has no skip)."""
-    return None if param.output_skip == "none" else condition_prior(cond)
+    return None if param.output_skip == "none" else condition_prior(cond, param.output_skip)
 
 
 def add_skip(out: torch.Tensor, z: torch.Tensor, t: torch.Tensor, prior: torch.Tensor | None,
