@@ -15,6 +15,10 @@ when the chunk starts, so input that arrives while chunk k generates can only sh
 sample received w seconds after the last chunk boundary goes to stream time
 (F + min(w / D, 1) * (n - 1)) / fps, F = first frame of the next chunk, n its length, D the measured
 time between chunk starts: the user's motion is replayed at its own speed, one chunk late.
+
+Pacing (latency): frames are sent at the stream's fps; the next chunk starts just in time, when
+the frames still to play last less than `lead_safety` x the chunk's expected generation time
+(EMA), and never more than `lead_chunks` ahead. benchmarks/studio.py measures the result.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class StudioConfig:
     max_pending_commands: int = 4096       # controls waiting for the next chunk boundary
     max_queued_frames: int = 24            # per client latest-wins frame queue (2 chunks)
     max_queued_messages: int = 64          # per client JSON outbox (oldest dropped)
-    lead_chunks: float = 1.0               # generate at most this many chunks ahead of playback
+    lead_chunks: float = 1.0               # generate at most this many chunks ahead of playback ...
+    lead_safety: float = 1.5               # ... and start a chunk only when the frames still to play last
+                                           # less than this x its expected generation time (latency)
     max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
     max_upload_bytes: int = 16 * 2 ** 20   # images
     max_upload_pixels: int = 40_000_000
@@ -415,11 +421,12 @@ class GenerationWorker(threading.Thread):
         self.boundary = time.monotonic()
         self.interval = gen.chunk_num_frames(1) / fps      # measured time between chunk starts (EMA)
         play_clock = time.monotonic()                         # when the last queued frame plays
+        gen_seconds = self.interval                           # expected chunk generation time (EMA)
         while not self.stopping and not s.closed and self.slot.is_active(s):
             if self.apply(s):
                 return                                         # stop
-            chunk_seconds = gen.chunk_num_frames() / fps
-            if gen.paused or play_clock - time.monotonic() > self.cfg.lead_chunks * chunk_seconds:
+            lead = min(self.cfg.lead_chunks * gen.chunk_num_frames() / fps, self.cfg.lead_safety * gen_seconds)
+            if gen.paused or play_clock - time.monotonic() > lead:
                 s.worker_wake.wait(0.02)                       # paused, or far enough ahead of playback
                 s.worker_wake.clear()
                 if gen.paused:
@@ -434,6 +441,7 @@ class GenerationWorker(threading.Thread):
             t0 = time.perf_counter()
             frames = gen.next_chunk()
             gen_ms = 1000 * (time.perf_counter() - t0)
+            gen_seconds = 0.7 * gen_seconds + 0.3 * gen_ms / 1000
             self.chunks += 1
             self.frames += len(frames)
             jpegs = [encode_jpeg(f, self.cfg.jpeg_quality) for f in frames]
