@@ -61,7 +61,7 @@ def main() -> None:
         print(f"{wt:5.1f} {wm:5.1f} {rep['epe']:7.2f} {rep['epe_ratio']:6.2f} {rep['psnr']:6.2f} "
               f"{rep['region_psnr']:7.2f} {rep['text_adherence']:5.2f} {rep['eval_s']:6.0f}")
     for name, suffix in (("frozen first frame", "first_frame_baseline"), ("forward warp", "forward_warp_baseline"),
-                         ("prior paste", "prior_paste")):
+                         ("prior paste", "prior_paste"), ("VAE round trip", "vae_recon")):
         g = {k: first.get(f"{k}_{suffix}", float("nan")) for k in ("epe", "psnr", "region_psnr")}
         print(f"{name:>18}: EPE {g['epe']:.2f}  PSNR {g['psnr']:.2f}  regPSNR {g['region_psnr']:.2f}")
     print(f"tracker floor {first['tracker_floor']:.2f} px (reliable points {first['tracker_floor_reliable']:.2f})")

@@ -216,7 +216,8 @@ class TeacherEval:
 
     Besides the evaluator's baselines (frozen first frame, forward warp) it scores the "prior paste":
     the decoded prior the output is parameterised around (diffusion/sampling.condition_prior), i.e.
-    what the untrained teacher produces.
+    what the untrained teacher produces; and the VAE round trip of the ground truth (the ceiling of
+    any latent model: the codec's blur alone costs EPE and PSNR).
     """
 
     def __init__(self, cfg: dict[str, Any], tcfg: TeacherTrainConfig, dcfg: DiffusionConfig, dit_cfg,
@@ -254,10 +255,17 @@ class TeacherEval:
 
         # the prior the output is parameterised around, decoded: what an untrained teacher produces
         paste = self._decode(condition_prior(self.cond, tcfg.output_skip if tcfg.output_skip != "none" else "guide"))
-        scores, _ = self.evaluator.score(lambda clip: paste[self._index[id(clip)]])
-        summary = self.evaluator.summarize(scores)
-        self.prior_paste = {k: summary[k] for k in ("epe", "epe_reliable", "psnr", "region_psnr")}
+        self.references = {"prior_paste": self._score_videos(paste)}
+        # the codec's own round trip bounds what any latent model can reach (EPE and PSNR ceiling)
+        with torch.no_grad():
+            recon = self._decode(torch.cat([codec.encode(frames_to_tensor(c.frames)) for c in self.clips]))
+        self.references["vae_recon"] = self._score_videos(recon)
         log(f"eval: {len(self.clips)} val clips x {num_video} frames ready in {time.time() - t0:.0f}s")
+
+    def _score_videos(self, videos: list[np.ndarray]) -> dict[str, float]:
+        scores, _ = self.evaluator.score(lambda clip: videos[self._index[id(clip)]])
+        summary = self.evaluator.summarize(scores)
+        return {k: summary[k] for k in ("epe", "epe_reliable", "psnr", "region_psnr")}
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         from motionstream.models.codec import tensor_to_frames
@@ -278,7 +286,8 @@ class TeacherEval:
         videos = self._decode(latents)
         report = self.evaluator(lambda clip: videos[self._index[id(clip)]])
         report = {k: v for k, v in report.items() if k != "per_clip"}
-        report.update({f"{k}_prior_paste": v for k, v in self.prior_paste.items()})
+        for name, ref in self.references.items():
+            report.update({f"{k}_{name}": v for k, v in ref.items()})
         report.update(eval_s=time.time() - t0, text_scale=wt, motion_scale=wm)
         report["eval_frames"] = int(self.clips[0].frames.shape[0])
         return report, videos
