@@ -4,6 +4,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -102,9 +104,9 @@ def test_ode_then_dmd_resume_export_and_stream(tmp_path):
 
 
 @pytest.mark.slow
-def test_dmd_under_torchrun_fsdp_equals_one_process(tmp_path):
-    """2 gloo processes (FSDP2: the generator as one unit with forward_chunk registered) == 1 process,
-    over a critic step and a generator step."""
+def test_ode_and_dmd_under_torchrun_fsdp_equal_one_process(tmp_path):
+    """2 gloo processes == 1 process: ODE pairs (split over the ranks) + a regression step, then DMD (FSDP2:
+    the generator as one unit with forward_chunk registered) over a critic step and a generator step."""
     import os
     import subprocess
     import sys
@@ -113,19 +115,30 @@ def test_dmd_under_torchrun_fsdp_equals_one_process(tmp_path):
 
     cfg, teacher, cache = distill_config(tmp_path)
     common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache)]
-    cli("ode", *common, "--run", str(tmp_path / "ode"), "--steps", "1")
-    args = ["train", "dmd", *common, "--student", str(tmp_path / "ode" / "student"), "--no-samples", "--no-progress",
-            "--threads", "1", "--device", "cpu", "--steps", "2"]                   # ratio 2: step 1 updates the generator
+    flags = ["--threads", "1", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     repo = Path(__file__).resolve().parent.parent
-    runs = {}
-    torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    for name, launcher in (("one", []), ("two", torchrun)):
-        cmd = [sys.executable, *launcher, "-m", "motionstream", *args, "--run-dir", str(tmp_path / name)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+
+    def run(cmd: list[str]) -> None:
         out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
         assert out.returncode == 0, out.stderr[-3000:]
-        runs[name] = load_file(str(tmp_path / name / "state.safetensors"))
-    a, b = runs["one"], runs["two"]
+
+    cli("ode", *common, "--run", str(tmp_path / "ode"), "--steps", "1")
+    run([*torchrun, "-m", "motionstream", "train", "ode", *common, *flags, "--pairs", str(tmp_path / "pairs2"),
+         "--run-dir", str(tmp_path / "ode2"), "--steps", "1"])
+    for name in ("000000.npz", "000001.npz"):
+        p1, p2 = (np.load(tmp_path / d / "pairs" / name) for d in ("pairs", "pairs2"))
+        assert np.array_equal(p1["states"], p2["states"]) and np.array_equal(p1["x0"], p2["x0"])
+    a, b = (load_file(str(tmp_path / d / "state.safetensors")) for d in ("ode", "ode2"))
+    for k in (k for k in a if k.startswith("model.")):
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+    args = ["train", "dmd", *common, *flags, "--student", str(tmp_path / "ode" / "student"), "--no-samples",
+            "--steps", "2"]                                      # ratio 2: step 1 updates the generator
+    run([sys.executable, "-m", "motionstream", *args, "--run-dir", str(tmp_path / "one")])
+    run([*torchrun, "-m", "motionstream", *args, "--run-dir", str(tmp_path / "two")])
+    a, b = (load_file(str(tmp_path / d / "state.safetensors")) for d in ("one", "two"))
     assert set(a) == set(b)
     keys = [k for k in a if k.startswith(("generator.", "critic.", "ema.", "gen_opt.", "critic_opt."))]
     assert any(k.startswith("gen_opt.") for k in keys)                             # the generator did step

@@ -245,24 +245,37 @@ def pair_meta(teacher: str, teacher_meta: dict[str, Any], scfg, dcfg, ocfg: ODET
             "seed": ocfg.seed}
 
 
-def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, scfg, dcfg, ocfg: ODETrainConfig,
-                   tracks_cfg: dict[str, Any], meta: dict[str, Any], count: int, progress: bool = True,
-                   log=print) -> int:
-    """Write the missing pairs 0..count-1 (resumable); returns how many were written now."""
-    from tqdm import tqdm
-
-    from motionstream.models.conditioning import build_condition
-    from motionstream.tracks.embed import sample_track_subset
-    from motionstream.train.cache import _atomic_savez, _check_meta
-    from motionstream.train.teacher import pad_text
+def open_pairs_dir(pairs_dir: Path, meta: dict[str, Any]) -> None:
+    """Create a pair folder, or check that an existing one was generated with the same settings."""
+    from motionstream.train.cache import _check_meta
 
     try:
         _check_meta(pairs_dir, meta)
     except ValueError as err:
         raise UserError(str(err)) from err
     (pairs_dir / "pairs").mkdir(parents=True, exist_ok=True)
+
+
+def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, scfg, dcfg, ocfg: ODETrainConfig,
+                   tracks_cfg: dict[str, Any], meta: dict[str, Any], count: int, progress: bool = True,
+                   log=print, rank: int = 0, world_size: int = 1) -> int:
+    """Write the missing pairs 0..count-1 (resumable); returns how many were written now.
+
+    Under torchrun every rank writes the pairs i with i % world_size == rank (a pair depends only on
+    its index). The folder must have been opened with open_pairs_dir (rank 0, before the others)."""
+    from tqdm import tqdm
+
+    from motionstream.models.conditioning import build_condition
+    from motionstream.tracks.embed import sample_track_subset
+    from motionstream.train.cache import _atomic_savez
+    from motionstream.train.teacher import pad_text
+
+    if json.loads((pairs_dir / "meta.json").read_text()) != meta:
+        raise UserError(f"pair folder {pairs_dir} was generated with other settings")
     reader = ODEPairs(pairs_dir)
-    todo = [i for i in range(count) if not reader.path(i).is_file()]
+    mine = [i for i in range(count) if i % world_size == rank]
+    todo = [i for i in mine if not reader.path(i).is_file()]
+    count = len(mine)
     schedule, marks = ode_schedule(scfg.denoising_steps, ocfg.teacher_steps, scfg.shift)
     f = ocfg.latent_frames
     bar = tqdm(total=count, initial=count - len(todo), desc="ode pairs", unit="pair", disable=not progress)
@@ -360,8 +373,8 @@ def train_ode(args) -> int:
         raise UserError(f"teacher {args.teacher}: {err}") from err
     dit_cfg = teacher.cfg
 
-    # ---- 1. pairs (rank 0 generates; the others wait for the files)
-    if ctx.is_main and not args.no_generate:
+    # ---- 1. pairs (every rank integrates its share; rank 0 owns meta.json)
+    if not args.no_generate:
         try:
             cache = TeacherCache(_abs(args.cache or tcfg.cache_dir))
         except FileNotFoundError as err:
@@ -370,10 +383,14 @@ def train_ode(args) -> int:
             raise UserError(f"teacher cache {cache.root} has no clips")
         log.info(f"ODE pairs: {num_pairs} into {pairs_dir} from teacher {args.teacher} "
                  f"(student steps {scfg.timesteps().tolist()}, {ocfg.teacher_steps} Euler steps)")
+        meta = pair_meta(args.teacher, teacher_meta, scfg, dcfg, ocfg)
+        if ctx.is_main:
+            open_pairs_dir(pairs_dir, meta)
+        ctx.barrier()                                   # meta.json exists before any rank writes pairs
         n = generate_pairs(pairs_dir, teacher, param, cache, cache.text(text_key("")), dit_cfg, scfg, dcfg, ocfg,
-                           cfg.get("tracks", {}), pair_meta(args.teacher, teacher_meta, scfg, dcfg, ocfg), num_pairs,
-                           progress=not args.no_progress, log=log.info)
-        log.info(f"ODE pairs: wrote {n} new")
+                           cfg.get("tracks", {}), meta, num_pairs, progress=ctx.is_main and not args.no_progress,
+                           log=log.info, rank=ctx.rank, world_size=ctx.world_size)
+        log.info(f"ODE pairs: rank {ctx.rank} wrote {n} new")
     ctx.barrier()
     pairs = ODEPairs(pairs_dir)
     if len(pairs) == 0:
@@ -526,4 +543,5 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
 
 
 __all__ = ["ODETrainConfig", "ode_schedule", "teacher_trajectory", "noisy_inputs", "ode_regression_loss",
-           "ode_predictions", "draw_cache_config", "generate_pairs", "ODEPairs", "train_ode", "register"]
+           "ode_predictions", "draw_cache_config", "open_pairs_dir", "generate_pairs", "ODEPairs", "train_ode",
+           "register"]
