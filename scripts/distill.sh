@@ -74,7 +74,7 @@ if metrics.is_file():
             last = rec
 card = f"""# student ({name}, {len(s['denoising_steps'])} steps, one evaluation per step)
 
-Causal few-step student distilled from `{teacher}` (teacher step {ode.get('teacher_step', '?')}) with
+Causal few-step student distilled from `{teacher}` (teacher step {meta.get('teacher_step', '?')}) with
 `scripts/distill.sh` (config `{config}`): ODE regression for {ode.get('step')} steps
 ({ode.get('train_hours', 0):.2f} h), then Self-Forcing DMD for {meta.get('step')} steps
 ({meta.get('train_hours', 0):.2f} h), data seed {meta.get('data_seed')}; script wall time {wall / 3600:.2f} h.

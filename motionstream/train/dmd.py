@@ -431,7 +431,7 @@ def train_dmd(args) -> int:
         return export_from_run(run_dir, Path(args.export), cfg, scfg, "dmd")
     try:
         cache = TeacherCache(_abs(args.cache or tcfg.cache_dir))
-        teacher, param, _ = load_dit_folder(args.teacher, ctx.device)
+        teacher, param, teacher_meta = load_dit_folder(args.teacher, ctx.device)
         critic, _, _ = load_dit_folder(args.teacher, ctx.device)          # the critic starts as the teacher
         generator, gen_param, gen_meta = load_dit_folder(args.student, ctx.device)
     except (FileNotFoundError, KeyError, ValueError) as err:
@@ -454,6 +454,8 @@ def train_dmd(args) -> int:
              f"{args.student} (stage {gen_meta.get('stage')}, step {gen_meta.get('step')}), teacher {args.teacher}, "
              f"{len(cache)} clips, {ctx.world_size} process(es), K={scfg.num_steps} t={scfg.timesteps().tolist()}")
     train_seconds = float(extra.get("train_seconds", 0.0))
+    lineage = {"teacher_folder": str(args.teacher), "teacher_step": teacher_meta.get("step"),
+               "ode_student": str(args.student), "ode_step": gen_meta.get("step")}
     source = PromptSource(cache, cfg.get("tracks", {}), mcfg.track_memo)
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
     max_steps = args.steps if args.steps is not None else mcfg.total_steps
@@ -475,7 +477,7 @@ def train_dmd(args) -> int:
                      {**extra, "train_seconds": train_seconds})
         if step % mcfg.export_every == 0:
             export_run_model(ctx, run_dir, trainer.ema, generator.cfg, param, scfg, "dmd", step, train_seconds,
-                             mcfg.seed, cfg, name="ema")
+                             mcfg.seed, cfg, name="ema", extra=lineage)
         if ctx.is_main:
             bar.update(1)
             bar.set_postfix(critic=f"{rec['critic_loss']:.4f}", dmd=f"{rec.get('dmd_loss', float('nan')):.4f}",
@@ -500,7 +502,7 @@ def train_dmd(args) -> int:
     bar.close()
     save_run(ctx, run_dir, step, trainer.modules(), trainer.optimizers(), {**extra, "train_seconds": train_seconds})
     export_run_model(ctx, run_dir, trainer.ema, generator.cfg, param, scfg, "dmd", step, train_seconds, mcfg.seed,
-                     cfg, name="ema")
+                     cfg, name="ema", extra=lineage)
     if ctx.is_main:
         log.info(f"stopped at step {step}; EMA student in {run_dir / 'student'}")
         print(f"dmd: step {step}, EMA student in {run_dir / 'student'}")

@@ -400,6 +400,8 @@ def train_ode(args) -> int:
     del teacher
 
     # ---- 2. regression
+    lineage = {"teacher_folder": str(args.teacher), "teacher_step": teacher_meta.get("step"),
+               "ode_pairs": len(pairs)}
     seed_everything(ocfg.seed)
     model, param, _ = load_dit_folder(args.teacher, ctx.device)   # the student starts as the teacher
     model.train()
@@ -451,7 +453,8 @@ def train_ode(args) -> int:
         if step % ocfg.checkpoint_every == 0:
             save_run(ctx, run_dir, step, {"model": model}, {"opt": opt}, {**extra, "train_seconds": train_seconds})
         if step % ocfg.export_every == 0:
-            export_run_model(ctx, run_dir, model, dit_cfg, param, scfg, "ode", step, train_seconds, ocfg.seed, cfg)
+            export_run_model(ctx, run_dir, model, dit_cfg, param, scfg, "ode", step, train_seconds, ocfg.seed, cfg,
+                             extra=lineage)
         if ctx.is_main:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", cfg=f"c{scfg.chunk_frames}s{s}w{wc}")
@@ -464,7 +467,8 @@ def train_ode(args) -> int:
                 window = []
     bar.close()
     save_run(ctx, run_dir, step, {"model": model}, {"opt": opt}, {**extra, "train_seconds": train_seconds})
-    export_run_model(ctx, run_dir, model, dit_cfg, param, scfg, "ode", step, train_seconds, ocfg.seed, cfg)
+    export_run_model(ctx, run_dir, model, dit_cfg, param, scfg, "ode", step, train_seconds, ocfg.seed, cfg,
+                     extra=lineage)
     if ctx.is_main:
         log.info(f"stopped at step {step}; student exported to {run_dir / 'student'}")
         print(f"ode: step {step}, student in {run_dir / 'student'}")
@@ -489,7 +493,7 @@ def save_run(ctx, run_dir: Path, step: int, modules: dict, optimizers: dict, ext
 
 
 def export_run_model(ctx, run_dir: Path, model, dit_cfg, param, scfg, stage: str, step: int, train_seconds: float,
-                     seed: int, cfg: dict[str, Any], name: str = "model") -> None:
+                     seed: int, cfg: dict[str, Any], name: str = "model", extra: dict[str, Any] | None = None) -> None:
     """Write run_dir/student (a student model folder) from `model` (a module or an EMA)."""
     from motionstream.train.distributed import checkpoint_views
     from motionstream.train.rollout import export_student
@@ -498,7 +502,7 @@ def export_run_model(ctx, run_dir: Path, model, dit_cfg, param, scfg, stage: str
     if ctx.is_main:
         export_student(run_dir / "student", mods[name].state_dict(), dit_cfg, param, scfg,
                        {"stage": stage, "step": step, "train_hours": train_seconds / 3600, "data_seed": seed,
-                        "preset": cfg.get("name")})
+                        "preset": cfg.get("name"), **(extra or {})})
     ctx.barrier()
 
 
