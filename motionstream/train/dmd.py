@@ -359,11 +359,16 @@ def wrap_generator(model: torch.nn.Module, ctx) -> torch.nn.Module:
 # ------------------------------------------------------------------------ samples
 def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], param, scfg, source: PromptSource,
                   dit_cfg, cfg: DMDTrainConfig, log: Callable[[str], None], vae: str | None = None) -> Path | None:
-    """Stream `sample_chunks` chunks with the EMA generator on fixed clips; decode and write an mp4."""
+    """Stream `sample_chunks` chunks (past the horizon) with the EMA generator on the first cached clips,
+    decode with the full VAE and write one mp4 (clips stacked vertically, conditioning tracks drawn)."""
     from motionstream.models.checkpoints import WeightsNotFound
-    from motionstream.train.rollout import StudentSampler, stream_generate
-
     from motionstream.models.codec import load_codec, tensor_to_frames
+    from motionstream.models.conditioning import build_condition
+    from motionstream.models.dit import WanDiT
+    from motionstream.tracks.draw import draw_tracks
+    from motionstream.tracks.embed import sample_track_subset
+    from motionstream.train.rollout import StudentSampler, stream_generate
+    from motionstream.video import write_video
 
     vae = vae or source.cache.meta.get("codec", "vae-tiny-cpu")
     try:
@@ -371,13 +376,6 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
     except (WeightsNotFound, FileNotFoundError, KeyError, RuntimeError) as err:
         log(f"samples skipped (VAE {vae} not loadable: {str(err).splitlines()[0]})")
         return None
-    from motionstream.models.conditioning import build_condition
-    from motionstream.tracks.draw import draw_tracks
-    from motionstream.tracks.embed import sample_track_subset
-    from motionstream.video import write_video
-
-    from motionstream.models.dit import WanDiT
-
     model = WanDiT(dit_cfg)
     model.load_state_dict(ema_state)
     model.eval()
