@@ -527,6 +527,9 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
         eval_model.load_state_dict(mods["ema"].state_dict(), strict=False)
         eval_model.eval()
         report, videos = evaluator(eval_model, param)
+        # the conditional prediction alone (w_t = w_m = 0): learning progress without guidance effects
+        plain, _ = evaluator(eval_model, param, text_scale=0.0, motion_scale=0.0)
+        report.update({f"{k}_noguide": plain[k] for k in ("epe", "epe_reliable", "epe_ratio", "psnr", "region_psnr")})
         report["step"] = step
         _append_jsonl(run_dir / "metrics.jsonl", {"eval": report, "step": step, "time": time.time()})
         log.info("eval " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()))
