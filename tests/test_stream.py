@@ -207,6 +207,19 @@ def test_chunk_condition_equals_whole_clip_condition(parts):
             torch.testing.assert_close(getattr(part, name), getattr(ref, name), msg=name)
 
 
+def test_chunk_condition_size_does_not_grow_with_the_chunk_index(parts):
+    cfg = parts[0].cfg
+    latent = torch.randn(1, 16, VIDEO_H // 8, VIDEO_W // 8)
+    controls = MotionControls(VIDEO_W, VIDEO_H, FPS)
+    sizes = []
+    for chunk in (1, 5000):
+        cond = chunk_condition(latent, controls.chunk_tracks(4 * 3 * chunk - 3, 12), 3 * chunk, 3, cfg)
+        assert not cond.image_latent.any() and not cond.image_mask.any()
+        sizes.append(sum(t.untyped_storage().nbytes() for t in (cond.image_latent, cond.image_mask, cond.track_map,
+                                                               cond.guide, cond.guide_mask)))
+    assert sizes[0] == sizes[1]
+
+
 def test_long_stream_constant_memory_and_positions(parts):
     """2,000 frames (beyond any training horizon): cache slots bounded, RSS flat, per-chunk state bounded."""
     gen = make_gen(parts, overlap_decode=True, denoising_steps=[1.0])

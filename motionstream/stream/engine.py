@@ -131,8 +131,11 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
     stride = ts.width // w
     cm = rasterize(ts, stride, dim=cfg.track_dim, ids=ts.ids)                       # [T, h, w, d]
     track_map = torch.from_numpy(np.ascontiguousarray(cm)).permute(3, 0, 1, 2)[None].to(first_latent)
-    latent, mask = image_condition(first_latent, latent_start + num_latent, cfg.image_mask_channels)
-    latent, mask = latent[:, :, latent_start:], mask[:, :, latent_start:]
+    # the image sits in latent frame 0 only: later chunks get zeros of their own size (never a
+    # stream-long tensor sliced, which would grow with the chunk index)
+    latent, mask = image_condition(first_latent, num_latent, cfg.image_mask_channels)
+    if latent_start > 0:
+        latent, mask = torch.zeros_like(latent), torch.zeros_like(mask)
     guide = guide_mask = None
     if cfg.use_guide:
         # a virtual clip for build_guide: frame 0 = the anchors (source cells), frame tf*j = the last
