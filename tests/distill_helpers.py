@@ -52,6 +52,7 @@ def random_text(cfg: DiTConfig, batch: int, length: int = 5, seed: int = 2) -> t
 
 
 GUIDE_PARAM = TeacherParam(output_skip="guide", skip_min_t=0.25)
+WARP_PARAM = TeacherParam(output_skip="warp", skip_min_t=0.25)       # the shipped teacher's prior
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,10 @@
 """Distillation stage 1: teacher ODE pairs and the causal regression with random sink/window masks."""
 
 import numpy as np
+import pytest
 import torch
 
-from distill_helpers import (GUIDE_PARAM, LATENT_HW, one_thread, random_cond, random_model, random_text,  # noqa: F401
+from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, one_thread, random_cond, random_model, random_text,  # noqa: F401
                              small_cfg)
 from motionstream.diffusion.sampling import sample
 from motionstream.models.dit import chunk_attention_mask
@@ -96,7 +97,8 @@ def test_noisy_inputs_pick_the_drawn_state_per_chunk():
             assert bool((tt[bi, f + i * C:f + (i + 1) * C] == t[j]).all())
 
 
-def test_masked_regression_prediction_equals_streaming_with_clean_cache():
+@pytest.mark.parametrize("param", [GUIDE_PARAM, WARP_PARAM], ids=["guide", "warp"])
+def test_masked_regression_prediction_equals_streaming_with_clean_cache(param):
     """What ODE regression trains (teacher forcing, clean_context) is what the cache shows at inference."""
     cfg = small_cfg()
     model = random_model(cfg).eval()
@@ -105,8 +107,8 @@ def test_masked_regression_prediction_equals_streaming_with_clean_cache():
     s, w = 1, 1
     mask = chunk_attention_mask(x0.shape[2], C, s, w, model.tokens_per_frame(LATENT_HW), clean_context=True)
     with torch.no_grad():
-        pred = ode_predictions(model, GUIDE_PARAM, states, x0, t, steps, C, text, cond, mask, True)
-        sampler = StudentSampler(model, StudentConfig(C, s, w), GUIDE_PARAM, cond, text)
+        pred = ode_predictions(model, param, states, x0, t, steps, C, text, cond, mask, True)
+        sampler = StudentSampler(model, StudentConfig(C, s, w), param, cond, text)
         cache = sampler.new_cache(2, LATENT_HW)
         for i in range(4):
             a = i * C

@@ -3,19 +3,19 @@
 import pytest
 import torch
 
-from distill_helpers import (GUIDE_PARAM, LATENT_HW, one_thread, random_cond, random_model, random_text,  # noqa: F401
+from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, one_thread, random_cond, random_model, random_text,  # noqa: F401
                              small_cfg)
 from motionstream.diffusion.sampling import condition_prior
 from motionstream.train.rollout import (StudentConfig, StudentSampler, chunk_noise, parse_cache_name, self_rollout,
                                         stream_generate)
 
 
-def setup(num_chunks: int, s: int = 1, w: int = 1, batch: int = 2, renoise: bool = True):
+def setup(num_chunks: int, s: int = 1, w: int = 1, batch: int = 2, renoise: bool = True, param=GUIDE_PARAM):
     cfg = small_cfg()
     model = random_model(cfg)
     scfg = StudentConfig(chunk_frames=2, sink_chunks=s, window_chunks=w, renoise=renoise)
     frames = scfg.chunk_frames * num_chunks
-    sampler = StudentSampler(model, scfg, GUIDE_PARAM, random_cond(cfg, batch, frames), random_text(cfg, batch))
+    sampler = StudentSampler(model, scfg, param, random_cond(cfg, batch, frames), random_text(cfg, batch))
     g = torch.Generator().manual_seed(5)
     noise = [chunk_noise(g, scfg.num_steps, batch, cfg.latent_channels, scfg.chunk_frames, LATENT_HW)
              for _ in range(num_chunks)]
@@ -25,7 +25,7 @@ def setup(num_chunks: int, s: int = 1, w: int = 1, batch: int = 2, renoise: bool
 def reference_stream(model, scfg, sampler, noise):
     """The streaming loop written out with plain forward_chunk calls (what an engine does)."""
     cond, (ctx, ctx_mask) = sampler.cond, sampler.text
-    prior = condition_prior(cond)
+    prior = condition_prior(cond, sampler.param.output_skip)
     t = scfg.timesteps()
     b = noise[0].shape[1]
     cache = model.new_cache(b, LATENT_HW, scfg.chunk_frames, scfg.sink_chunks, scfg.window_chunks)
@@ -34,7 +34,7 @@ def reference_stream(model, scfg, sampler, noise):
     def vel(z, tt, a, write):
         ts = torch.full((b, z.shape[2]), float(tt))
         raw = model.forward_chunk(z, ts, ctx, ctx_mask, cond.chunk(a, a + z.shape[2]), cache, write)
-        return raw + (z - prior[:, :, a:a + z.shape[2]]) / max(float(tt), GUIDE_PARAM.skip_min_t)
+        return raw + (z - prior[:, :, a:a + z.shape[2]]) / max(float(tt), sampler.param.skip_min_t)
 
     with torch.no_grad():
         for i, n in enumerate(noise):
@@ -57,9 +57,10 @@ def test_student_timesteps_are_shifted_and_descending():
     assert parse_cache_name("c3s1w1") == (3, 1, 1) and StudentConfig(3, 0, 6).name == "c3s0w6"
 
 
-def test_rollout_beyond_horizon_equals_plain_streaming_loop():
+@pytest.mark.parametrize("param", [GUIDE_PARAM, WARP_PARAM], ids=["guide", "warp"])
+def test_rollout_beyond_horizon_equals_plain_streaming_loop(param):
     num_chunks = 6                                    # window rolls (S + W + 1 = 3 < 6)
-    model, scfg, sampler, noise = setup(num_chunks)
+    model, scfg, sampler, noise = setup(num_chunks, param=param)
     ref = reference_stream(model, scfg, sampler, noise)
     cache = sampler.new_cache(2, LATENT_HW)
     with torch.no_grad():
