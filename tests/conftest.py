@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import motionstream  # noqa: F401  (sets OMP_WAIT_POLICY before torch starts its thread pool)
 import pytest
 import torch
 
