@@ -1,4 +1,5 @@
-"""Pieces every training loop shares: resumable training state, EMA, learning-rate schedules.
+"""Pieces every training loop shares: resumable training state, EMA, learning-rate schedules,
+the run's log file and metrics lines.
 
 Training state (model, EMA, optimizer, step, RNG) is written as safetensors + JSON, never pickle,
 atomically, so `kill -9` at any moment loses at most the current step.
@@ -7,6 +8,7 @@ atomically, so `kill -9` at any moment loses at most the current step.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -16,6 +18,28 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+
+# ----------------------------------------------------------------------------- logs
+def run_logger(run_dir: Path, name: str, is_main: bool) -> logging.Logger:
+    """The logger `motionstream.<name>`, writing `run_dir/train.log` on the main process only
+    (other torchrun ranks get a logger with no handler)."""
+    log = logging.getLogger(f"motionstream.{name}")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "train.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(fh)
+    log.propagate = False
+    return log
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (numpy / torch scalars as floats) to a metrics file."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
 
 
 # ----------------------------------------------------------------------------- EMA

@@ -407,9 +407,9 @@ def train_dmd(args) -> int:
 
     from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.train.cache import TeacherCache
-    from motionstream.train.common import load_training_state, seed_everything
+    from motionstream.train.common import append_jsonl, load_training_state, run_logger, seed_everything
     from motionstream.train.distributed import checkpoint_views, init_distributed, restore_views, shutdown, wrap_model
-    from motionstream.train.ode import _abs, append_jsonl, export_from_run, export_run_model, run_logger, save_run
+    from motionstream.train.ode import _abs, export_from_run, export_run_model, save_run
     from motionstream.train.rollout import StudentConfig, load_dit_folder
     from motionstream.train.teacher import TeacherTrainConfig
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 
 from motionstream.cli import UserError
 from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.train.common import append_jsonl, run_logger
 
 
 @dataclass
@@ -71,25 +71,6 @@ class ODETrainConfig:
 
 
 # ------------------------------------------------------------------------ helpers
-def run_logger(run_dir: Path, name: str, is_main: bool) -> logging.Logger:
-    """A logger writing `run_dir/train.log` on the main process only."""
-    log = logging.getLogger(f"motionstream.{name}")
-    log.setLevel(logging.INFO)
-    log.handlers.clear()
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "train.log")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        log.addHandler(fh)
-    log.propagate = False
-    return log
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=float) + "\n")
-
-
 def item_rng(seed: int, key: int, index: int, salt: int = 0) -> tuple[np.random.Generator, torch.Generator]:
     """Random streams of one sample (independent of process count and resume)."""
     rng = np.random.default_rng([seed, salt, key, index])

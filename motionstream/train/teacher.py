@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from motionstream.cli import UserError
 from motionstream.config import REPO_ROOT, load_config, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity
+from motionstream.train.common import append_jsonl, run_logger
 
 TEACHER_KIND = "teacher"
 
@@ -306,24 +306,6 @@ class TeacherEval:
 
 
 # --------------------------------------------------------------------- training
-def _setup_logging(run_dir: Path, is_main: bool) -> logging.Logger:
-    log = logging.getLogger("motionstream.teacher")
-    log.setLevel(logging.INFO)
-    log.handlers.clear()
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "train.log")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        log.addHandler(fh)
-    log.propagate = False
-    return log
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=float) + "\n")
-
-
 def _ensure_cache(args, tcfg: TeacherTrainConfig, cache_dir: Path, run_dir: Path, log) -> None:
     """Start the background cache builder unless the cache is complete or a builder is alive."""
     clips = cache_dir / "clips"
@@ -366,7 +348,7 @@ def train_teacher(args) -> int:
     torch.set_num_threads(args.threads or tcfg.threads)
     ctx = init_distributed(args.device)
     run_dir = Path(args.run)
-    log = _setup_logging(run_dir, ctx.is_main)
+    log = run_logger(run_dir, "teacher", ctx.is_main)
     metrics_path = run_dir / "metrics.jsonl"
     cache_dir = Path(args.cache or tcfg.cache_dir)
     if not cache_dir.is_absolute():
@@ -475,7 +457,7 @@ def train_teacher(args) -> int:
                 rec = {"step": step, "loss": float(np.mean(window_loss)), "lr": lr, "grad_norm": float(grad_norm),
                        "samples_per_s": sps, "latent_frames": num_f, "samples_seen": samples_seen,
                        "train_hours": train_seconds / 3600, "cache_clips": len(cache), "time": time.time()}
-                _append_jsonl(metrics_path, rec)
+                append_jsonl(metrics_path, rec)
                 log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "time"))
                 window_t, window_n, window_loss = time.time(), 0, []
         due = tcfg.eval_minutes > 0 and time.time() - last_eval >= tcfg.eval_minutes * 60 and not args.no_eval
@@ -531,7 +513,7 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
         plain, _ = evaluator(eval_model, param, text_scale=0.0, motion_scale=0.0)
         report.update({f"{k}_noguide": plain[k] for k in ("epe", "epe_reliable", "epe_ratio", "psnr", "region_psnr")})
         report["step"] = step
-        _append_jsonl(run_dir / "metrics.jsonl", {"eval": report, "step": step, "time": time.time()})
+        append_jsonl(run_dir / "metrics.jsonl", {"eval": report, "step": step, "time": time.time()})
         log.info("eval " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()))
         path = evaluator.write_samples(run_dir / "samples", step, videos)
         log.info(f"samples: {path}")
