@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from motionstream.tracks.cli import user_errors
+
 SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
 
 
@@ -131,25 +133,8 @@ class Stack:
               f"({result['fps']:.1f} fps, {mode})")
 
 
-def _user_errors(fn):
-    """Track, video and value errors of a handler become one-line UserErrors."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(args):
-        from motionstream.cli import UserError
-        from motionstream.tracks.trackset import TrackError
-        from motionstream.video import VideoError
-
-        try:
-            return fn(args)
-        except (TrackError, VideoError) as err:
-            raise UserError(str(err)) from None
-    return wrapper
-
-
 # ------------------------------------------------------------------------------- handlers
-@_user_errors
+@user_errors
 def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
     from motionstream.generate import fit_tracks
@@ -169,7 +154,7 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
     from motionstream.stream.apps import transfer_source
@@ -183,7 +168,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def run_camera(args: argparse.Namespace) -> int:
     """image + depth + camera path -> video."""
     from motionstream.stream.apps import TrackFileSource, conditioning_subset
@@ -204,7 +189,7 @@ def run_camera(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def run_edit(args: argparse.Namespace) -> int:
     """image + drags -> the edited image (the clip's last frame) + the clip."""
     from motionstream.cli import UserError

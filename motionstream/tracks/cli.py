@@ -25,8 +25,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-def _user_errors(fn):
-    """Turn the track/video/config errors of a handler into one-line UserErrors."""
+def user_errors(fn):
+    """Decorator: the TrackError / VideoError of a CLI handler become one-line UserErrors
+    (shared by the `tracks` and the streaming sub-commands)."""
     import functools
 
     @functools.wraps(fn)
@@ -51,7 +52,7 @@ def _require_file(path: str, what: str) -> Path:
     return p
 
 
-@_user_errors
+@user_errors
 def cmd_extract(args: argparse.Namespace) -> int:
     from motionstream.cli import UserError
     from motionstream.tracks.draw import save_overlay
@@ -73,7 +74,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def cmd_show(args: argparse.Namespace) -> int:
     from motionstream.cli import UserError
     from motionstream.tracks.draw import save_overlay
@@ -99,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def cmd_convert(args: argparse.Namespace) -> int:
     from motionstream.tracks.io import load_tracks, save_tracks, track_format
 
@@ -112,7 +113,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
+@user_errors
 def cmd_camera(args: argparse.Namespace) -> int:
     import numpy as np
 
