@@ -37,7 +37,9 @@ BENCHMARK_MODULES = (
     "motionstream.eval.bench_codec",
     "motionstream.eval.bench_camera",
     "motionstream.eval.bench_adherence",
-    "motionstream.eval.bench_pending",
+    "motionstream.eval.bench_long",
+    "motionstream.eval.bench_guidance",
+    "motionstream.eval.bench_speed",
 )
 
 RESULT_FILE = "result.json"

@@ -1,0 +1,264 @@
+"""`long`: streams far past the training horizon against ground truth (paper Table 4, Fig. 6).
+
+The student streams one [world] test scene for >= `horizon_multiple` x its training horizon (the
+DMD score window, 33 video frames in tiny-cpu), once per cache configuration (c3s1w1, c3s0w1,
+c1s1w1, c3s0w6: one set of weights serves all, the student is distilled with random sink /
+window). The ground truth is the same scene program rendered at the stream's length
+(data.synth.render_clip: a longer clip starts with the same frames), and its exact tracks are the
+stream's motion input, pushed once from frame 0.
+
+Metrics per time window (tenths of the stream):
+    PSNR        of the window's frames against the ground truth
+    EPE         re-tracked *per window*: query points = the input tracks visible and in frame at the
+                window's first frame, tracked through the window on the generated video and on the
+                ground truth. With camera pans most frame-0 points leave the frame, and a tracker run
+                over 330 frames drifts on its own; per-window queries measure the stream, not that.
+                Reliable points = those the tracker follows within `reliable_px` on the ground truth
+                window (floor beside it).
+Drift = last tenth minus first tenth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
+
+STUDENT_WEIGHTS = "student-tiny-cpu"
+VAE_WEIGHTS = "vae-tiny-cpu"
+TINY_WEIGHTS = "tiny-decoder-tiny-cpu"
+
+
+@dataclass
+class LongBenchConfig:
+    """Section `eval_long` of a preset (defaults when absent)."""
+
+    configurations: list[str] = field(default_factory=lambda: ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6"])
+    horizon_multiple: int = 10        # stream length = this x the training horizon (paper: >= 10x)
+    quick_horizon_multiple: int = 3   # --quick (CI): short streams
+    num_windows: int = 10             # tenths
+    full_clips: int = 3               # scenes in a full run (each 10 clips long, x 4 configurations: ~12 min)
+    reliable_px: float = 1.0          # a point counts as reliable when the tracker follows it this well on the truth
+
+
+# ------------------------------------------------------------------------------ the student
+def text_encoder_for(ctx: BenchmarkContext):
+    """The preset's text encoder (a seam: tests swap in a cheap deterministic one)."""
+    from motionstream.models.text import load_text_encoder
+
+    return load_text_encoder(ctx.cfg)
+
+
+def training_horizon_frames(meta: dict[str, Any], cfg: dict[str, Any], fallback: int, temporal_factor: int) -> int:
+    """Video frames the student saw the teacher score in distillation: the folder's `horizon_frames`
+    when it records one, else the preset's train_dmd.teacher_frames (latent frames), else `fallback`."""
+    if meta.get("horizon_frames"):
+        return int(meta["horizon_frames"])
+    latent = (cfg.get("train_dmd") or {}).get("teacher_frames")
+    return 1 + temporal_factor * (int(latent) - 1) if latent else int(fallback)
+
+
+def load_student_stream(ctx: BenchmarkContext, student: str | None = None, vae: str | None = None,
+                        tiny: str | None = None, **overrides: Any):
+    """(StreamingGenerator, student metadata) at the preset's stream settings (+ StreamConfig
+    `overrides`); model folders default to this module's STUDENT/VAE/TINY_WEIGHTS. The tiny streaming
+    decoder is used when its weights exist, else the full VAE decoder (noted in the context)."""
+    student, vae, tiny = student or STUDENT_WEIGHTS, vae or VAE_WEIGHTS, tiny or TINY_WEIGHTS
+    from motionstream.eval.benchmarks import require_module
+    from motionstream.eval.clips import video_format
+    from motionstream.models.codec import load_codec
+
+    engine = require_module("motionstream.stream.engine", "streaming engine")
+    model, param, meta = engine.load_stream_model(student)
+    has_tiny = not missing_weights((tiny,))
+    if not has_tiny:
+        ctx.note(f"tiny decoder missing ({tiny}): the student's frames are decoded with the full VAE decoder")
+    codec = load_codec(vae, tiny_decoder=tiny if has_tiny else None)
+    scfg = engine.stream_config_for(ctx.cfg, meta, decoder="tiny" if has_tiny else "full", **overrides)
+    fps = video_format(ctx.cfg)[2]
+    return engine.StreamingGenerator(model, codec, text_encoder_for(ctx), scfg, param, fps), meta
+
+
+def stream_frames(gen, image: np.ndarray, caption: str, tracks, num_frames: int, config=None) -> tuple[np.ndarray, float]:
+    """(uint8 [num_frames, H, W, 3], seconds): one stream from `image`, tracks pushed once from frame 0,
+    chunks pulled until num_frames are out (decode included)."""
+    t0 = time.perf_counter()
+    gen.start(image, caption, config)
+    gen.push(tracks, start_frame=0)
+    chunks, count = [], 0
+    while count < num_frames:
+        chunks.append(gen.next_chunk())
+        count += len(chunks[-1])
+    gen.wait()
+    return np.concatenate(chunks)[:num_frames], time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------ scoring
+def window_edges(num_frames: int, num_windows: int) -> np.ndarray:
+    """int [num_windows + 1]: frame boundaries of equal time windows (strictly increasing)."""
+    if num_frames < 2 * num_windows:
+        raise ValueError(f"{num_frames} frames are too few for {num_windows} windows of >= 2 frames")
+    return np.linspace(0, num_frames, num_windows + 1).round().astype(int)
+
+
+@dataclass
+class WindowReference:
+    """Ground-truth side of one window: its query tracks and where the tracker is reliable."""
+
+    start: int
+    stop: int
+    tracks: Any | None            # TrackSet of the window's frames (None: no point visible at its start)
+    valid: np.ndarray | None      # bool [T_w, N]
+    reliable: np.ndarray | None   # bool [T_w, N]
+    floor: float                  # EPE of the tracker on the ground truth (valid points)
+    floor_reliable: float
+
+
+def window_references(gt_frames: np.ndarray, tracks, edges: np.ndarray, max_points: int | None,
+                      reliable_px: float, tracker=None) -> list[WindowReference]:
+    """Per window: the input tracks visible and in frame at its first frame (a fixed random subset
+    of at most max_points), re-tracked on the ground truth."""
+    from motionstream.eval import metrics
+
+    refs = []
+    visible = tracks.conditioning_mask()
+    for a, b in zip(edges[:-1], edges[1:]):
+        idx = np.flatnonzero(visible[a])
+        if len(idx) == 0:
+            refs.append(WindowReference(int(a), int(b), None, None, None, float("nan"), float("nan")))
+            continue
+        ts = metrics.subsample_tracks(tracks.frames(int(a), int(b)).subset(idx), max_points)
+        err, valid = metrics.track_errors(ts, gt_frames[a:b], tracker)
+        reliable = valid & (err < reliable_px)
+        refs.append(WindowReference(int(a), int(b), ts, valid, reliable, metrics.masked_mean(err, valid),
+                                    metrics.masked_mean(err, reliable)))
+    return refs
+
+
+def window_scores(video: np.ndarray, gt_frames: np.ndarray, refs: list[WindowReference], fps: float,
+                  tracker=None) -> list[dict[str, float]]:
+    """Per window: start/stop frame, centre time (s), PSNR, EPE (valid and reliable points), point count."""
+    from motionstream.eval import metrics
+
+    out = []
+    for r in refs:
+        row = {"start": r.start, "stop": r.stop, "t_s": 0.5 * (r.start + r.stop - 1) / fps,
+               "psnr": min(metrics.psnr(video[r.start:r.stop], gt_frames[r.start:r.stop]), metrics.PSNR_CAP_DB),
+               "epe": float("nan"), "epe_reliable": float("nan"), "points": 0}
+        if r.tracks is not None:
+            err, _ = metrics.track_errors(r.tracks, video[r.start:r.stop], tracker)
+            row.update(epe=metrics.masked_mean(err, r.valid), epe_reliable=metrics.masked_mean(err, r.reliable),
+                       points=int(r.tracks.num_tracks))
+        out.append(row)
+    return out
+
+
+def mean_windows(per_clip: list[list[dict[str, float]]], key: str) -> np.ndarray:
+    """float [num_windows]: mean over clips of one per-window metric (nan-aware)."""
+    vals = np.array([[w[key] for w in clip] for clip in per_clip], np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in vals.T])
+
+
+# ------------------------------------------------------------------------------ the benchmark
+def _plot(ctx: BenchmarkContext, times: np.ndarray, curves: dict[str, dict[str, np.ndarray]], floor: np.ndarray,
+          horizon_s: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, c in curves.items():
+        axes[0].plot(times, c["psnr"], marker="o", label=name)
+        axes[1].plot(times, c["epe_reliable"], marker="o", label=name)
+    axes[1].plot(times, floor, "k--", label="tracker floor (ground truth)")
+    for ax, label in zip(axes, ("PSNR per tenth (dB, higher better)", "EPE per tenth, reliable pts (px, lower better)")):
+        ax.axvline(horizon_s, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("stream time (s); dotted: training horizon")
+        ax.set_title(label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Quality over a long stream per cache configuration (Fig. 6 in miniature)", y=1.03)
+    ctx.add_plot(fig, "drift")
+
+
+@benchmark("long", "Long streams: drift per time window (Table 4, Fig. 6)", needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS))
+def run_long(ctx: BenchmarkContext) -> None:
+    """Streams of >= 10x the training horizon against ground truth; metrics per time window for
+    c3s1w1, c3s0w1, c1s1w1, c3s0w6. PSNR per tenth; EPE re-tracked per tenth from the points
+    visible at its start (reliable points: those the tracker follows within 1 px on the ground
+    truth). Drift = last tenth minus first tenth."""
+    from motionstream.config import section
+    from motionstream.eval.benchmarks import require_module
+    from motionstream.eval.clips import video_format
+
+    lcfg = section(ctx.cfg, "eval_long", LongBenchConfig)
+    synth = require_module("motionstream.data.synth", "[world] renderer")
+    splits = require_module("motionstream.data.splits", "[world] splits")
+    gen, meta = load_student_stream(ctx)
+    horizon = training_horizon_frames(meta, ctx.cfg, ctx.eval_cfg.num_frames, gen.temporal_factor)
+    multiple = lcfg.quick_horizon_multiple if ctx.quick else lcfg.horizon_multiple
+    num_frames = multiple * horizon
+    width, height, fps = video_format(ctx.cfg)
+    edges = window_edges(num_frames, lcfg.num_windows)
+    n = ctx.num_clips if (ctx.quick or ctx.clips_override is not None) else lcfg.full_clips
+    base = gen.config
+
+    per_config: dict[str, list[list[dict]]] = {c: [] for c in lcfg.configurations}
+    fps_of: dict[str, list[float]] = {c: [] for c in lcfg.configurations}
+    floors, clip_names = [], []
+    for seed in ctx.progress(splits.split_seeds("test", n), "scenes"):
+        clip = synth.render_clip(int(seed), num_frames=num_frames, width=width, height=height, fps=fps)
+        clip_names.append(f"world-{int(seed)}")
+        refs = window_references(clip.frames, clip.tracks, edges, ctx.eval_cfg.max_points, lcfg.reliable_px)
+        floors.append([r.floor_reliable for r in refs])
+        for name in lcfg.configurations:
+            video, secs = stream_frames(gen, clip.frames[0], clip.caption, clip.tracks, num_frames,
+                                        base.with_cache_name(name))
+            per_config[name].append(window_scores(video, clip.frames, refs, fps))
+            fps_of[name].append(num_frames / secs)
+    gen.close()
+
+    times = np.array([0.5 * (a + b - 1) / fps for a, b in zip(edges[:-1], edges[1:])])
+    floor = np.nanmean(np.array(floors, np.float64), 0) if np.isfinite(floors).any() else np.full(len(times), np.nan)
+    curves = {c: {k: mean_windows(v, k) for k in ("psnr", "epe", "epe_reliable")} for c, v in per_config.items()}
+
+    rows = []
+    for c, cur in curves.items():
+        p, e = cur["psnr"], cur["epe_reliable"]
+        rows.append([c, float(np.mean(fps_of[c])), float(np.nanmean(p)), p[0], p[-1], p[-1] - p[0],
+                     float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"), e[0], e[-1], e[-1] - e[0]])
+    rows.append(["ground truth (tracker floor)", None, None, None, None, None,
+                 float(np.nanmean(floor)) if np.isfinite(floor).any() else float("nan"), floor[0], floor[-1], None])
+    title = (f"{len(clip_names)} [world] scenes x {num_frames} frames ({multiple}x the {horizon}-frame training "
+             f"horizon{', quick' if ctx.quick else ''})")
+    ctx.add_table(Table(f"Drift per configuration: {title}",
+                        ["config", "fps", "PSNR", "PSNR 1st tenth", "PSNR last tenth", "ΔPSNR",
+                         "EPE", "EPE 1st tenth", "EPE last tenth", "ΔEPE"], rows,
+                        note="EPE on reliable points, re-tracked per tenth from the points visible at its start; "
+                             "Δ = last tenth minus first tenth (drift: ΔPSNR < 0, ΔEPE > 0). fps: streaming with "
+                             "decode, on this machine."))
+    window_cols = [f"{a / fps:.1f}-{b / fps:.1f}s" for a, b in zip(edges[:-1], edges[1:])]
+    for key, label in (("psnr", "PSNR (dB)"), ("epe_reliable", "EPE, reliable pts (px)")):
+        trows = [[c, *cur[key]] for c, cur in curves.items()]
+        if key == "epe_reliable":
+            trows.append(["tracker floor", *floor])
+        ctx.add_table(Table(f"{label} per tenth", ["config", *window_cols], trows, digits=2))
+    ctx.note(f"stream settings: {base.name} sampler ({len(base.denoising_steps)} steps, shift {base.shift:g}), "
+             f"{base.decoder} decoder; sink / window set per row.")
+    _plot(ctx, times, curves, floor, horizon / fps)
+    for c in ("c3s1w1", "c3s0w6"):
+        if c in curves:
+            ctx.summary[f"{c} ΔPSNR (dB)"] = float(curves[c]["psnr"][-1] - curves[c]["psnr"][0])
+    ctx.summary["stream frames"] = num_frames
+    ctx.raw.update(num_frames=num_frames, horizon_frames=horizon, window_edges=edges.tolist(),
+                   window_times_s=times.tolist(), clips=clip_names, tracker_floor=floor.tolist(),
+                   fps=fps_of, per_clip=per_config)
+
+
+__all__ = ["LongBenchConfig", "load_student_stream", "stream_frames", "training_horizon_frames", "window_edges",
+           "window_references", "window_scores", "mean_windows", "run_long"]

@@ -1,0 +1,67 @@
+"""`motionstream eval long` on tiny random models: rows per configuration, tenths, time axis, files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_model_fixtures import model_folders, one_thread, small_config, wire  # noqa: E402,F401
+
+from motionstream.eval import bench_long  # noqa: E402
+from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
+
+CONFIGS = ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6"]
+
+
+def test_long_not_available_without_student(tmp_path):
+    res = run_benchmark("long", quick=True, out_root=tmp_path)
+    if res.status == "ok":
+        pytest.skip("weights/student-tiny-cpu is shipped")
+    assert res.status == "not available" and "weights/student-tiny-cpu" in res.reason
+
+
+def test_window_edges_cover_the_stream():
+    edges = bench_long.window_edges(331, 10)
+    assert edges[0] == 0 and edges[-1] == 331 and len(edges) == 11 and (np.diff(edges) >= 33).all()
+    with pytest.raises(ValueError):
+        bench_long.window_edges(15, 10)
+
+
+def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
+    pytest.importorskip("motionstream.data.synth")
+    wire(monkeypatch, bench_long, "long", model_folders, STUDENT_WEIGHTS="student", VAE_WEIGHTS="vae",
+         TINY_WEIGHTS="tiny")
+    cfg = small_config(tmp_path, eval_long={"configurations": CONFIGS, "quick_horizon_multiple": 4,
+                                            "num_windows": 4})
+    res = run_benchmark("long", quick=True, out_root=tmp_path / "out", config=cfg)
+    assert res.status == "ok", res.reason
+    assert res.raw["horizon_frames"] == 9 and res.raw["num_frames"] == 36      # 4 x (1 + 4 * (3 - 1)): 4 chunks of c3
+    assert len(res.raw["clips"]) == 2                                          # --quick: 2 scenes
+    drift, psnr_t, epe_t = res.tables
+    assert [r[0] for r in drift.rows] == CONFIGS + ["ground truth (tracker floor)"]
+    assert [r[0] for r in psnr_t.rows] == CONFIGS and len(psnr_t.columns) == 1 + 4
+    assert [r[0] for r in epe_t.rows] == CONFIGS + ["tracker floor"]
+    for row in drift.rows[:-1]:
+        assert row[1] > 0 and np.isfinite(row[2])                             # fps, mean PSNR
+        assert row[5] == pytest.approx(row[4] - row[3])                       # drift = last - first tenth
+    times = np.array(res.raw["window_times_s"])
+    assert len(times) == 4 and (np.diff(times) > 0).all()
+    assert res.raw["window_edges"] == [0, 9, 18, 27, 36]
+    for name in CONFIGS:
+        clips = res.raw["per_clip"][name]
+        assert len(clips) == 2 and all(len(c) == 4 for c in clips)
+        assert [w["start"] for w in clips[0]] == [0, 9, 18, 27]
+        assert all(w["points"] > 0 for w in clips[0])
+    # each row streamed with its own cache: by the 4th chunk the four caches hold different chunks
+    last = {name: res.raw["per_clip"][name][0][-1]["psnr"] for name in CONFIGS}
+    assert len(set(last.values())) == len(CONFIGS)
+    folder = tmp_path / "out" / "eval" / "long"
+    assert (folder / "drift.png").stat().st_size > 0 and res.plots == ["drift.png"]
+    stored = json.loads((folder / "result.json").read_text())
+    assert stored["status"] == "ok" and "c3s1w1 ΔPSNR (dB)" in stored["summary"]
+    assert "| c1s1w1 |" in (folder / "table.md").read_text()
