@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from motionstream.tracks.embed import TracksConfig
-from motionstream.tracks.sources import DRAG_PATCH_RADIUS, DRAG_SPACING, _patch
+from motionstream.tracks.sources import DRAG_PATCH_RADIUS, DRAG_SPACING, patch_points
 from motionstream.tracks.trackset import TrackError, TrackSet
 
 REGRAB_RADIUS_PX = DRAG_SPACING  # a new grab point this close to where a drag ended inherits its anchor
@@ -163,7 +163,7 @@ class MotionControls:
     def pointer_down(self, t: float, x: float, y: float, radius: float = DRAG_PATCH_RADIUS,
                      spacing: float = DRAG_SPACING) -> int:
         """Grab at (x, y) at stream time t; returns the drag id for pointer_move / pointer_up."""
-        offsets = _patch((0.0, 0.0), radius, spacing)
+        offsets = patch_points((0.0, 0.0), radius, spacing)
         points = offsets + np.array([x, y], np.float32)
         anchors = points.copy()
         inherited = self._inherit_anchors(points)

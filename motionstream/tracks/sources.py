@@ -75,7 +75,7 @@ def drag_tracks(samples: Sequence[tuple[float, float, float]], grab_xy: tuple[fl
              (patch_radius 0 = the grab point alone)."""
     path = _pointer_path(samples, num_frames, fps)
     offsets = path - path[0]  # [T, 2]
-    patch = _patch(grab_xy, patch_radius, spacing)
+    patch = patch_points(grab_xy, patch_radius, spacing)
     return _moving(patch, offsets, width, height, fps, "drag")
 
 
@@ -85,7 +85,7 @@ def keyframe_path(keyframes: Sequence[tuple[float, float, float]], num_frames: i
     see drag_tracks) follows keyframes (t_seconds, x, y), linearly interpolated; it holds the first
     keyframe's position before it and the last one's after it."""
     path = _pointer_path(keyframes, num_frames, fps)
-    patch = _patch(tuple(path[0]), patch_radius, spacing)
+    patch = patch_points(tuple(path[0]), patch_radius, spacing)
     return _moving(patch, path - path[0], width, height, fps, "path")
 
 
@@ -112,7 +112,10 @@ def _pointer_path(samples: Sequence[tuple[float, float, float]], num_frames: int
     return np.stack([np.interp(t, s[:, 0], s[:, 1]), np.interp(t, s[:, 0], s[:, 2])], 1)
 
 
-def _patch(centre: tuple[float, float], radius: float, spacing: float) -> np.ndarray:
+def patch_points(centre: tuple[float, float], radius: float, spacing: float) -> np.ndarray:
+    """float32 [N, 2] pixel (x, y): the points of a square grid of step `spacing` that lie within
+    `radius` of `centre` (the centre itself always among them); radius <= 0 gives the centre alone.
+    The patch of points a drag or a pin moves together."""
     cx, cy = float(centre[0]), float(centre[1])
     if radius <= 0:
         return np.array([[cx, cy]], np.float32)
