@@ -61,7 +61,7 @@ TINY_WEIGHTS = "tiny-decoder-tiny-cpu"
 
 def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     """The offline teacher (motionstream.generate.generate_teacher) at its shipped sampling settings
-    (steps, joint guidance weights from its config.json), conditioned on all of the clip's tracks
+    (steps, joint guidance weights from its config.json; --quick: eval.quick_teacher_steps), conditioned on all of the clip's tracks
     (the paper's protocol: the full 50x50 grid) and its caption; full VAE decoder."""
     from motionstream.eval.benchmarks import require_module
 
@@ -73,10 +73,13 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     model, param, dcfg, _ = sampling.load_teacher(TEACHER_WEIGHTS)
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=None)
     text_encoder = load_text_encoder(ctx.cfg)
+    steps = min(ctx.eval_cfg.quick_teacher_steps, dcfg.sample_steps) if ctx.quick else dcfg.sample_steps
+    if steps != dcfg.sample_steps:
+        ctx.note(f"teacher sampled with {steps} Euler steps (--quick; shipped: {dcfg.sample_steps}).")
 
     def generate(clip: Any) -> np.ndarray:
         return gen.generate_teacher(model, param, dcfg, codec, text_encoder, clip.frames[0], clip.caption,
-                                    clip.tracks, len(clip.frames), dcfg.sample_steps, dcfg.text_scale,
+                                    clip.tracks, len(clip.frames), steps, dcfg.text_scale,
                                     dcfg.motion_scale, seed=0, progress=False)
     return generate
 
