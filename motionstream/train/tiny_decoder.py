@@ -32,6 +32,7 @@ class TinyTrainConfig:
     warmup: int = 50
     total_steps: int = 20000
     lr_schedule: str = "constant"
+    linear_lr_scale: float = 0.1         # the linear skip starts as the VAE's linear path: move it slowly
     grad_clip: float = 1.0
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -96,7 +97,10 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
         tiny.init_linear_from_vae(codec.vae.decoder.linear, codec.latent_mean.flatten(), codec.latent_std.flatten())
     disc = PatchDiscriminator(tc.disc_widths)
     ema = EMA(tiny, tc.ema_decay)
-    opt = torch.optim.AdamW(tiny.parameters(), lr=tc.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    linear = [p for n, p in tiny.named_parameters() if n.startswith("linear.")]
+    rest = [p for n, p in tiny.named_parameters() if not n.startswith("linear.")]
+    opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0}, {"params": linear, "lr_scale": tc.linear_lr_scale}],
+                            lr=tc.lr, betas=(0.9, 0.99), weight_decay=0.0)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9))
     modules = {"tiny": tiny, "ema": ema, "disc": disc}
     optimizers = {"opt": opt, "opt_d": opt_d}
@@ -131,7 +135,7 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
     while (stop_step is None or step < stop_step) and (budget_s is None or time.time() - t_start < budget_s):
         lr = lr_at(step, tc.lr, tc.warmup, tc.total_steps, tc.lr_schedule)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         x = pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
         with torch.no_grad():
             z = codec.encode(x)
