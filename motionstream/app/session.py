@@ -110,36 +110,19 @@ def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None
     """Load a streaming model folder ('student' = weights/student-tiny-cpu, 'teacher', or a path).
 
     Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
-    them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's)."""
-    from motionstream.config import load_config, section
+    them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's).
+    The loading itself is stream.stack.load_stream_stack (shared with `motionstream stream`)."""
     from motionstream.models.checkpoints import resolve_model_dir
-    from motionstream.models.codec import load_codec
-    from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
-    from motionstream.tracks.embed import TracksConfig
+    from motionstream.stream.stack import load_stream_stack
 
-    cfg = load_config(config)
-    base = section(cfg, "stream", StreamConfig)
-    name = {"student": base.student}.get(model, model)
-    net, param, meta = load_stream_model(name)
-    kind = meta.get("kind")
-    stream_cfg = stream_config_for(cfg, meta if kind != "teacher" else None, vae=vae, tiny_decoder=tiny_decoder)
-    if cache:
-        stream_cfg = stream_cfg.with_cache_name(cache)
-    codec = load_codec(stream_cfg.vae, stream_cfg.tiny_decoder if stream_cfg.decoder == "tiny" else None)
-    video = cfg.get("video", {})
-    width, height = size or (int(video.get("width", 256)), int(video.get("height", 144)))
-    step = codec.spatial_stride * net.cfg.patch_size[1]
-    if width % step or height % step:
-        raise ValueError(f"size {width}x{height} must be a multiple of {step} in both directions")
-    if text_encoder is None:
-        from motionstream.models.text import load_text_encoder
-
-        text_encoder = load_text_encoder(cfg)
-    where = resolve_model_dir(name)
-    note = " (teacher weights run as a causal few-step stream: not distilled)" if kind == "teacher" else ""
-    label = f"{kind} {where.name} [{where}] {stream_cfg.name}{note}"
-    return ModelStack(net, param, meta, codec, text_encoder, stream_cfg, section(cfg, "tracks", TracksConfig),
-                      width, height, float(video.get("fps", 16)), label)
+    st = load_stream_stack(model, config, size, vae=vae, tiny_decoder=tiny_decoder, cache=cache,
+                           text_encoder=text_encoder)
+    kind = st.meta.get("kind")
+    where = resolve_model_dir(st.name)
+    note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""
+    label = f"{kind} {where.name} [{where}] {st.stream_cfg.name}{note}"
+    return ModelStack(st.model, st.param, st.meta, st.codec, st.text_encoder, st.stream_cfg, st.tracks_cfg,
+                      st.width, st.height, st.fps, label)
 
 
 # ------------------------------------------------------------------------------- outboxes

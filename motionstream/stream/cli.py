@@ -34,11 +34,11 @@ class Stack:
         import torch
 
         from motionstream.cli import UserError
-        from motionstream.config import ConfigError, load_config, section
+        from motionstream.config import ConfigError
         from motionstream.models.checkpoints import WeightsNotFound
-        from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
+        from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
         from motionstream.tracks.cli import parse_size
-        from motionstream.video import read_image
+        from motionstream.video import read_image, resize_crop
 
         for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
             if not hasattr(args, name):
@@ -47,55 +47,26 @@ class Stack:
             raise UserError(f"--frames must be >= 1, got {args.frames}")
         if args.threads:
             torch.set_num_threads(args.threads)
-        try:
-            self.cfg = load_config(args.config)
-            base = section(self.cfg, "stream", StreamConfig)
-        except (ConfigError, ValueError) as err:
-            raise UserError(str(err)) from None
-        video = self.cfg.get("video", {})
-        self.size = parse_size(args.size) or (int(video.get("width", 256)), int(video.get("height", 144)))
-        self.fps = float(video.get("fps", 16))
+        size = parse_size(args.size)
         try:
             self.image_raw = read_image(args.image)
         except ValueError as err:
             raise UserError(str(err)) from None
-        from motionstream.video import resize_crop
-
-        self.image = resize_crop(self.image_raw, self.size)
-        name = {"student": base.student}.get(args.model, args.model)
         try:
-            self.model, self.param, self.meta = load_stream_model(name)
-        except WeightsNotFound as err:
+            stack = load_stream_stack(args.model, args.config, size, vae=args.vae, tiny_decoder=args.tiny_decoder,
+                                      decoder=args.decoder, seed=args.seed, sink_refresh_chunks=args.sink_refresh,
+                                      cache=args.cache, offline_teacher=True)
+        except StreamModelNotFound as err:
             hint = (" The distilled student has not shipped yet: pass --model teacher or --model PATH to a "
                     "model folder." if args.model == "student" else "")
             raise UserError(f"{err}{hint}") from None
-        self.is_teacher = self.meta.get("kind") == "teacher"
-        try:
-            self.stream_cfg = stream_config_for(self.cfg, None if self.is_teacher else self.meta,
-                                                decoder=args.decoder, seed=args.seed, vae=args.vae,
-                                                tiny_decoder=args.tiny_decoder,
-                                                sink_refresh_chunks=args.sink_refresh)
-            if args.cache:
-                self.stream_cfg = self.stream_cfg.with_cache_name(args.cache)
-        except (ConfigError, ValueError) as err:
+        except (WeightsNotFound, ConfigError, ValueError) as err:
             raise UserError(str(err)) from None
-        from motionstream.models.codec import load_codec
-        from motionstream.models.text import load_text_encoder
-
-        tiny = self.stream_cfg.tiny_decoder if (self.stream_cfg.decoder == "tiny" and not self.is_teacher) else None
-        try:
-            self.codec = load_codec(self.stream_cfg.vae, tiny)
-            self.text_encoder = load_text_encoder(self.cfg)
-        except WeightsNotFound as err:
-            raise UserError(str(err)) from None
-        s = self.codec.spatial_stride * self.model.cfg.patch_size[1]
-        if self.size[0] % s or self.size[1] % s:
-            raise UserError(f"--size {self.size[0]}x{self.size[1]} must be a multiple of {s} in both directions")
-        h, w = self.size[1] // self.codec.spatial_stride, self.size[0] // self.codec.spatial_stride
-        self.latent_cells = h * w
-        from motionstream.tracks.embed import TracksConfig
-
-        self.tracks_cfg = section(self.cfg, "tracks", TracksConfig)
+        self.cfg, self.model, self.param, self.meta = stack.cfg, stack.model, stack.param, stack.meta
+        self.is_teacher, self.stream_cfg, self.codec = stack.is_teacher, stack.stream_cfg, stack.codec
+        self.text_encoder, self.tracks_cfg, self.latent_cells = stack.text_encoder, stack.tracks_cfg, stack.latent_cells
+        self.size, self.fps = (stack.width, stack.height), stack.fps
+        self.image = resize_crop(self.image_raw, self.size)
         self.progress = not args.no_progress
         self.args = args
 
