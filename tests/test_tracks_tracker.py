@@ -105,3 +105,20 @@ def test_bigbuckbunny_tracks_are_coherent(media_dir):
     # the clip pans slowly: frame-to-frame steps of visible points are small and mostly alike
     steps = np.linalg.norm(np.diff(ts.tracks, axis=0), axis=2)[ts.visibility[1:]]
     assert np.median(steps) < 3
+
+
+def test_brightness_normalisation_survives_a_flash():
+    frames, mats = affine_clip()
+    flash = T // 2
+    frames = frames.copy()
+    frames[flash] = (frames[flash].astype(np.float32) * 0.7 + 70).astype(np.uint8)  # brighter, flatter, unclipped
+    plain = track_frames(frames, grid=16, normalize="none")
+    normed = track_frames(frames, grid=16)  # default: "meanstd"
+    # without normalisation the flash frame fails LK's brightness constancy: most points are lost for good
+    assert plain.visibility[-1].mean() < 0.3
+    assert normed.visibility[-1].mean() > 0.6
+    m = mats[-1] @ np.linalg.inv(mats[0])
+    gt = (np.c_[normed.tracks[0] - 0.5, np.ones(len(normed.tracks[0]))] @ m.T)[:, :2] + 0.5
+    assert np.median(np.linalg.norm(normed.tracks[-1] - gt, axis=1)[normed.visibility[-1]]) < 0.5
+    with pytest.raises(TrackError, match="normalize"):
+        track_frames(frames[:2], grid=4, normalize="histogram")
