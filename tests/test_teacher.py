@@ -207,3 +207,22 @@ def test_warp_prior_moves_uncovered_cells_with_the_tracks():
     assert err_warp < 0.1 * err_frozen
     dropped = warp_prior(first, torch.zeros_like(guide), torch.zeros_like(mask))
     assert torch.allclose(dropped, first[:, :, None].expand_as(dropped), atol=1e-5)  # no tracks: frozen frame
+
+
+def test_mmse_skip_is_the_flow_of_a_gaussian_around_the_prior():
+    """With F = 0 the 'mmse' velocity is exact for z0 ~ N(prior, s): Euler samples have that mean and spread."""
+    from motionstream.diffusion.flow import euler_sample, sampling_schedule
+    from motionstream.diffusion.sampling import apply_skip
+
+    param = TeacherParam("warp", skip_form="mmse", prior_var=0.25)
+    prior = torch.randn(1, 4, 2, 6, 8, generator=torch.Generator().manual_seed(1)).repeat(400, 1, 1, 1, 1)
+    z = torch.randn_like(prior)
+    ends = apply_skip(torch.zeros_like(z), z, torch.ones(400, 2), prior, param)
+    assert torch.allclose(ends, z - prior, atol=1e-5)                               # t = 1: straight to the prior
+    assert torch.allclose(apply_skip(torch.zeros_like(z), z, torch.zeros(400, 2), prior, param), -z, atol=1e-5)
+    out = euler_sample(lambda x, t: apply_skip(torch.zeros_like(x), x, t, prior, param), z,
+                       sampling_schedule(200, 3.0))
+    assert (out.mean(0) - prior[0]).abs().max() < 0.2
+    assert abs(out.std(0).mean().item() - 0.5) < 0.05                                 # sqrt(prior_var)
+    with pytest.raises(ValueError, match="skip_form"):
+        apply_skip(z, z, torch.ones(400, 2), prior, TeacherParam("warp", skip_form="bogus"))

@@ -67,6 +67,8 @@ class TeacherTrainConfig:
     moving_weight: float = 4.0
     output_skip: str = "warp"           # none | guide | warp, see diffusion/sampling.py
     skip_min_t: float = 0.25
+    skip_form: str = "mmse"             # damped | mmse (diffusion/sampling.apply_skip)
+    prior_var: float = 1.0
     cache_dir: str = "cache/teacher-tiny-cpu"
     cache_clips: int = 3000             # world train clips the background builder renders + encodes
     min_cache_clips: int = 32           # start training once this many exist
@@ -103,7 +105,8 @@ def tracks_section(cfg: dict[str, Any]):
 
 
 def teacher_param(tcfg: TeacherTrainConfig) -> TeacherParam:
-    return TeacherParam(output_skip=tcfg.output_skip, skip_min_t=tcfg.skip_min_t)
+    return TeacherParam(output_skip=tcfg.output_skip, skip_min_t=tcfg.skip_min_t, skip_form=tcfg.skip_form,
+                        prior_var=tcfg.prior_var)
 
 
 def pad_text(tokens: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
