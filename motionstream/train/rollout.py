@@ -95,9 +95,9 @@ def add_skip(out: torch.Tensor, z: torch.Tensor, t: torch.Tensor, prior: torch.T
 
     out, z [B, C, F, h, w]; t [B, F]; prior [B, C, F, h, w] (the stream prior sliced to these
     frames, or None for output_skip = "none")."""
-    if prior is None:
-        return out
-    return out + (z - prior) / t.to(z.dtype).clamp_min(param.skip_min_t)[:, None, :, None, None]
+    from motionstream.diffusion.sampling import apply_skip  # the one implementation (skip_form "damped" | "mmse")
+
+    return apply_skip(out, z, t, prior, param)
 
 
 class StudentSampler:
