@@ -68,3 +68,13 @@ def wire(monkeypatch, module, bench_name: str, folders, **names: str) -> None:
     needs = tuple(str(folders[k]) for k in names.values())
     monkeypatch.setitem(registry, bench_name, dataclasses.replace(registry[bench_name], needs_weights=needs))
     monkeypatch.setattr(bench_long, "text_encoder_for", lambda ctx: HashTextEncoder())
+
+
+def without_weights(monkeypatch, module, bench_name: str, **names: str) -> None:
+    """Point `module`'s weight constants at folders that do not exist (names: CONST="folder-name")."""
+    from motionstream.eval import benchmarks
+
+    for const, folder in names.items():
+        monkeypatch.setattr(module, const, folder)
+    registry = benchmarks.load_benchmarks()
+    monkeypatch.setitem(registry, bench_name, dataclasses.replace(registry[bench_name], needs_weights=tuple(names.values())))

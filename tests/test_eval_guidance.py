@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, one_thread, small_config, wire  # noqa: E402,F401
+from eval_model_fixtures import model_folders, one_thread, small_config, wire, without_weights  # noqa: E402,F401
 
 from motionstream.eval import bench_guidance  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
 
 
 def test_guidance_not_available_without_teacher(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_guidance, "TEACHER_WEIGHTS", "no-such-teacher")
-    from motionstream.eval import benchmarks
-
-    registry = benchmarks.load_benchmarks()
-    import dataclasses
-
-    monkeypatch.setitem(registry, "guidance", dataclasses.replace(registry["guidance"],
-                                                                  needs_weights=("no-such-teacher",)))
+    without_weights(monkeypatch, bench_guidance, "guidance", TEACHER_WEIGHTS="no-such-teacher")
     res = run_benchmark("guidance", quick=True, out_root=tmp_path)
     assert res.status == "not available" and res.reason == "missing weights/no-such-teacher"
     assert "not available" in (tmp_path / "eval" / "guidance" / "table.md").read_text()

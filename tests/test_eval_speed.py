@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, one_thread, small_config, wire  # noqa: E402,F401
+from eval_model_fixtures import model_folders, one_thread, small_config, wire, without_weights  # noqa: E402,F401
 
 from motionstream.eval import bench_speed  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
 
 
-def test_speed_not_available_names_the_missing_weights(tmp_path):
+def test_speed_not_available_names_the_missing_weights(tmp_path, monkeypatch, model_folders):
+    without_weights(monkeypatch, bench_speed, "speed", TEACHER_WEIGHTS=str(model_folders["teacher"]),
+                    STUDENT_WEIGHTS="no-such-student")
     res = run_benchmark("speed", quick=True, out_root=tmp_path)
-    if res.status == "ok":
-        pytest.skip("teacher and student weights are shipped")
-    assert res.status == "not available" and res.reason.startswith("missing weights/")
-    assert "weights/student-tiny-cpu" in res.reason or "weights/teacher-tiny-cpu" in res.reason
+    assert res.status == "not available" and res.reason == "missing weights/no-such-student"
 
 
 def test_timed_codec_counts_decode_time():

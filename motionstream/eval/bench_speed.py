@@ -94,8 +94,8 @@ def time_teacher(ctx: BenchmarkContext, clip: Any, steps: int | None, warmup_ste
     total = run(steps)
     evals = sum(w > 0 for w in (dcfg.text_scale, dcfg.motion_scale)) + 1
     return {"model": f"teacher ({steps} steps x {evals} evals, w_t={dcfg.text_scale:g} w_m={dcfg.motion_scale:g})",
-            "frames": frames, "steps": steps, "shipped_steps": dcfg.sample_steps, "nfe": steps * evals, "total_s": total, "decode_s": codec.decode_s,
-            "encode_s": codec.encode_s, "fps": frames / total, "fps_no_decode": frames / (total - codec.decode_s),
+            "frames": frames, "steps": steps, "shipped_steps": dcfg.sample_steps, "nfe": steps * evals,
+            "total_s": total, "decode_s": codec.decode_s, "encode_s": codec.encode_s, "fps": frames / total, "fps_no_decode": frames / (total - codec.decode_s),
             "latency_first_s": total, "latency_chunk_p50_s": total, "decode_ms_per_frame": 1e3 * codec.decode_s / frames}
 
 
