@@ -2,15 +2,16 @@
 
 Each effect is a pure function of time applied to the composited frame (float32 [H, W, 3] in
 [0, 1]); it never moves content, so tracks stay exact. Each has a measurable signature computed
-from frames alone (`effect_scores`), so text adherence of generated videos can be scored later:
+from frames alone (`effect_scores`, scored by eval.metrics.effect_score), so text adherence of
+generated videos can be scored later:
 
     name        caption phrase                 signature (score > 0 means present)
     darker      "it gets darker"               luma(end) - luma(start) < 0       -> score = drop
     brighter    "it gets brighter"             luma rises                        -> score = rise
     tint        "a blue tint spreads"          chroma moves toward the named hue -> projection
     fog         "fog rolls in"                 contrast falls                    -> 1 - std(end)/std(start)
-    particles   "snow falls" / "... confetti"  small bright spots everywhere     -> fraction of spot pixels
-    flash       "a flash of light goes off"          a short luma peak                 -> peak - median luma
+    particles   "snow falls" / "... confetti"  small bright spots everywhere     -> rise of top-hat spot energy
+    flash       "a flash of light goes off"    a short luma peak                 -> peak above its neighbours
 
 Ramped effects (darker, brighter, tint, fog) ease in over `duration` seconds from `start` and
 then hold, so a 33-frame clip shows the change and a 2000-frame clip stays valid.
@@ -36,7 +37,6 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 FOG_COLOUR = np.array([0.85, 0.86, 0.88], np.float32)
 SNOW_COLOUR = np.array([1.0, 1.0, 1.0], np.float32)
 DOT_CORE_GAIN = 1.6   # particles: alpha = min(1, gain * gaussian / peak), opaque to ~1 sigma
-SPOT_CONTRAST = 0.2   # particle signature: a spot is this much brighter than its surroundings
 
 
 def hue_rgb(hue_deg: float, sat: float = 1.0, val: float = 1.0) -> np.ndarray:
@@ -195,42 +195,20 @@ def sample_effects(rng: np.random.Generator, cfg: "WorldConfig", width: int, hei
 
 
 # ---------------------------------------------------------------------------------- signatures
-def _luma(frames: np.ndarray) -> np.ndarray:
-    """float [T] mean luma in [0, 1] of uint8 frames [T, H, W, 3]."""
-    return (frames.reshape(len(frames), -1, 3).astype(np.float32) / 255.0).mean(1) @ LUMA
-
-
 def effect_scores(frames: np.ndarray, tint_colour: str | None = None) -> dict[str, float]:
     """Signatures of every effect for uint8 frames [T, H, W, 3]; positive = the effect is there.
 
-    Start and end are the first and last quarter of the clip. Scores are raw differences in
-    [0, 1] units so a caller compares them with a reference (the same scene without effects, or
-    a threshold). `tint_colour` (a HUES name) scores the tint toward that hue (else: any hue).
+    The scorers are motionstream.eval.metrics.effect_score (the calibrated ones the adherence
+    benchmark thresholds; see its AdherenceConfig), imported here on use so `data` stays free of
+    eval at import time. Scores are raw differences in [0, 1] units so a caller compares them with a
+    reference (the same scene without effects, or a threshold). `tint_colour` (a HUES name) scores
+    the tint as the chroma shift projected on that hue (else: the shift's length, any hue).
     """
-    import cv2
+    from motionstream.eval.metrics import chroma_shift, effect_score
 
-    t = len(frames)
-    q = max(1, t // 4)
-    f = frames.astype(np.float32) / 255.0
-    luma = _luma(frames)
-    first, last = f[:q].mean(0), f[-q:].mean(0)
-    scores = {"darker": float(luma[:q].mean() - luma[-q:].mean()),
-              "brighter": float(luma[-q:].mean() - luma[:q].mean())}
-    # chroma = colour minus its grey part; the tint moves mean chroma toward the tint hue
-    chroma_change = (last.reshape(-1, 3).mean(0) - last.reshape(-1, 3).mean()) - (first.reshape(-1, 3).mean(0) - first.reshape(-1, 3).mean())
+    scores = {name: effect_score(frames, name) for name in EFFECTS}
     if tint_colour is not None:
-        hue = dict(HUES)[tint_colour]
-        direction = hue_rgb(hue) - hue_rgb(hue).mean()
-        scores["tint"] = float(chroma_change @ direction / np.linalg.norm(direction))
-    else:
-        scores["tint"] = float(np.linalg.norm(chroma_change))
-    std_first = float((f[:q] @ LUMA).std(axis=(1, 2)).mean())
-    std_last = float((f[-q:] @ LUMA).std(axis=(1, 2)).mean())
-    scores["fog"] = 1.0 - std_last / max(std_first, 1e-6)
-    scores["flash"] = float(luma.max() - np.median(luma))
-    # small bright spots: fraction of pixels whose colour value (max channel, so saturated confetti
-    # counts like white snow) stands out of its 5x5 opening by more than SPOT_CONTRAST
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    spots = [(cv2.morphologyEx(fr.max(-1), cv2.MORPH_TOPHAT, kernel) > SPOT_CONTRAST).mean() for fr in f]
-    scores["particles"] = float(np.mean(spots))
+        direction = hue_rgb(dict(HUES)[tint_colour])
+        direction = direction - direction.mean()
+        scores["tint"] = float(chroma_shift(frames) @ direction / np.linalg.norm(direction))
     return scores

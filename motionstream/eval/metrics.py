@@ -249,7 +249,7 @@ def subsample_tracks(tracks: TrackSet, max_points: int | None, seed: int = 0) ->
 
 
 # ------------------------------------------------------------------ text adherence
-EFFECTS = ("darker", "brighter", "tint", "fog", "particles", "flash")
+from motionstream.data.effects import EFFECTS  # noqa: E402  (the effect names the world renders; numpy-only)
 
 
 @dataclass
@@ -283,12 +283,22 @@ def _start_end(series: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]
     return np.median(series[:q], axis=0), np.median(series[-q:], axis=0)
 
 
+def chroma_shift(frames: np.ndarray, cfg: AdherenceConfig | None = None) -> np.ndarray:
+    """float64 [3]: shift of the mean colour's chroma (RGB minus its grey, 0..1 units) from the
+    start window to the end window of a video [T,H,W,3]; a tint moves it toward the tint's hue."""
+    cfg = cfg or AdherenceConfig()
+    frames = _as_video(frames)
+    mean_rgb = frames.reshape(len(frames), -1, 3).astype(np.float64).mean(1) / PIXEL_MAX
+    start, end = _start_end(mean_rgb - mean_rgb.mean(1, keepdims=True), cfg.window_frac)
+    return end - start
+
+
 def effect_score(frames: np.ndarray, effect: str, cfg: AdherenceConfig | None = None) -> float:
     """Signed strength of a global visual effect in a video [T,H,W,3]; > 0 means the effect named by
     the caption is happening (e.g. "darker": luma falls from start to end). Scorers look only at
-    the frames, so they judge generated and ground-truth videos alike; the signatures follow
-    motionstream.data.effects (start / end windows, top-hat spots), except flash, scored as a
-    transient luma peak so that a brightening ramp does not read as a flash."""
+    the frames, so they judge generated and ground-truth videos alike (start / end windows, top-hat
+    spots; flash as a transient luma peak so that a brightening ramp does not read as a flash).
+    The one implementation of the effect signatures: data.effects.effect_scores calls it."""
     cfg = cfg or AdherenceConfig()
     frames = _as_video(frames)
     lum = _luma(frames)
@@ -296,9 +306,7 @@ def effect_score(frames: np.ndarray, effect: str, cfg: AdherenceConfig | None = 
         start, end = _start_end(lum.mean(axis=(1, 2)), cfg.window_frac)
         return float(start - end) if effect == "darker" else float(end - start)
     if effect == "tint":
-        mean_rgb = frames.reshape(len(frames), -1, 3).astype(np.float64).mean(1) / PIXEL_MAX
-        start, end = _start_end(mean_rgb - mean_rgb.mean(1, keepdims=True), cfg.window_frac)
-        return float(np.linalg.norm(end - start))
+        return float(np.linalg.norm(chroma_shift(frames, cfg)))
     if effect == "fog":
         start, end = _start_end(lum.std(axis=(1, 2)), cfg.window_frac)
         return float(1.0 - end / max(start, 1e-6))
