@@ -13,7 +13,7 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -80,6 +80,27 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "c
         raise ValueError(f"unknown lr schedule {schedule!r} (constant | cosine)")
     p = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to lr (x the group's "lr_scale", when it has one)."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+# ------------------------------------------------------------------------- updates
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Iterable[torch.nn.Parameter],
+                   grad_clip: float) -> torch.Tensor:
+    """One update: zero the gradients, backpropagate `loss`, clip the total gradient norm of
+    `params` at grad_clip, step. Returns that norm before clipping (0-d tensor, left on its device
+    so no sync is forced; gathered from FSDP shards: a collective, so call it on every rank)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if hasattr(norm, "full_tensor"):     # FSDP2 returns a DTensor
+        norm = norm.full_tensor()
+    opt.step()
+    return norm
 
 
 def seed_everything(seed: int) -> None:

@@ -266,12 +266,10 @@ class DMDTrainer:
         return {"gen_opt": self.gen_opt, "critic_opt": self.critic_opt}
 
     def set_lr(self, step: int) -> float:
-        from motionstream.train.common import lr_at
+        from motionstream.train.common import lr_at, set_lr
 
         for opt, base in ((self.gen_opt, self.cfg.generator_lr), (self.critic_opt, self.cfg.critic_lr)):
-            lr = lr_at(step, base, self.cfg.warmup_steps, self.cfg.total_steps, self.cfg.lr_schedule)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            set_lr(opt, lr_at(step, base, self.cfg.warmup_steps, self.cfg.total_steps, self.cfg.lr_schedule))
         return lr_at(step, self.cfg.generator_lr, self.cfg.warmup_steps, self.cfg.total_steps, self.cfg.lr_schedule)
 
     def rollout(self, plan: StepPlan, inputs: DMDInputs):
@@ -299,6 +297,7 @@ class DMDTrainer:
         from motionstream.diffusion.dmd import critic_loss, dmd_gradient, dmd_loss
         from motionstream.diffusion.flow import add_noise, x0_from_velocity
         from motionstream.diffusion.sampling import predict_velocity
+        from motionstream.train.common import optimizer_step
 
         fw = self.cfg.teacher_frames
         self.set_lr(step)
@@ -318,11 +317,8 @@ class DMDTrainer:
                 fake = x0_from_velocity(z_t, predict_velocity(self.critic, z_t, t, inputs.text, cond, self.param), t)
             grad = dmd_gradient(window, real, fake)
             loss = dmd_loss(window, grad)
-            self.gen_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip)
-            out["gen_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-            self.gen_opt.step()
+            out["gen_grad_norm"] = float(optimizer_step(self.gen_opt, loss, self.generator.parameters(),
+                                                        self.cfg.grad_clip))
             self.ema.update(self.generator)
             out["dmd_loss"] = loss.item()
             out["dmd_grad_abs"] = grad.abs().mean().item()
@@ -334,11 +330,8 @@ class DMDTrainer:
         z_t = add_noise(x, inputs.critic_noise, t)
         v = predict_velocity(self.critic, z_t, t, inputs.text, cond, self.param)
         closs = critic_loss(v, x, inputs.critic_noise)
-        self.critic_opt.zero_grad(set_to_none=True)
-        closs.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip)
-        out["critic_grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        self.critic_opt.step()
+        out["critic_grad_norm"] = float(optimizer_step(self.critic_opt, closs, self.critic.parameters(),
+                                                       self.cfg.grad_clip))
         out["critic_loss"] = closs.item()
         return out
 

@@ -324,7 +324,7 @@ def train_ode(args) -> int:
     from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.models.dit import chunk_attention_mask
     from motionstream.train.cache import TeacherCache, text_key
-    from motionstream.train.common import load_training_state, lr_at, seed_everything
+    from motionstream.train.common import load_training_state, lr_at, optimizer_step, seed_everything, set_lr
     from motionstream.train.distributed import init_distributed, restore_views, shutdown, wrap_model
     from motionstream.train.rollout import StudentConfig, load_dit_folder
     from motionstream.train.teacher import TeacherTrainConfig
@@ -415,18 +415,12 @@ def train_ode(args) -> int:
         mask = chunk_attention_mask(ocfg.latent_frames, scfg.chunk_frames, s, wc, tokens,
                                     clean_context=ocfg.clean_context)
         lr = lr_at(step, ocfg.lr, ocfg.warmup_steps, ocfg.total_steps, ocfg.lr_schedule)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         t_step = time.time()
         loss = ode_regression_loss(model, param, states.to(dev), x0.to(dev), t_student, chunk_steps.to(dev),
                                    scfg.chunk_frames, (text[0].to(dev), text[1].to(dev)), cond.to(dev), mask,
                                    ocfg.clean_context)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, model.parameters(), ocfg.grad_clip)
         step += 1
         train_seconds += time.time() - t_step
         loss_value = loss.item()

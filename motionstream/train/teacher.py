@@ -336,7 +336,8 @@ def train_teacher(args) -> int:
     from tqdm import tqdm
 
     from motionstream.train.cache import TeacherCache, text_key
-    from motionstream.train.common import EMA, load_training_state, lr_at, save_training_state, seed_everything
+    from motionstream.train.common import (EMA, load_training_state, lr_at, optimizer_step, save_training_state,
+                                           seed_everything, set_lr)
     from motionstream.train.distributed import (checkpoint_views, init_distributed, restore_views, shutdown,
                                                 wrap_model)
 
@@ -434,16 +435,10 @@ def train_teacher(args) -> int:
         clips = [cache[int(picks[i])].prefix(num_f, dit_cfg.temporal_factor) for i in idx]
         batch = make_batch(clips, idx, step, tcfg, dcfg, dit_cfg, tracks_cfg, null_text)
         lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.total_steps, tcfg.lr_schedule)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         t_step = time.time()
         loss = teacher_loss(fwd, batch, param, dcfg, tcfg.moving_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, model.parameters(), tcfg.grad_clip)
         ema.update(model)
         step += 1
         samples_seen += gbatch
