@@ -78,6 +78,25 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def generator_adversarial_loss(disc: nn.Module, rec: torch.Tensor) -> torch.Tensor:
+    """Hinge generator loss of decoded videos rec [B, 3, T, H, W] in [-1, 1]. The discriminator is
+    frozen first (requires_grad False) so the generator's backward pass leaves it without gradients."""
+    disc.requires_grad_(False)
+    return hinge_g_loss(disc(frames_of(rec)))
+
+
+def discriminator_step(disc: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor) -> float:
+    """One hinge update of the discriminator on real vs (detached) fake videos [B, 3, T, H, W];
+    unfreezes it first. Returns the discriminator loss."""
+    disc.requires_grad_(True)
+    d_loss = hinge_d_loss(disc(frames_of(real)), disc(frames_of(fake.detach())))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    return float(d_loss.detach())
+
+
 def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float,
                         ssim_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted L1 + L2 + (1 - SSIM); returns (loss, logged parts)."""

@@ -204,9 +204,10 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
 
     from motionstream.models.checkpoints import load_model_dir
     from motionstream.models.vae import CausalVAE
-    from motionstream.train.common import EMA, load_training_state, lr_at, save_training_state, seed_everything
-    from motionstream.train.losses_codec import (LPIPSLoss, PatchDiscriminator, frames_of, hinge_d_loss,
-                                                 hinge_g_loss, kl_divergence, reconstruction_loss)
+    from motionstream.train.common import (EMA, load_training_state, lr_at, optimizer_step, save_training_state,
+                                           seed_everything, set_lr)
+    from motionstream.train.losses_codec import (LPIPSLoss, PatchDiscriminator, discriminator_step,
+                                                 generator_adversarial_loss, kl_divergence, reconstruction_loss)
 
     tc, run_dir = section.train, Path(run_dir)
     clip_fn = clip_fn or render_world_clip
@@ -278,8 +279,7 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
 
     while (stop_step is None or step < stop_step) and (budget_s is None or time.time() - t_start < budget_s):
         lr = lr_at(step, tc.lr, tc.warmup, tc.total_steps, tc.lr_schedule)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_scale"]
+        set_lr(opt, lr)
         x = pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
         rec, mean, logvar = vae(x)
         loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
@@ -293,21 +293,12 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
             parts["kl"] = float(kl.detach())
         gan_on = step >= tc.gan_start_step and tc.gan_weight > 0
         if gan_on:
-            disc.requires_grad_(False)
-            g_loss = hinge_g_loss(disc(frames_of(rec)))
+            g_loss = generator_adversarial_loss(disc, rec)
             loss = loss + tc.gan_weight * g_loss
             parts["g"] = float(g_loss.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], tc.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, [p for p in vae.parameters() if p.requires_grad], tc.grad_clip)
         if gan_on:
-            disc.requires_grad_(True)
-            d_loss = hinge_d_loss(disc(frames_of(x)), disc(frames_of(rec.detach())))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            parts["d"] = float(d_loss.detach())
+            parts["d"] = discriminator_step(disc, opt_d, x, rec)
         ema.update(vae)
         step += 1
         if step % tc.clip_refresh_every == 0:
