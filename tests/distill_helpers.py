@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from motionstream.diffusion.sampling import TeacherParam
@@ -53,13 +52,3 @@ def random_text(cfg: DiTConfig, batch: int, length: int = 5, seed: int = 2) -> t
 
 GUIDE_PARAM = TeacherParam(output_skip="guide", skip_min_t=0.25)
 WARP_PARAM = TeacherParam(output_skip="warp", skip_min_t=0.25)       # the shipped teacher's prior
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from 2 threads, and on the shared, loaded 2 cores OpenMP's spin-waits
-    made these tests ~30x slower (measured: 8.4 s vs 0.28 s for one 6-chunk rollout)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -28,15 +28,6 @@ class HashTextEncoder:
         return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest on the shared 2-core machine (as tests/test_stream.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_folders(tmp_path_factory):
     return make_model_folders(tmp_path_factory.mktemp("eval_models"))

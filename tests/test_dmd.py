@@ -4,9 +4,10 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from distill_helpers import GUIDE_PARAM, LATENT_HW, one_thread, random_model, small_cfg  # noqa: F401
+from distill_helpers import GUIDE_PARAM, LATENT_HW, random_model, small_cfg  # noqa: F401
 from motionstream.diffusion.dmd import critic_loss, dmd_gradient, dmd_loss, is_generator_step
 from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.models.conditioning import build_condition
@@ -15,6 +16,9 @@ from motionstream.train.common import load_training_state, save_training_state
 from motionstream.train.dmd import (DMDInputs, DMDTrainConfig, DMDTrainer, grad_chunks, long_tracks, make_noise,
                                     plan_step, window_condition)
 from motionstream.train.rollout import StudentConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
 
 C = 2                       # latent frames per chunk in these tests
 STRIDE = 8                  # video pixels per latent cell

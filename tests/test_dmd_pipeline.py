@@ -11,8 +11,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from distill_helpers import one_thread  # noqa: F401
 from teacher_fixtures import build_tiny_cache, tiny_config, tiny_vae_folder
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
 
 def distill_config(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, one_thread, small_config, wire, without_weights  # noqa: E402,F401
+from eval_model_fixtures import model_folders, small_config, wire, without_weights  # noqa: E402,F401
 
 from motionstream.eval import bench_long  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
 
 CONFIGS = ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6"]
 

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, one_thread, small_config, wire, without_weights  # noqa: E402,F401
+from eval_model_fixtures import model_folders, small_config, wire, without_weights  # noqa: E402,F401
 
 from motionstream.eval import bench_speed  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
 
 def test_speed_not_available_names_the_missing_weights(tmp_path, monkeypatch, model_folders):

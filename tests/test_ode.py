@@ -4,13 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, one_thread, random_cond, random_model, random_text,  # noqa: F401
+from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, random_cond, random_model, random_text,  # noqa: F401
                              small_cfg)
 from motionstream.diffusion.sampling import sample
 from motionstream.models.dit import chunk_attention_mask
 from motionstream.train.ode import (ODETrainConfig, noisy_inputs, ode_predictions, ode_regression_loss, ode_schedule,
                                     ode_step_inputs, teacher_trajectory)
 from motionstream.train.rollout import StudentConfig, StudentSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
 
 C = 2            # latent frames per chunk in these tests
 

@@ -3,11 +3,14 @@
 import pytest
 import torch
 
-from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, one_thread, random_cond, random_model, random_text,  # noqa: F401
+from distill_helpers import (GUIDE_PARAM, LATENT_HW, WARP_PARAM, random_cond, random_model, random_text,  # noqa: F401
                              small_cfg)
 from motionstream.diffusion.sampling import condition_prior
 from motionstream.train.rollout import (StudentConfig, StudentSampler, chunk_noise, parse_cache_name, self_rollout,
                                         stream_generate)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
 
 def setup(num_chunks: int, s: int = 1, w: int = 1, batch: int = 2, renoise: bool = True, param=GUIDE_PARAM):

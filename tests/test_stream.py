@@ -19,6 +19,9 @@ from motionstream.stream.engine import (StreamConfig, StreamingGenerator, chunk_
 from motionstream.tracks.trackset import TrackSet  # noqa: E402
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
+
 class HashTextEncoder:
     """Deterministic prompt -> token states (the text encoder is not under test here; the CLI tests use MiniLM)."""
 
@@ -29,16 +32,6 @@ class HashTextEncoder:
         toks = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
         tokens = torch.stack([torch.randn(self.length, self.dim, generator=g) for g in toks])
         return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is fastest, and on a shared, oversubscribed 2-core
-    machine two OpenMP threads can be 10-20x slower. Restored for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

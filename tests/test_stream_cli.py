@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders, sample_image  # noqa: E402
@@ -17,15 +16,10 @@ from test_stream import HashTextEncoder, moving_square  # noqa: E402
 from motionstream.cli import main  # noqa: E402
 from motionstream.video import read_image, read_video, write_image, write_video  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
+
 SIZE = f"{VIDEO_W}x{VIDEO_H}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
