@@ -10,22 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders  # noqa: E402
-
-
-class HashTextEncoder:
-    """Deterministic prompt -> token states [B, 8, 384] (MiniLM's width, the fixtures' text_dim)."""
-
-    length, dim = 8, 384
-
-    def encode(self, prompts):
-        gens = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
-        tokens = torch.stack([torch.randn(self.length, self.dim, generator=g) for g in gens])
-        return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders  # noqa: E402
 
 
 @pytest.fixture(scope="module")

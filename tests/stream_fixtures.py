@@ -11,6 +11,20 @@ import torch
 
 from motionstream.config import to_dict
 
+
+class HashTextEncoder:
+    """Deterministic prompt -> (token states float [B, length, dim], mask bool [B, length]): a cheap
+    stand-in with the text encoder's interface (shared by the stream, studio and eval tests)."""
+
+    def __init__(self, length: int = 8, dim: int = 384):
+        self.length, self.dim = length, dim
+
+    def encode(self, prompts):
+        toks = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
+        tokens = torch.stack([torch.randn(self.length, self.dim, generator=g) for g in toks])
+        return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
+
+
 # 64x48 video -> 8x6 latents -> 4x3 tokens per latent frame: a chunk of 3 latent frames is 36 tokens
 VIDEO_W, VIDEO_H, FPS = 64, 48, 16.0
 DIT = dict(dim=64, num_layers=2, num_heads=2, ffn_dim=128, freq_dim=64)

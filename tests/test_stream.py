@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders, sample_image  # noqa: E402
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
 
 from motionstream.stream.controls import MotionControls  # noqa: E402
 from motionstream.stream.engine import (StreamConfig, StreamingGenerator, chunk_condition,  # noqa: E402
@@ -20,18 +20,6 @@ from motionstream.tracks.trackset import TrackSet  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
-
-
-class HashTextEncoder:
-    """Deterministic prompt -> token states (the text encoder is not under test here; the CLI tests use MiniLM)."""
-
-    def __init__(self, length: int = 8, dim: int = 384):
-        self.length, self.dim = length, dim
-
-    def encode(self, prompts):
-        toks = [torch.Generator().manual_seed(sum(map(ord, p))) for p in prompts]
-        tokens = torch.stack([torch.randn(self.length, self.dim, generator=g) for g in toks])
-        return tokens, torch.ones(len(prompts), self.length, dtype=torch.bool)
 
 
 @pytest.fixture(scope="module")

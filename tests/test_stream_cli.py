@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, make_model_folders, sample_image  # noqa: E402
-from test_stream import HashTextEncoder, moving_square  # noqa: E402
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
+from test_stream import moving_square  # noqa: E402
 
 from motionstream.cli import main  # noqa: E402
 from motionstream.video import read_image, read_video, write_image, write_video  # noqa: E402

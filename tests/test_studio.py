@@ -40,8 +40,7 @@ def serve_main(argv: list[str]) -> None:
     """Entry point of the test server subprocess: --serve PORT ROOT."""
     import torch
 
-    from stream_fixtures import make_model_folders
-    from test_stream import HashTextEncoder
+    from stream_fixtures import HashTextEncoder, make_model_folders
 
     from motionstream.app.server import Studio, serve
     from motionstream.app.session import StudioConfig, load_stack
