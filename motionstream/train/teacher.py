@@ -263,7 +263,7 @@ class TeacherEval:
         with torch.no_grad():
             recon = self._decode(torch.cat([codec.encode(frames_to_tensor(c.frames)) for c in self.clips]))
         self.references["vae_recon"] = self._score_videos(recon)
-        log(f"eval: {len(self.clips)} val clips x {num_video} frames ready in {time.time() - t0:.0f}s")
+        log(f"eval: {len(self.clips)} held-out clips x {num_video} frames ready in {time.time() - t0:.0f}s")
 
     def _score_videos(self, videos: list[np.ndarray]) -> dict[str, float]:
         scores, _ = self.evaluator.score(lambda clip: videos[self._index[id(clip)]])
