@@ -352,7 +352,9 @@ def test_controls_take_input_from_another_thread():
     def ui():
         try:
             k = 0
-            while not stop.is_set():
+            # bounded: drags scheduled ahead of the stream stay live, and the controls refuse more
+            # than id_range live tracks (150 drags x 49 points stays below it on any machine speed)
+            while not stop.is_set() and k < 150:
                 d = c.pointer_down(k / FPS, 10 + k % 40, 20)
                 c.pointer_move(d, (k + 2) / FPS, 30, 20)
                 c.pointer_up(d, (k + 5) / FPS)
