@@ -18,40 +18,18 @@ from typing import Any
 import numpy as np
 
 from motionstream.models.tiny_decoder import TinyDecoderConfig
+from motionstream.train.vae import CodecTrainConfig
 
 TINY_KIND = "tiny-decoder"
 
 
 @dataclass
-class TinyTrainConfig:
-    crop_width: int = 64
-    crop_height: int = 64
-    num_frames: int = 9
-    batch_size: int = 4
+class TinyTrainConfig(CodecTrainConfig):
     lr: float = 1e-3
     warmup: int = 50
-    total_steps: int = 20000
-    lr_schedule: str = "constant"
     linear_lr_scale: float = 0.1         # the linear skip starts as the VAE's linear path: move it slowly
-    grad_clip: float = 1.0
-    l1_weight: float = 1.0
-    l2_weight: float = 1.0
-    ssim_weight: float = 0.2
-    lpips_weight: float = 0.1           # used only when a run is given --lpips-weights PATH
     teacher_weight: float = 0.0          # > 0: also match the full decoder's output (costs its forward)
     gan_weight: float = 0.0
-    gan_start_step: int = 3000
-    disc_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    disc_lr: float = 2e-4
-    ema_decay: float = 0.999
-    clip_frames: int = 17
-    clip_pool: int = 48
-    clip_refresh_every: int = 2
-    train_seeds: int = 50000
-    eval_clips: int = 8
-    eval_frames: int = 17
-    eval_every_minutes: float = 4.0
-    checkpoint_every_steps: int = 25
     seed: int = 1
 
 

@@ -30,7 +30,8 @@ VAE_KIND = "causal-vae"
 
 
 @dataclass
-class VAETrainConfig:
+class CodecTrainConfig:
+    """Training settings shared by the VAE and the tiny decoder (sections vae.train, tiny_decoder.train)."""
     crop_width: int = 64
     crop_height: int = 64
     num_frames: int = 9                 # 1 + 4n frames per training sample
@@ -40,13 +41,11 @@ class VAETrainConfig:
     total_steps: int = 20000            # for the cosine schedule; runs usually stop on --minutes
     lr_schedule: str = "constant"
     linear_lr_scale: float = 0.1        # the PCA-initialised linear path moves slower than the residual nets
-    pca_clips: int = 32                 # train clips for the PCA initialisation of the linear path
     grad_clip: float = 1.0
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     ssim_weight: float = 0.2
     lpips_weight: float = 0.1           # used only when a run is given --lpips-weights PATH
-    kl_weight: float = 1e-5
     gan_weight: float = 0.05
     gan_start_step: int = 3000          # adversarial term only after the reconstruction warm-up
     disc_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -61,6 +60,12 @@ class VAETrainConfig:
     eval_every_minutes: float = 4.0
     checkpoint_every_steps: int = 25
     seed: int = 0
+
+
+@dataclass
+class VAETrainConfig(CodecTrainConfig):
+    pca_clips: int = 32                 # train clips for the PCA initialisation of the linear path
+    kl_weight: float = 1e-5
 
 
 @dataclass
