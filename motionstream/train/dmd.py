@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.config import REPO_ROOT
 
 
 @dataclass
@@ -398,22 +398,13 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
 def train_dmd(args) -> int:
     from tqdm import tqdm
 
-    from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.train.cache import TeacherCache
     from motionstream.train.common import append_jsonl, load_training_state, run_logger, seed_everything
     from motionstream.train.distributed import checkpoint_views, init_distributed, restore_views, shutdown, wrap_model
-    from motionstream.train.ode import _abs, export_from_run, export_run_model, save_run
-    from motionstream.train.rollout import StudentConfig, load_dit_folder
-    from motionstream.train.teacher import TeacherTrainConfig
+    from motionstream.train.ode import _abs, export_from_run, export_run_model, load_distill_config, save_run
+    from motionstream.train.rollout import load_dit_folder
 
-    try:
-        cfg = load_config(args.config)
-        mcfg = section(cfg, "train_dmd", DMDTrainConfig)
-        scfg = section(cfg, "student", StudentConfig)
-        dcfg = section(cfg, "diffusion", DiffusionConfig)
-        tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
-    except Exception as err:  # ConfigError / YAML errors are user input problems
-        raise UserError(str(err)) from err
+    cfg, mcfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_dmd", DMDTrainConfig)
     torch.set_num_threads(args.threads or mcfg.threads)
     ctx = init_distributed(args.device)
     run_dir = Path(args.run)

@@ -318,25 +318,31 @@ def ode_step_inputs(step: int, ocfg: ODETrainConfig, num_pairs: int, num_chunks:
     return [int(p) for p in picks[local]], steps[local], (s, w)
 
 
+def load_distill_config(path: str, stage: str, stage_cls: type) -> tuple[dict[str, Any], Any, Any, Any, Any]:
+    """(preset, `stage` section, student, diffusion, train_teacher sections) of a distillation run;
+    config problems are the user's input, so they become one-line UserErrors."""
+    from motionstream.diffusion.flow import DiffusionConfig
+    from motionstream.train.rollout import StudentConfig
+    from motionstream.train.teacher import TeacherTrainConfig
+
+    try:
+        cfg = load_config(path)
+        return (cfg, section(cfg, stage, stage_cls), section(cfg, "student", StudentConfig),
+                section(cfg, "diffusion", DiffusionConfig), section(cfg, "train_teacher", TeacherTrainConfig))
+    except Exception as err:  # ConfigError / YAML errors are user input problems
+        raise UserError(str(err)) from err
+
+
 def train_ode(args) -> int:
     from tqdm import tqdm
 
-    from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.models.dit import chunk_attention_mask
     from motionstream.train.cache import TeacherCache, text_key
     from motionstream.train.common import load_training_state, lr_at, optimizer_step, seed_everything, set_lr
     from motionstream.train.distributed import init_distributed, restore_views, shutdown, wrap_model
-    from motionstream.train.rollout import StudentConfig, load_dit_folder
-    from motionstream.train.teacher import TeacherTrainConfig
+    from motionstream.train.rollout import load_dit_folder
 
-    try:
-        cfg = load_config(args.config)
-        ocfg = section(cfg, "train_ode", ODETrainConfig)
-        scfg = section(cfg, "student", StudentConfig)
-        dcfg = section(cfg, "diffusion", DiffusionConfig)
-        tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
-    except Exception as err:  # ConfigError / YAML errors are user input problems
-        raise UserError(str(err)) from err
+    cfg, ocfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_ode", ODETrainConfig)
     if ocfg.latent_frames % scfg.chunk_frames:
         raise UserError(f"train_ode.latent_frames {ocfg.latent_frames} is not a multiple of student.chunk_frames "
                         f"{scfg.chunk_frames}")
