@@ -17,7 +17,7 @@ from teacher_fixtures import build_tiny_cache, tiny_config, tiny_vae_folder
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
 
-def distill_config(tmp_path: Path) -> tuple[Path, Path, Path]:
+def distill_config(tmp_path: Path, **teacher_overrides) -> tuple[Path, Path, Path]:
     """(config, teacher folder, cache) of a tiny preset: 1-frame chunks, 2 student steps, 3-frame clips."""
     from motionstream.config import load_config, section
     from motionstream.diffusion.flow import DiffusionConfig
@@ -26,7 +26,7 @@ def distill_config(tmp_path: Path) -> tuple[Path, Path, Path]:
 
     vae = tiny_vae_folder(tmp_path)
     cache = build_tiny_cache(tmp_path, vae, seeds=(0, 1))
-    path = tiny_config(tmp_path, cache, vae)
+    path = tiny_config(tmp_path, cache, vae, **teacher_overrides)
     cfg = yaml.safe_load(path.read_text())
     cfg["student"] = {"chunk_frames": 1, "sink_chunks": 1, "window_chunks": 1, "denoising_steps": [1.0, 0.5],
                       "shift": 3.0}
@@ -146,3 +146,25 @@ def test_ode_and_dmd_under_torchrun_fsdp_equal_one_process(tmp_path):
     assert any(k.startswith("gen_opt.") for k in keys)                             # the generator did step
     for k in keys:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+def test_video_prior_teacher_distills(tmp_path):
+    """A teacher with the "video" prior: the ODE pairs store each pair's prior (the image warped along
+    the pair's tracks, encoded), pair_batch hands it back, and a DMD step runs with it."""
+    from motionstream.train.ode import ODEPairs, pair_batch
+    from motionstream.train.rollout import load_dit_folder
+
+    cfg, teacher, cache = distill_config(tmp_path, output_skip="video", skip_form="mmse")
+    assert load_dit_folder(teacher)[1].output_skip == "video"
+    common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache)]
+    cli("ode", *common, "--run", str(tmp_path / "ode"), "--steps", "1", "--text-scale", "0", "--motion-scale", "0")
+    pairs = ODEPairs(tmp_path / "pairs")
+    assert json.loads((tmp_path / "pairs" / "meta.json").read_text())["text_scale"] == 0
+    item = pairs.load(pairs.indices[0])
+    assert item["prior"] is not None and item["prior"].shape == item["x0"].shape
+    torch.testing.assert_close(item["prior"][:, 0], item["first_latent"], atol=2e-3, rtol=0)
+    _, _, _, cond = pair_batch(pairs, [0, 1], load_dit_folder(teacher)[0].cfg)
+    assert cond.prior is not None and cond.prior.shape[0] == 2
+    cli("dmd", *common, "--student", str(tmp_path / "ode" / "student"), "--no-samples", "--run",
+        str(tmp_path / "dmd"), "--steps", "1")
+    assert json.loads((tmp_path / "dmd" / "state.json").read_text())["step"] == 1

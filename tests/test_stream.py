@@ -373,3 +373,32 @@ def test_controls_take_input_from_another_thread():
         thread.join()
         sys.setswitchinterval(switch)
     assert not errors
+
+
+def test_video_prior_streams_like_the_whole_clip(parts):
+    """Weights with the "video" prior: each chunk's prior (image warped from the anchors, encoded with
+    the streaming encoder) equals conditioning.video_prior of the whole clip, sliced; and the stream
+    equals the training rollout on that whole-clip condition."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.conditioning import build_condition, video_prior
+    from motionstream.train.rollout import StudentSampler, stream_generate
+
+    model, _, meta, codec = parts
+    param = TeacherParam("video", skip_form="mmse", prior_var=0.5)
+    video_parts = (model, param, meta, codec)
+    gen = make_gen(video_parts, overlap_decode=False, seed=3)
+    gen.start(sample_image(), "a bright square")
+    ts = moving_square(1 + 4 * 8)
+    gen.push(ts)
+    priors, mine = [], []
+    for _ in range(3):
+        mine.append(gen.generate_latents())
+        priors.append(gen.sampler.cond.prior)
+    whole = video_prior(codec.encode, [sample_image()], [ts], 9)
+    torch.testing.assert_close(torch.cat(priors, 2), whole, rtol=1e-4, atol=1e-4)
+    assert (whole[:, :, 1:] - whole[:, :, :1]).abs().amax() > 1e-3          # the square moved
+    cond = build_condition(gen.image_latent, [ts], 9, model.cfg, ids=ts.ids, prior=whole)
+    sampler = StudentSampler(model, gen.config.student_config(), param, cond, gen.text)
+    with torch.inference_mode():
+        ref = stream_generate(sampler, 3, tuple(gen.image_latent.shape[2:]), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.cat(mine, 2), ref, rtol=1e-4, atol=1e-4)

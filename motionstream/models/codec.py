@@ -66,6 +66,25 @@ class _EmbeddedStreamDecoder:
         return self.codec.vae.decode(self.codec.denormalize(latents), self.state).clamp(-1, 1)
 
 
+class StreamEncoder:
+    """The embedded encoder run chunk by chunk (causal conv caches carried across calls): the first
+    chunk has 1 + 4n frames, later ones 4n, and the latents equal those of encoding the whole video."""
+
+    def __init__(self, codec: "VideoCodec"):
+        from motionstream.models.vae import StreamState
+
+        self.codec = codec
+        self.state = StreamState()
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    @torch.no_grad()
+    def encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, T, H, W] in [-1, 1] -> normalised latent means [B, Z, 1 + (T-1)//4 | T//4, h, w]."""
+        return self.codec.normalize(self.codec.vae.encode(video, self.state)[0])
+
+
 class _TinyStreamDecoder:
     """The TAEHV-style tiny decoder chunk by chunk (MemBlock memories carried across calls)."""
 
@@ -121,6 +140,12 @@ class VideoCodec(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """normalised latents [B, 16, F, h, w] -> video [B, 3, 1 + 4(F-1), 8h, 8w] in [-1, 1] (full decoder)."""
         return self.vae.decode(self.denormalize(latents)).clamp(-1, 1)
+
+    def stream_encoder(self) -> StreamEncoder:
+        """A fresh streaming encoder (the embedded VAE's; other backends override or raise)."""
+        if self.vae is None:
+            raise ValueError("this codec has no embedded VAE to encode with")
+        return StreamEncoder(self)
 
     def stream_decoder(self, tiny: bool = True) -> StreamDecoder:
         """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder)."""

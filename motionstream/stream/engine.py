@@ -115,12 +115,13 @@ class StreamConfig:
 
 # ------------------------------------------------------------------------------- conditioning
 def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start: int, num_latent: int,
-                    cfg: Any) -> MotionCondition:
+                    cfg: Any, prior: torch.Tensor | None = None) -> MotionCondition:
     """MotionCondition of latent frames [latent_start, latent_start + num_latent) of a stream.
 
     first_latent [1, C_lat, h, w] (the image; or the refreshed anchor latent), chunk: the tracks of
     exactly the chunk's video frames. Equal to build_condition(...).chunk(a, b) on a whole clip
     whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
+    prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder).
     """
     from motionstream.models.conditioning import build_guide, image_condition
     from motionstream.tracks.embed import rasterize
@@ -153,7 +154,17 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
         if latent_start == 0:   # latent frame 0 is the image itself: no guide there (as build_guide)
             guide[:, :, 0], guide_mask[:, :, 0] = 0, 0
     return MotionCondition(image_latent=latent, image_mask=mask, track_map=track_map, guide=guide,
-                           guide_mask=guide_mask, temporal_factor=tf)
+                           guide_mask=guide_mask, prior=prior, temporal_factor=tf)
+
+
+def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
+    """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
+    (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
+    from motionstream.tracks.warp import warp_frame
+
+    ts = chunk.tracks
+    return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], chunk.anchor_visible & ts.visibility[j],
+                                num_tracks=ts.num_tracks) for j in range(ts.num_frames)])
 
 
 # -------------------------------------------------------------------------------- the engine
@@ -220,6 +231,8 @@ class StreamingGenerator:
         self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny")
         self.controls.reset()
         self.anchor_latent = self.image_latent
+        # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
+        self.prior_encoder = self.codec.stream_encoder() if self.param.output_skip == "video" else None
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
         self.frames_out = 0
@@ -307,10 +320,16 @@ class StreamingGenerator:
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
         """The next chunk's clean latents [1, C_lat, C, h, w] (cache updated); no decoding."""
+        from motionstream.models.codec import frames_to_tensor
+
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
-        cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg)
+        prior = None
+        if self.prior_encoder is not None:
+            frames = frames_to_tensor(chunk_video_frames(self.image, chunk)).to(self.device)
+            prior = self.prior_encoder.encode_chunk(frames)
+        cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior)
         self.sampler.set_chunk(cond, self._prior(cond))
         b, ch, h, w = self.anchor_latent.shape
         noise = chunk_noise(self.noise_gen, self.sampler.cfg.num_steps, b, ch, c, (h, w), self.device)
@@ -340,12 +359,15 @@ class StreamingGenerator:
         if self.last_latents is not None:
             self.anchor_latent = self.last_latents[:, :, -1].clone()
         self.controls.reanchor()
+        # the new anchor is a latent whose pixels are not decoded yet: from here on the video prior
+        # falls back to the frozen anchor (condition_prior without a prior)
+        self.prior_encoder = None
         return True
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:
         """The output-skip prior of the chunk (train/rollout.stream_prior of the whole stream, sliced):
-        the guide where it covers a cell, else the anchor latent (the first frame)."""
+        cond.prior for the "video" prior; for "warp" / "guide" built from the guide and the anchor latent."""
         first = self.anchor_latent[:, :, None].expand_as(cond.image_latent)
         return stream_prior(replace(cond, image_latent=first), self.param)
 

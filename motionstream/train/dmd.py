@@ -167,10 +167,11 @@ def long_tracks(seed: int, num_frames: int, width: int, height: int, fps: float)
 class PromptSource:
     """DMD prompts from the teacher cache: first-frame latent + text of a clip, tracks of any length."""
 
-    def __init__(self, cache, tracks_cfg: dict[str, Any], memo: int):
+    def __init__(self, cache, tracks_cfg: dict[str, Any], memo: int, encode=None):
+        """encode: VideoCodec.encode when the teacher uses the "video" prior (computed per prompt)."""
         from motionstream.train.cache import text_key
 
-        self.cache, self.tracks_cfg, self.memo = cache, tracks_cfg, memo
+        self.cache, self.tracks_cfg, self.memo, self.encode = cache, tracks_cfg, memo, encode
         self.null_text = cache.text(text_key(""))
         self._tracks: OrderedDict[tuple[int, int], Any] = OrderedDict()
 
@@ -195,14 +196,14 @@ class PromptSource:
 
     def inputs(self, step: int, indices: list[int], plan: StepPlan, dit_cfg, scfg, window_frames: int, shift: float,
                cfg: DMDTrainConfig) -> DMDInputs:
-        from motionstream.models.conditioning import build_condition
+        from motionstream.models.conditioning import build_condition, video_prior
         from motionstream.tracks.embed import sample_track_subset
         from motionstream.train.ode import item_rng
         from motionstream.train.teacher import pad_text
 
         frames = plan.num_chunks * scfg.chunk_frames
         num_video = 1 + dit_cfg.temporal_factor * (frames - 1)
-        firsts, tracks, toks, masks, gens = [], [], [], [], []
+        firsts, images, tracks, toks, masks, gens = [], [], [], [], [], []
         for index in indices:
             rng, gen = item_rng(cfg.seed, step, index, salt=4)
             clip = self.cache.load_seed(self.cache.seeds[int(rng.integers(len(self.cache)))])
@@ -211,11 +212,13 @@ class PromptSource:
             tracks.append(sample_track_subset(full, rng, self.tracks_cfg.get("min_tracks", 1000),
                                               self.tracks_cfg.get("max_tracks", 2500), cells=h * w))
             firsts.append(clip.latents[:, 0])
+            images.append(clip.first_frame)
             toks.append(clip.text_tokens)
             masks.append(clip.text_mask)
             gens.append(gen)
         first = torch.stack(firsts)
-        cond = build_condition(first, tracks, frames, dit_cfg)
+        prior = None if self.encode is None else video_prior(self.encode, images, tracks, frames, dit_cfg.temporal_factor)
+        cond = build_condition(first, tracks, frames, dit_cfg, prior=prior)
         text = pad_text(toks, masks)
         noise, st, sn, ct, cn = make_noise(plan, gens, scfg.num_steps, first.shape[1], scfg.chunk_frames,
                                            tuple(first.shape[2:]), window_frames, shift, cfg)
@@ -233,7 +236,10 @@ def window_condition(inputs: DMDInputs, window: torch.Tensor, start: int, dit_cf
     tf = dit_cfg.temporal_factor
     a = tf * start                                   # last video frame of latent frame `start`
     rebased = [ts.frames(a, a + 1 + tf * (fw - 1)) for ts in inputs.tracks]
-    return build_condition(window[:, :, 0].detach(), rebased, fw, dit_cfg)
+    # the video prior stays the image warped from frame 0 (its slice): the window's first latent is a
+    # generated frame whose pixels the rollout never decodes
+    prior = None if inputs.cond.prior is None else inputs.cond.prior[:, :, start:start + fw]
+    return build_condition(window[:, :, 0].detach(), rebased, fw, dit_cfg, prior=prior)
 
 
 # ------------------------------------------------------------------------ trainer
@@ -356,7 +362,7 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
     decode with the full VAE and write one mp4 (clips stacked vertically, conditioning tracks drawn)."""
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec, tensor_to_frames
-    from motionstream.models.conditioning import build_condition
+    from motionstream.models.conditioning import build_condition, video_prior
     from motionstream.models.dit import WanDiT
     from motionstream.tracks.draw import draw_tracks
     from motionstream.tracks.embed import sample_track_subset
@@ -381,7 +387,10 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
         h, w = clip.latents.shape[2:]
         ts = sample_track_subset(source.tracks(seed, num_video), rng, source.tracks_cfg.get("min_tracks", 1000),
                                  source.tracks_cfg.get("max_tracks", 2500), cells=h * w)
-        cond = build_condition(clip.latents[None, :, 0], [ts], frames, dit_cfg)
+        prior = None
+        if param.output_skip == "video":
+            prior = video_prior(codec.encode, [clip.first_frame], [ts], frames, dit_cfg.temporal_factor)
+        cond = build_condition(clip.latents[None, :, 0], [ts], frames, dit_cfg, prior=prior)
         sampler = StudentSampler(model, scfg, param, cond, (clip.text_tokens[None], clip.text_mask[None]))
         with torch.no_grad():
             lat = stream_generate(sampler, cfg.sample_chunks, (h, w), torch.Generator().manual_seed(cfg.seed))
@@ -438,7 +447,12 @@ def train_dmd(args) -> int:
     train_seconds = float(extra.get("train_seconds", 0.0))
     lineage = {"teacher_folder": str(args.teacher), "teacher_step": teacher_meta.get("step"),
                "ode_student": str(args.student), "ode_step": gen_meta.get("step")}
-    source = PromptSource(cache, cfg.get("tracks", {}), mcfg.track_memo)
+    encode = None
+    if param.output_skip == "video":
+        from motionstream.models.codec import load_codec
+
+        encode = load_codec(tcfg.vae, tiny_decoder=None).to(ctx.device).encode
+    source = PromptSource(cache, cfg.get("tracks", {}), mcfg.track_memo, encode=encode)
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
     max_steps = args.steps if args.steps is not None else mcfg.total_steps
     bar = tqdm(initial=step, total=max_steps, desc="dmd", unit="step", disable=not ctx.is_main or args.no_progress)

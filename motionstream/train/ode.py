@@ -212,6 +212,7 @@ class ODEPairs:
             floats = ("states", "x0", "first_latent", "text_tokens")
             out = {k: torch.from_numpy(z[k].astype(np.float32)) for k in floats}
             out["text_mask"] = torch.from_numpy(z["text_mask"])
+            out["prior"] = torch.from_numpy(z["prior"].astype(np.float32)) if "prior" in z.files else None
             out["tracks"] = TrackSet(z["tracks"], z["visibility"], int(z["width"]), int(z["height"]), float(z["fps"]),
                                      ids=z["ids"].astype(np.int64))
             out["caption"] = str(z["caption"])
@@ -239,14 +240,16 @@ def open_pairs_dir(pairs_dir: Path, meta: dict[str, Any]) -> None:
 
 def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, scfg, dcfg, ocfg: ODETrainConfig,
                    tracks_cfg: dict[str, Any], meta: dict[str, Any], count: int, progress: bool = True,
-                   log=print, rank: int = 0, world_size: int = 1) -> int:
+                   log=print, rank: int = 0, world_size: int = 1, encode=None) -> int:
     """Write the missing pairs 0..count-1 (resumable); returns how many were written now.
+
+    encode: VideoCodec.encode, for a teacher with the "video" prior (stored in each pair file).
 
     Under torchrun every rank writes the pairs i with i % world_size == rank (a pair depends only on
     its index). The folder must have been opened with open_pairs_dir (rank 0, before the others)."""
     from tqdm import tqdm
 
-    from motionstream.models.conditioning import build_condition
+    from motionstream.models.conditioning import build_condition, video_prior
     from motionstream.tracks.embed import sample_track_subset
     from motionstream.train.cache import _atomic_savez
     from motionstream.train.teacher import pad_text
@@ -273,7 +276,12 @@ def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, s
             noise.append(torch.randn(clip.latents.shape, generator=gen))
             clips.append(clip)
         first = torch.stack([c.latents[:, 0] for c in clips])
-        cond = build_condition(first, tracks, f, dit_cfg)
+        prior = None
+        if param.output_skip == "video":
+            if encode is None:
+                raise ValueError("ODE pairs of a teacher with the video prior need the codec's encode function")
+            prior = video_prior(encode, [c.first_frame for c in clips], tracks, f, dit_cfg.temporal_factor)
+        cond = build_condition(first, tracks, f, dit_cfg, prior=prior)
         text = pad_text([c.text_tokens for c in clips], [c.text_mask for c in clips])
         states, x0 = teacher_trajectory(teacher, param, cond, text, null_text, torch.stack(noise), schedule, marks,
                                         dcfg.text_scale, dcfg.motion_scale)
@@ -284,7 +292,8 @@ def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, s
                           text_tokens=clip.text_tokens.numpy().astype(np.float16), text_mask=clip.text_mask.numpy(),
                           tracks=ts.tracks, visibility=ts.visibility, ids=np.asarray(ts.ids, np.int64),
                           width=np.array(ts.width), height=np.array(ts.height), fps=np.array(ts.fps),
-                          clip_seed=np.array(clip.seed), caption=np.array(clip.caption))
+                          clip_seed=np.array(clip.seed), caption=np.array(clip.caption),
+                          **({} if prior is None else {"prior": prior[k].numpy().astype(np.float16)}))
             written += 1
         bar.update(len(group))
         if written % 20 < len(group):
@@ -302,7 +311,9 @@ def pair_batch(pairs: ODEPairs, picks: list[int], dit_cfg) -> tuple[torch.Tensor
     states = torch.stack([it["states"] for it in items])
     x0 = torch.stack([it["x0"] for it in items])
     first = torch.stack([it["first_latent"] for it in items])
-    cond = build_condition(first, [it["tracks"] for it in items], x0.shape[2], dit_cfg)
+    priors = [it["prior"] for it in items]
+    prior = None if any(p is None for p in priors) else torch.stack(priors)
+    cond = build_condition(first, [it["tracks"] for it in items], x0.shape[2], dit_cfg, prior=prior)
     text = pad_text([it["text_tokens"] for it in items], [it["text_mask"] for it in items])
     return states, x0, text, cond
 
@@ -370,13 +381,22 @@ def train_ode(args) -> int:
             raise UserError(f"teacher cache {cache.root} has no clips")
         log.info(f"ODE pairs: {num_pairs} into {pairs_dir} from teacher {args.teacher} "
                  f"(student steps {scfg.timesteps().tolist()}, {ocfg.teacher_steps} Euler steps)")
+        if args.text_scale is not None:
+            dcfg.text_scale = args.text_scale
+        if args.motion_scale is not None:
+            dcfg.motion_scale = args.motion_scale
+        encode = None
+        if param.output_skip == "video":
+            from motionstream.models.codec import load_codec
+
+            encode = load_codec(tcfg.vae, tiny_decoder=None).to(ctx.device).encode
         meta = pair_meta(args.teacher, teacher_meta, scfg, dcfg, ocfg)
         if ctx.is_main:
             open_pairs_dir(pairs_dir, meta)
         ctx.barrier()                                   # meta.json exists before any rank writes pairs
         n = generate_pairs(pairs_dir, teacher, param, cache, cache.text(text_key("")), dit_cfg, scfg, dcfg, ocfg,
                            cfg.get("tracks", {}), meta, num_pairs, progress=ctx.is_main and not args.no_progress,
-                           log=log.info, rank=ctx.rank, world_size=ctx.world_size)
+                           log=log.info, rank=ctx.rank, world_size=ctx.world_size, encode=encode)
         log.info(f"ODE pairs: rank {ctx.rank} wrote {n} new")
     ctx.barrier()
     pairs = ODEPairs(pairs_dir)
@@ -517,6 +537,10 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--pairs", default=None, help="ODE pair folder (default: train_ode.pairs_dir)")
     p.add_argument("--num-pairs", type=int, default=None, help="pairs to generate (default: train_ode.num_pairs)")
     p.add_argument("--pairs-only", action="store_true", help="generate the pairs and stop")
+    p.add_argument("--text-scale", type=float, default=None, help="w_t of the pairs' joint guidance "
+                   "(default: diffusion.text_scale; recorded in the pair folder)")
+    p.add_argument("--motion-scale", type=float, default=None, help="w_m of the pairs' joint guidance "
+                   "(default: diffusion.motion_scale)")
     p.add_argument("--no-generate", action="store_true", help="train on the pairs that exist")
     p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")

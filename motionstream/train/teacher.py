@@ -65,7 +65,7 @@ class TeacherTrainConfig:
     text_drop: float = 0.1              # P(text replaced by the empty prompt)
     motion_drop: float = 0.1            # P(track map + guide zeroed), independent of text_drop
     moving_weight: float = 4.0
-    output_skip: str = "warp"           # none | guide | warp, see diffusion/sampling.py
+    output_skip: str = "warp"           # none | guide | warp | video, see diffusion/sampling.py
     skip_min_t: float = 0.25
     skip_form: str = "mmse"             # damped | mmse (diffusion/sampling.apply_skip)
     prior_var: float = 1.0
@@ -132,9 +132,13 @@ def apply_motion_masks(cond, keep_motion: torch.Tensor, frame_keep: torch.Tensor
     # latent frame k covers video frames [a_k, b_k) of the track map (VAE layout: 1, then 4 each)
     spans = [TrackHead.video_frames(k, k + 1, cond.temporal_factor) for k in range(cond.num_frames)]
     vid_keep = lat_keep.repeat_interleave(torch.tensor([b - a for a, b in spans]), dim=2)
+    # a dropped sample's video prior is the frozen first frame, as for the null condition (drop_motion)
+    prior = cond.prior
+    if prior is not None:
+        prior = lat_keep * prior + (1 - lat_keep) * cond.image_latent[:, :, :1]
     return replace(cond, track_map=cond.track_map * vid_keep,
                    guide=None if cond.guide is None else cond.guide * lat_keep,
-                   guide_mask=None if cond.guide_mask is None else cond.guide_mask * lat_keep)
+                   guide_mask=None if cond.guide_mask is None else cond.guide_mask * lat_keep, prior=prior)
 
 
 @dataclass
@@ -149,9 +153,12 @@ class Batch:
 
 
 def make_batch(clips: list, indices: list[int], step: int, tcfg: TeacherTrainConfig, dcfg: DiffusionConfig,
-               dit_cfg, tracks_cfg, null_text: tuple[torch.Tensor, torch.Tensor]) -> Batch:
-    """Assemble the samples `indices` (global positions in the step's batch) of `clips` (CachedClip)."""
-    from motionstream.models.conditioning import build_condition
+               dit_cfg, tracks_cfg, null_text: tuple[torch.Tensor, torch.Tensor], encode=None) -> Batch:
+    """Assemble the samples `indices` (global positions in the step's batch) of `clips` (CachedClip).
+
+    encode: VideoCodec.encode, needed when tcfg.output_skip is "video" (the prior is encoded per sample,
+    since it depends on the sample's random track subset)."""
+    from motionstream.models.conditioning import build_condition, video_prior
     from motionstream.tracks.embed import mid_frame_mask, sample_track_subset
 
     num_f = clips[0].latents.shape[1]
@@ -175,7 +182,12 @@ def make_batch(clips: list, indices: list[int], step: int, tcfg: TeacherTrainCon
             frame_keep.append(torch.from_numpy(~np.asarray(masked)).float())
         moving.append(clip.moving)
     z0 = torch.stack(z0)
-    cond = build_condition(z0[:, :, 0], tracks, num_f, dit_cfg)
+    prior = None
+    if tcfg.output_skip == "video":
+        if encode is None:
+            raise ValueError("make_batch: output_skip 'video' needs the codec's encode function")
+        prior = video_prior(encode, [c.first_frame for c in clips], tracks, num_f, dit_cfg.temporal_factor)
+    cond = build_condition(z0[:, :, 0], tracks, num_f, dit_cfg, prior=prior)
     cond = apply_motion_masks(cond, torch.tensor(keep_m), torch.stack(frame_keep) if frame_keep else None)
     text, text_mask = pad_text(toks, tmasks)
     return Batch(z0=z0, noise=torch.stack(noise), t=torch.cat(t), text=text, text_mask=text_mask, cond=cond,
@@ -229,7 +241,7 @@ class TeacherEval:
         from motionstream.data.synth import render_clip
         from motionstream.eval.track_following import TrackFollowingEval
         from motionstream.models.codec import frames_to_tensor
-        from motionstream.models.conditioning import build_condition
+        from motionstream.models.conditioning import build_condition, video_prior
         from motionstream.tracks.embed import sample_track_subset
 
         video = cfg.get("video", {})
@@ -251,7 +263,11 @@ class TeacherEval:
         rng = np.random.default_rng(tcfg.seed + 12345)  # fixed subsets: evals are comparable over time
         self.cond_tracks = [sample_track_subset(c.tracks, rng, tracks_cfg.min_tracks, tracks_cfg.max_tracks,
                                                 cells=h * w, id_range=tracks_cfg.id_range) for c in self.clips]
-        self.cond = build_condition(first, self.cond_tracks, num_latent_frames, dit_cfg)
+        prior = None
+        if tcfg.output_skip == "video":
+            prior = video_prior(codec.encode, [c.frames[0] for c in self.clips], self.cond_tracks, num_latent_frames,
+                                dit_cfg.temporal_factor)
+        self.cond = build_condition(first, self.cond_tracks, num_latent_frames, dit_cfg, prior=prior)
         self.noise = torch.randn(first.shape[0], first.shape[1], num_latent_frames, h, w,
                                  generator=torch.Generator().manual_seed(tcfg.seed + 777))
         from motionstream.diffusion.sampling import condition_prior
@@ -416,6 +432,10 @@ def train_teacher(args) -> int:
 
     evaluator, eval_frames = None, None
     codec = text_encoder = None
+    if param.output_skip == "video":  # the prior is encoded per sample
+        from motionstream.models.codec import load_codec
+
+        codec = load_codec(tcfg.vae, tiny_decoder=None)
     last_eval = time.time() if extra.get("last_eval_step") is not None else 0.0
     start = time.time()
     stop_at = start + args.minutes * 60 if args.minutes else None
@@ -433,10 +453,11 @@ def train_teacher(args) -> int:
         local = ctx.local_slice(gbatch)
         idx = list(range(gbatch))[local]
         clips = [cache[int(picks[i])].prefix(num_f, dit_cfg.temporal_factor) for i in idx]
-        batch = make_batch(clips, idx, step, tcfg, dcfg, dit_cfg, tracks_cfg, null_text)
+        t_step = time.time()
+        batch = make_batch(clips, idx, step, tcfg, dcfg, dit_cfg, tracks_cfg, null_text,
+                           encode=None if codec is None else codec.encode)
         lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.total_steps, tcfg.lr_schedule)
         set_lr(opt, lr)
-        t_step = time.time()
         loss = teacher_loss(fwd, batch, param, dcfg, tcfg.moving_weight)
         grad_norm = optimizer_step(opt, loss, model.parameters(), tcfg.grad_clip)
         ema.update(model)
@@ -499,6 +520,7 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
 
         if codec is None:
             codec = load_codec(tcfg.vae, tiny_decoder=None)
+        if text_encoder is None:
             text_encoder = load_text_encoder(cfg)
         if evaluator is None or eval_frames != num_f:
             evaluator = TeacherEval(cfg, tcfg, dcfg, dit_cfg, codec, text_encoder, num_f, log=log.info)
