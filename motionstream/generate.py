@@ -108,9 +108,8 @@ def run_generate(args) -> int:
     from motionstream.tracks.trackset import TrackError
     from motionstream.video import VideoError, read_image, write_video
 
-    if args.model == "student":
-        raise UserError("--model student is not available yet (the streaming student is added by [stream]); "
-                        "use --model teacher")
+    if args.model == "student":   # stream/cli.dispatch_generate sends students to the streaming engine
+        raise UserError("this `generate` handler serves teachers; run it through `motionstream generate`")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -153,10 +152,12 @@ def run_generate(args) -> int:
 
 
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("generate", help="image + prompt + tracks -> video (offline teacher)",
+    p = commands.add_parser("generate", help="image + prompt + tracks -> video (streaming student, or --model teacher)",
                             description="Generate a video from one image, a prompt and a track file. "
                             "Tracks are resampled to the model fps and mapped onto the model frame like the image.")
-    p.add_argument("--model", default="teacher", help="teacher (weights/teacher-tiny-cpu) or a model folder path")
+    p.add_argument("--model", default="student",
+                   help="student (default, weights/student-tiny-cpu, streamed) | teacher (weights/teacher-tiny-cpu, "
+                   "offline) | PATH to a model folder")
     p.add_argument("--image", required=True)
     p.add_argument("--prompt", default="")
     p.add_argument("--tracks", required=True, help="track file (.npz, .json keyframes, ATI .json, Wan-Move .npy)")
