@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/studio.py [--seconds 10]
 
 Starts the test server of tests/test_studio.py (a tiny random DiT at 128x96 with the PCA linear
-codec, one torch thread) in a subprocess, connects 8 WebSocket clients that all ask to start
+codec, one torch thread) in a subprocess, or with --shipped the real `motionstream studio` on the
+shipped weights (weights/student-tiny-cpu at 256x144, 2 torch threads), connects 8 WebSocket clients that all ask to start
 (one streams, seven wait in the queue), drags with the streaming one (a pointer sample every
 50 ms, stamped with `seq`) and prints from one run:
   - frames delivered per second at the client (the stream's fps is 16),
@@ -82,18 +83,27 @@ async def measure(server: ServerProcess, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--shipped", action="store_true",
+                    help="benchmark `motionstream studio` on the shipped weights instead of the tiny test server")
     args = ap.parse_args()
+    command = None
+    if args.shipped:
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", "2"]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp))
+        server = ServerProcess(Path(tmp), command)
         try:
             r = asyncio.run(measure(server, args.seconds))
         finally:
             server.stop()
     load1 = os.getloadavg()[0]
     lat, gen = r["latency"], r["gen_ms"]
-    print(f"studio over loopback, {CLIENTS} clients (1 streaming, {CLIENTS - 1} queued), {args.seconds:.0f} s, "
-          "tiny random DiT 128x96, 1 torch thread")
+    what = ("`motionstream studio` on the shipped weights, 2 torch threads" if args.shipped
+            else "tiny random DiT 128x96, 1 torch thread")
+    print(f"studio over loopback, {CLIENTS} clients (1 streaming, {CLIENTS - 1} queued), {args.seconds:.0f} s, {what}")
+    if args.shipped:
+        print(f"  model                  {server.health().get('model', '?')}")
     print(f"  delivered fps          {r['fps']:.1f} (stream fps 16)")
     if len(lat):
         print(f"  control->frame latency p50 {np.percentile(lat, 50):.0f} ms  p95 {np.percentile(lat, 95):.0f} ms "

@@ -85,13 +85,16 @@ def linear_codec(folders: dict) -> None:
 
 
 class ServerProcess:
-    def __init__(self, root: Path):
+    """A studio server in a subprocess: this file's test server (tiny random model) by default, or
+    `command(port)` -> argv (e.g. the real `motionstream studio` on the shipped weights)."""
+
+    def __init__(self, root: Path, command=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.log = open(root / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), str(root)], cwd=REPO,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        argv = command(self.port) if command else [sys.executable, __file__, "--serve", str(self.port), str(root)]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         import httpx
 
         deadline = time.time() + SERVER_START_S
