@@ -224,6 +224,7 @@ def main() -> None:
 
 def bench_teacher(cfg, codec, text_encoder, image, tracks, steps) -> None:
     from motionstream.diffusion.flow import DiffusionConfig
+    from motionstream.diffusion.guidance import needed_evaluations
     from motionstream.diffusion.sampling import TeacherParam, load_teacher
     from motionstream.generate import generate_teacher
     from motionstream.models.dit import DiTConfig, WanDiT
@@ -241,7 +242,9 @@ def bench_teacher(cfg, codec, text_encoder, image, tracks, steps) -> None:
     frames = generate_teacher(model, param, dcfg, codec, text_encoder, image, "a calm lake", tracks.frames(0, n), n,
                               steps, dcfg.text_scale, dcfg.motion_scale, progress=False)
     dt = time.perf_counter() - t0
-    print(f"teacher   {what}: {len(frames)} frames, {steps} Euler steps x 3 NFE (joint guidance), full decoder: "
+    nfe = 1 + sum(needed_evaluations(dcfg.text_scale, dcfg.motion_scale))
+    print(f"teacher   {what}: {len(frames)} frames, {steps} Euler steps x {nfe} NFE (guidance w_t={dcfg.text_scale:g}, "
+          f"w_m={dcfg.motion_scale:g}), full decoder: "
           f"{dt:.1f} s = {len(frames) / dt:.3f} fps; first frame out after {dt:.1f} s")
 
 
