@@ -93,6 +93,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), command)
+        model = server.health().get("model", "?")
         try:
             r = asyncio.run(measure(server, args.seconds))
         finally:
@@ -103,7 +104,7 @@ def main() -> None:
             else "tiny random DiT 128x96, 1 torch thread")
     print(f"studio over loopback, {CLIENTS} clients (1 streaming, {CLIENTS - 1} queued), {args.seconds:.0f} s, {what}")
     if args.shipped:
-        print(f"  model                  {server.health().get('model', '?')}")
+        print(f"  model                  {model}")
     print(f"  delivered fps          {r['fps']:.1f} (stream fps 16)")
     if len(lat):
         print(f"  control->frame latency p50 {np.percentile(lat, 50):.0f} ms  p95 {np.percentile(lat, 95):.0f} ms "
