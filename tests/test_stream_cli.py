@@ -176,11 +176,10 @@ def test_user_errors_are_one_line(env, tmp_path, capsys):
     assert "multiple of" in capsys.readouterr().err
 
 
-def test_missing_student_names_the_folder(env, tmp_path, capsys):
-    from motionstream.config import WEIGHTS_DIR
+def test_missing_student_names_the_folder(env, tmp_path, capsys, monkeypatch):
+    import motionstream.models.checkpoints as checkpoints
 
-    if (WEIGHTS_DIR / "student-tiny-cpu" / "model.safetensors").exists():
-        pytest.skip("the student has shipped")
+    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")   # a checkout without shipped weights
     root, folders, image = env
     code = main(["transfer", "--image", str(image), "--video", "v.mp4", "-o", str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_generate_cli_with_keyframe_tracks(tmp_path):
     assert main(args) == 0
     frames, fps = read_video(out)
     assert frames.shape == (9, 32, 64, 3) and fps == pytest.approx(16)
-    assert main(args[:1] + ["--model", "student"] + args[3:]) == 2           # clear error, no traceback
+    assert main(args[:1] + ["--model", str(tmp_path / "no-such-model")] + args[3:]) == 2   # clear error, no traceback
     assert main([a if a != str(tmp_path / "t.json") else str(tmp_path / "missing.npz") for a in args]) == 2
 
 
