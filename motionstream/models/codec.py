@@ -48,8 +48,8 @@ class StreamDecoder(Protocol):
     def reset(self) -> None: ...
 
 
-class _EmbeddedStreamDecoder:
-    """Full embedded decoder run chunk by chunk with its causal conv caches carried across calls."""
+class _EmbeddedStream:
+    """The embedded VAE's causal conv caches (a StreamState), carried across the calls of one stream."""
 
     def __init__(self, codec: "VideoCodec"):
         from motionstream.models.vae import StreamState
@@ -59,6 +59,10 @@ class _EmbeddedStreamDecoder:
 
     def reset(self) -> None:
         self.state.reset()
+
+
+class _EmbeddedStreamDecoder(_EmbeddedStream):
+    """Full embedded decoder run chunk by chunk with its causal conv caches carried across calls."""
 
     @torch.no_grad()
     def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
@@ -66,18 +70,9 @@ class _EmbeddedStreamDecoder:
         return self.codec.vae.decode(self.codec.denormalize(latents), self.state).clamp(-1, 1)
 
 
-class StreamEncoder:
+class StreamEncoder(_EmbeddedStream):
     """The embedded encoder run chunk by chunk (causal conv caches carried across calls): the first
     chunk has 1 + 4n frames, later ones 4n, and the latents equal those of encoding the whole video."""
-
-    def __init__(self, codec: "VideoCodec"):
-        from motionstream.models.vae import StreamState
-
-        self.codec = codec
-        self.state = StreamState()
-
-    def reset(self) -> None:
-        self.state.reset()
 
     @torch.no_grad()
     def encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
