@@ -72,9 +72,9 @@ def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray,
     """
     import torch
 
-    from motionstream.diffusion.sampling import sample
+    from motionstream.diffusion.sampling import sample, video_prior_for
     from motionstream.models.codec import frames_to_tensor, tensor_to_frames
-    from motionstream.models.conditioning import build_condition, video_prior
+    from motionstream.models.conditioning import build_condition
     from motionstream.tracks.embed import track_counts
 
     num_latent = 1 + (num_frames - 1) // codec.temporal_stride
@@ -87,9 +87,7 @@ def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray,
         first = codec.encode(frames_to_tensor(image))[:, :, 0]
         text = text_encoder.encode([prompt])
         null = text_encoder.encode([""])
-        prior = None
-        if param.output_skip == "video":
-            prior = video_prior(codec.encode, [image], [tracks], num_latent, model.cfg.temporal_factor)
+        prior = video_prior_for(param, codec.encode, [image], [tracks], num_latent, model.cfg.temporal_factor)
         cond = build_condition(first, [tracks], num_latent, model.cfg, prior=prior)
         latents = sample(model, cond, text, null, param, steps=steps, shift=dcfg.shift, text_scale=text_scale,
                          motion_scale=motion_scale, generator=torch.Generator().manual_seed(seed), progress=progress)

@@ -82,6 +82,28 @@ def condition_prior(cond: "MotionCondition", mode: str = "guide") -> torch.Tenso
     return cond.guide_mask * cond.guide + (1 - cond.guide_mask) * first
 
 
+def video_prior_for(param: TeacherParam, encode, images, tracks, num_latent_frames: int,
+                    temporal_factor: int) -> torch.Tensor | None:
+    """The `prior` build_condition needs for weights with `param`: conditioning.video_prior for
+    output_skip "video" (encode = VideoCodec.encode), None for every other mode (built from the guide)."""
+    if param.output_skip != "video":
+        return None
+    if encode is None:
+        raise ValueError("weights with the 'video' prior need the codec's encode function to build a condition")
+    from motionstream.models.conditioning import video_prior
+
+    return video_prior(encode, images, tracks, num_latent_frames, temporal_factor)
+
+
+def prior_encoder(param: TeacherParam, vae: str, device: torch.device | str = "cpu"):
+    """VideoCodec.encode of the VAE `vae` when `param` needs the video prior, else None (nothing loaded)."""
+    if param.output_skip != "video":
+        return None
+    from motionstream.models.codec import load_codec
+
+    return load_codec(vae, tiny_decoder=None).to(device).encode
+
+
 def _gaussian_kernel(sigma: float, dtype) -> torch.Tensor:
     r = int(math.ceil(WARP_REACH * sigma))
     x = torch.arange(-r, r + 1, dtype=dtype)

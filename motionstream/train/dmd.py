@@ -362,7 +362,8 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
     decode with the full VAE and write one mp4 (clips stacked vertically, conditioning tracks drawn)."""
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec, tensor_to_frames
-    from motionstream.models.conditioning import build_condition, video_prior
+    from motionstream.diffusion.sampling import video_prior_for
+    from motionstream.models.conditioning import build_condition
     from motionstream.models.dit import WanDiT
     from motionstream.tracks.draw import draw_tracks
     from motionstream.tracks.embed import sample_track_subset
@@ -387,9 +388,7 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
         h, w = clip.latents.shape[2:]
         ts = sample_track_subset(source.tracks(seed, num_video), rng, source.tracks_cfg.get("min_tracks", 1000),
                                  source.tracks_cfg.get("max_tracks", 2500), cells=h * w)
-        prior = None
-        if param.output_skip == "video":
-            prior = video_prior(codec.encode, [clip.first_frame], [ts], frames, dit_cfg.temporal_factor)
+        prior = video_prior_for(param, codec.encode, [clip.first_frame], [ts], frames, dit_cfg.temporal_factor)
         cond = build_condition(clip.latents[None, :, 0], [ts], frames, dit_cfg, prior=prior)
         sampler = StudentSampler(model, scfg, param, cond, (clip.text_tokens[None], clip.text_mask[None]))
         with torch.no_grad():
@@ -407,6 +406,7 @@ def write_samples(run_dir: Path, step: int, ema_state: dict[str, torch.Tensor], 
 def train_dmd(args) -> int:
     from tqdm import tqdm
 
+    from motionstream.diffusion.sampling import prior_encoder
     from motionstream.train.cache import TeacherCache
     from motionstream.train.common import append_jsonl, load_training_state, run_logger, seed_everything
     from motionstream.train.distributed import checkpoint_views, init_distributed, restore_views, shutdown, wrap_model
@@ -447,12 +447,8 @@ def train_dmd(args) -> int:
     train_seconds = float(extra.get("train_seconds", 0.0))
     lineage = {"teacher_folder": str(args.teacher), "teacher_step": teacher_meta.get("step"),
                "ode_student": str(args.student), "ode_step": gen_meta.get("step")}
-    encode = None
-    if param.output_skip == "video":
-        from motionstream.models.codec import load_codec
-
-        encode = load_codec(tcfg.vae, tiny_decoder=None).to(ctx.device).encode
-    source = PromptSource(cache, cfg.get("tracks", {}), mcfg.track_memo, encode=encode)
+    source = PromptSource(cache, cfg.get("tracks", {}), mcfg.track_memo,
+                          encode=prior_encoder(param, tcfg.vae, ctx.device))
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
     max_steps = args.steps if args.steps is not None else mcfg.total_steps
     bar = tqdm(initial=step, total=max_steps, desc="dmd", unit="step", disable=not ctx.is_main or args.no_progress)

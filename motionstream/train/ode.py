@@ -249,7 +249,8 @@ def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, s
     its index). The folder must have been opened with open_pairs_dir (rank 0, before the others)."""
     from tqdm import tqdm
 
-    from motionstream.models.conditioning import build_condition, video_prior
+    from motionstream.diffusion.sampling import video_prior_for
+    from motionstream.models.conditioning import build_condition
     from motionstream.tracks.embed import sample_track_subset
     from motionstream.train.cache import _atomic_savez
     from motionstream.train.teacher import pad_text
@@ -276,11 +277,7 @@ def generate_pairs(pairs_dir: Path, teacher, param, cache, null_text, dit_cfg, s
             noise.append(torch.randn(clip.latents.shape, generator=gen))
             clips.append(clip)
         first = torch.stack([c.latents[:, 0] for c in clips])
-        prior = None
-        if param.output_skip == "video":
-            if encode is None:
-                raise ValueError("ODE pairs of a teacher with the video prior need the codec's encode function")
-            prior = video_prior(encode, [c.first_frame for c in clips], tracks, f, dit_cfg.temporal_factor)
+        prior = video_prior_for(param, encode, [c.first_frame for c in clips], tracks, f, dit_cfg.temporal_factor)
         cond = build_condition(first, tracks, f, dit_cfg, prior=prior)
         text = pad_text([c.text_tokens for c in clips], [c.text_mask for c in clips])
         states, x0 = teacher_trajectory(teacher, param, cond, text, null_text, torch.stack(noise), schedule, marks,
@@ -347,6 +344,7 @@ def load_distill_config(path: str, stage: str, stage_cls: type) -> tuple[dict[st
 def train_ode(args) -> int:
     from tqdm import tqdm
 
+    from motionstream.diffusion.sampling import prior_encoder
     from motionstream.models.dit import chunk_attention_mask
     from motionstream.train.cache import TeacherCache, text_key
     from motionstream.train.common import load_training_state, lr_at, optimizer_step, seed_everything, set_lr
@@ -385,11 +383,7 @@ def train_ode(args) -> int:
             dcfg.text_scale = args.text_scale
         if args.motion_scale is not None:
             dcfg.motion_scale = args.motion_scale
-        encode = None
-        if param.output_skip == "video":
-            from motionstream.models.codec import load_codec
-
-            encode = load_codec(tcfg.vae, tiny_decoder=None).to(ctx.device).encode
+        encode = prior_encoder(param, tcfg.vae, ctx.device)
         meta = pair_meta(args.teacher, teacher_meta, scfg, dcfg, ocfg)
         if ctx.is_main:
             open_pairs_dir(pairs_dir, meta)

@@ -158,7 +158,8 @@ def make_batch(clips: list, indices: list[int], step: int, tcfg: TeacherTrainCon
 
     encode: VideoCodec.encode, needed when tcfg.output_skip is "video" (the prior is encoded per sample,
     since it depends on the sample's random track subset)."""
-    from motionstream.models.conditioning import build_condition, video_prior
+    from motionstream.diffusion.sampling import video_prior_for
+    from motionstream.models.conditioning import build_condition
     from motionstream.tracks.embed import mid_frame_mask, sample_track_subset
 
     num_f = clips[0].latents.shape[1]
@@ -182,11 +183,8 @@ def make_batch(clips: list, indices: list[int], step: int, tcfg: TeacherTrainCon
             frame_keep.append(torch.from_numpy(~np.asarray(masked)).float())
         moving.append(clip.moving)
     z0 = torch.stack(z0)
-    prior = None
-    if tcfg.output_skip == "video":
-        if encode is None:
-            raise ValueError("make_batch: output_skip 'video' needs the codec's encode function")
-        prior = video_prior(encode, [c.first_frame for c in clips], tracks, num_f, dit_cfg.temporal_factor)
+    prior = video_prior_for(teacher_param(tcfg), encode, [c.first_frame for c in clips], tracks, num_f,
+                            dit_cfg.temporal_factor)
     cond = build_condition(z0[:, :, 0], tracks, num_f, dit_cfg, prior=prior)
     cond = apply_motion_masks(cond, torch.tensor(keep_m), torch.stack(frame_keep) if frame_keep else None)
     text, text_mask = pad_text(toks, tmasks)
@@ -241,7 +239,8 @@ class TeacherEval:
         from motionstream.data.synth import render_clip
         from motionstream.eval.track_following import TrackFollowingEval
         from motionstream.models.codec import frames_to_tensor
-        from motionstream.models.conditioning import build_condition, video_prior
+        from motionstream.diffusion.sampling import video_prior_for
+        from motionstream.models.conditioning import build_condition
         from motionstream.tracks.embed import sample_track_subset
 
         video = cfg.get("video", {})
@@ -263,10 +262,8 @@ class TeacherEval:
         rng = np.random.default_rng(tcfg.seed + 12345)  # fixed subsets: evals are comparable over time
         self.cond_tracks = [sample_track_subset(c.tracks, rng, tracks_cfg.min_tracks, tracks_cfg.max_tracks,
                                                 cells=h * w, id_range=tracks_cfg.id_range) for c in self.clips]
-        prior = None
-        if tcfg.output_skip == "video":
-            prior = video_prior(codec.encode, [c.frames[0] for c in self.clips], self.cond_tracks, num_latent_frames,
-                                dit_cfg.temporal_factor)
+        prior = video_prior_for(teacher_param(tcfg), codec.encode, [c.frames[0] for c in self.clips],
+                                self.cond_tracks, num_latent_frames, dit_cfg.temporal_factor)
         self.cond = build_condition(first, self.cond_tracks, num_latent_frames, dit_cfg, prior=prior)
         self.noise = torch.randn(first.shape[0], first.shape[1], num_latent_frames, h, w,
                                  generator=torch.Generator().manual_seed(tcfg.seed + 777))
