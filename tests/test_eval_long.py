@@ -46,12 +46,17 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     assert res.raw["horizon_frames"] == 9 and res.raw["num_frames"] == 36      # 4 x (1 + 4 * (3 - 1)): 4 chunks of c3
     assert len(res.raw["clips"]) == 2                                          # --quick: 2 scenes
     drift, psnr_t, epe_t = res.tables
-    assert [r[0] for r in drift.rows] == CONFIGS + ["ground truth (tracker floor)"]
-    assert [r[0] for r in psnr_t.rows] == CONFIGS and len(psnr_t.columns) == 1 + 4
-    assert [r[0] for r in epe_t.rows] == CONFIGS + ["tracker floor"]
-    for row in drift.rows[:-1]:
+    ref = bench_long.REFERENCE_ROW
+    assert [r[0] for r in drift.rows] == CONFIGS + [ref, "ground truth (tracker floor)"]
+    assert [r[0] for r in psnr_t.rows] == CONFIGS + [ref] and len(psnr_t.columns) == 1 + 4
+    assert [r[0] for r in epe_t.rows] == CONFIGS + [ref, "tracker floor"]
+    ref_row = drift.rows[-2]
+    assert ref_row[1] is None and ref_row[6] == pytest.approx(0.0)           # no fps; drifts by 0 beyond itself
+    for row in drift.rows[:-2]:
         assert row[1] > 0 and np.isfinite(row[2])                             # fps, mean PSNR
         assert row[5] == pytest.approx(row[4] - row[3])                       # drift = last - first tenth
+        assert row[6] == pytest.approx(row[5] - ref_row[5])                   # ... beyond the scenes' own change
+        assert row[2] != pytest.approx(ref_row[2])                            # the reference is not a model row
     times = np.array(res.raw["window_times_s"])
     assert len(times) == 4 and (np.diff(times) > 0).all()
     assert res.raw["window_edges"] == [0, 9, 18, 27, 36]
@@ -60,6 +65,7 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
         assert len(clips) == 2 and all(len(c) == 4 for c in clips)
         assert [w["start"] for w in clips[0]] == [0, 9, 18, 27]
         assert all(w["points"] > 0 for w in clips[0])
+    assert len(res.raw["reference"]) == 2 and len(res.raw["reference"][0]) == 4
     # each row streamed with its own cache: by the 4th chunk the four caches hold different chunks
     last = {name: res.raw["per_clip"][name][0][-1]["psnr"] for name in CONFIGS}
     assert len(set(last.values())) == len(CONFIGS)
