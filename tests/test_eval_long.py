@@ -35,6 +35,16 @@ def test_window_edges_cover_the_stream():
         bench_long.window_edges(15, 10)
 
 
+def test_scene_wins_counts_scenes_where_the_base_is_better():
+    def clip(psnrs, epes):
+        return [{"psnr": p, "epe_reliable": e} for p, e in zip(psnrs, epes)]
+
+    per_config = {"a": [clip([20, 19], [1, 1]), clip([10, 9], [2, 2]), clip([15, 15], [1, np.nan])],
+                  "b": [clip([19, 17], [2, 2]), clip([11, 11], [1, 1]), clip([14, 15], [3, 3])]}
+    # a vs b: PSNR higher in scenes 1 and 3; EPE lower in 1 and 3 (nan ignored); drop smaller in scene 1 only
+    assert bench_long.scene_wins(per_config, "a") == [["b", "2/3", "2/3", "1/3"]]
+
+
 def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     pytest.importorskip("motionstream.data.synth")
     wire(monkeypatch, bench_long, "long", model_folders, STUDENT_WEIGHTS="student", VAE_WEIGHTS="vae",
@@ -45,7 +55,8 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     assert res.status == "ok", res.reason
     assert res.raw["horizon_frames"] == 9 and res.raw["num_frames"] == 36      # 4 x (1 + 4 * (3 - 1)): 4 chunks of c3
     assert len(res.raw["clips"]) == 2                                          # --quick: 2 scenes
-    drift, psnr_t, epe_t = res.tables
+    drift, wins, psnr_t, epe_t = res.tables
+    assert [r[0] for r in wins.rows] == CONFIGS[1:] and all(v.endswith("/2") for r in wins.rows for v in r[1:])
     ref = bench_long.REFERENCE_ROW
     assert [r[0] for r in drift.rows] == CONFIGS + [ref, "ground truth (tracker floor)"]
     assert [r[0] for r in psnr_t.rows] == CONFIGS + [ref] and len(psnr_t.columns) == 1 + 4
