@@ -260,9 +260,10 @@ def run_long(ctx: BenchmarkContext) -> None:
     curves = {c: {k: mean_windows(v, k) for k in ("psnr", "epe", "epe_reliable")} for c, v in per_config.items()}
     ref_curve = {k: mean_windows(reference, k) for k in ("psnr", "epe", "epe_reliable")}
     ref_drop = ref_curve["psnr"][-1] - ref_curve["psnr"][0]
+    scored = {**curves, REFERENCE_ROW: ref_curve}     # table rows: the configurations, then the reference
 
     rows = []
-    for c, cur in [*curves.items(), (REFERENCE_ROW, ref_curve)]:
+    for c, cur in scored.items():
         p, e = cur["psnr"], cur["epe_reliable"]
         rows.append([c, float(np.mean(fps_of[c])) if c in fps_of else None, float(np.nanmean(p)), p[0], p[-1],
                      p[-1] - p[0], (p[-1] - p[0]) - ref_drop,
@@ -286,7 +287,7 @@ def run_long(ctx: BenchmarkContext) -> None:
                              "PSNR, the whole-stream reliable-point EPE and the drift (last minus first tenth)."))
     window_cols = [f"{a / fps:.1f}-{b / fps:.1f}s" for a, b in zip(edges[:-1], edges[1:])]
     for key, label in (("psnr", "PSNR (dB)"), ("epe_reliable", "EPE, reliable pts (px)")):
-        trows = [[c, *cur[key]] for c, cur in [*curves.items(), (REFERENCE_ROW, ref_curve)]]
+        trows = [[c, *cur[key]] for c, cur in scored.items()]
         if key == "epe_reliable":
             trows.append(["tracker floor", *floor])
         ctx.add_table(Table(f"{label} per tenth", ["config", *window_cols], trows, digits=2))
