@@ -172,6 +172,11 @@ def mean_windows(per_clip: list[list[dict[str, float]]], key: str) -> np.ndarray
         return np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in vals.T])
 
 
+def drift(curve: np.ndarray) -> "np.ndarray | float":
+    """Last window minus first (ΔPSNR < 0 / ΔEPE > 0 is drift); works on [windows] or [scenes, windows]."""
+    return curve[..., -1] - curve[..., 0]
+
+
 def scene_wins(per_config: dict[str, list[list[dict[str, float]]]], base: str) -> list[list[Any]]:
     """Per other configuration: in how many scenes `base` streams better (whole-stream PSNR higher,
     whole-stream reliable-point EPE lower, PSNR drift smaller), as "wins/scenes". Mean differences of a
@@ -187,7 +192,7 @@ def scene_wins(per_config: dict[str, list[list[dict[str, float]]]], base: str) -
         o_psnr, o_epe = per_scene(name, "psnr"), per_scene(name, "epe_reliable")
         with np.errstate(invalid="ignore"):
             wins = [(b_psnr.mean(1) > o_psnr.mean(1)), (np.nanmean(b_epe, 1) < np.nanmean(o_epe, 1)),
-                    (b_psnr[:, -1] - b_psnr[:, 0] > o_psnr[:, -1] - o_psnr[:, 0])]
+                    (drift(b_psnr) > drift(o_psnr))]
         rows.append([name, *(f"{int(w.sum())}/{len(w)}" for w in wins)])
     return rows
 
@@ -259,15 +264,15 @@ def run_long(ctx: BenchmarkContext) -> None:
     floor = np.nanmean(np.array(floors, np.float64), 0) if np.isfinite(floors).any() else np.full(len(times), np.nan)
     curves = {c: {k: mean_windows(v, k) for k in ("psnr", "epe", "epe_reliable")} for c, v in per_config.items()}
     ref_curve = {k: mean_windows(reference, k) for k in ("psnr", "epe", "epe_reliable")}
-    ref_drop = ref_curve["psnr"][-1] - ref_curve["psnr"][0]
+    ref_drop = drift(ref_curve["psnr"])
     scored = {**curves, REFERENCE_ROW: ref_curve}     # table rows: the configurations, then the reference
 
     rows = []
     for c, cur in scored.items():
         p, e = cur["psnr"], cur["epe_reliable"]
         rows.append([c, float(np.mean(fps_of[c])) if c in fps_of else None, float(np.nanmean(p)), p[0], p[-1],
-                     p[-1] - p[0], (p[-1] - p[0]) - ref_drop,
-                     float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"), e[0], e[-1], e[-1] - e[0]])
+                     drift(p), drift(p) - ref_drop,
+                     float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"), e[0], e[-1], drift(e)])
     rows.append(["ground truth (tracker floor)", None, None, None, None, None, None,
                  float(np.nanmean(floor)) if np.isfinite(floor).any() else float("nan"), floor[0], floor[-1], None])
     title = (f"{len(clip_names)} [world] scenes x {num_frames} frames ({multiple}x the {horizon}-frame training "
@@ -296,7 +301,7 @@ def run_long(ctx: BenchmarkContext) -> None:
     _plot(ctx, times, curves, ref_curve, floor, horizon / fps)
     for c in ("c3s1w1", "c3s0w1", "c3s0w6"):
         if c in curves:
-            ctx.summary[f"{c} ΔPSNR (dB)"] = float(curves[c]["psnr"][-1] - curves[c]["psnr"][0])
+            ctx.summary[f"{c} ΔPSNR (dB)"] = float(drift(curves[c]["psnr"]))
     ctx.summary["forward warp ΔPSNR (dB)"] = float(ref_drop)
     ctx.summary["stream frames"] = num_frames
     ctx.raw.update(num_frames=num_frames, horizon_frames=horizon, window_edges=edges.tolist(),
@@ -305,4 +310,4 @@ def run_long(ctx: BenchmarkContext) -> None:
 
 
 __all__ = ["LongBenchConfig", "load_student_stream", "stream_frames", "training_horizon_frames", "window_edges",
-           "window_references", "window_scores", "mean_windows", "scene_wins", "run_long"]
+           "window_references", "window_scores", "mean_windows", "drift", "scene_wins", "run_long"]
