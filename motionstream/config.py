@@ -7,6 +7,7 @@ rejects unknown keys so a typo in a config is an error, not a silently ignored s
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from pathlib import Path
@@ -25,8 +26,9 @@ class ConfigError(ValueError):
     """A config file or section is missing or malformed."""
 
 
-def load_config(name_or_path: str | Path) -> dict[str, Any]:
-    """Load a preset by name (`tiny-cpu`) or by path (`configs/tiny-cpu.yaml`)."""
+def load_config(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) -> dict[str, Any]:
+    """Load a preset by name (`tiny-cpu`) or by path (`configs/tiny-cpu.yaml`), then apply `overrides`
+    (`SECTION.KEY=VALUE`, see `apply_overrides`)."""
     path = Path(name_or_path)
     if not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -38,7 +40,48 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     cfg.setdefault("name", path.stem)
+    return apply_overrides(cfg, overrides)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str = "configs/tiny-cpu.yaml") -> None:
+    """`--config PRESET` and repeatable `--set SECTION.KEY=VALUE` (read with `load_config(args.config, args.set)`)."""
+    parser.add_argument("--config", default=default, help=f"preset name or YAML path (default: {default})")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable; give the same ones again to resume a run), "
+                        "e.g. --set train_teacher.lr=1e-4")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Set `SECTION.KEY=VALUE` items in place (VALUE parsed as YAML: `1e-4`, `[0, 1]`, `true`).
+
+    Only keys the preset already has may be set, so a typo fails here instead of being ignored.
+    """
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        parts = dotted.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train_teacher.lr=1e-4")
+        node = cfg
+        for i, key in enumerate(parts):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(parts[:i]) or "the config"
+                known = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"override {item!r}: {where} has no key {key!r}; known: {known}")
+            if i < len(parts) - 1:
+                node = node[key]
+        node[parts[-1]] = _parse_value(raw)
     return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalar, except that `1e-4` is a float (YAML 1.1 reads it as a string without the `.0`)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T:

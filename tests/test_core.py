@@ -62,6 +62,20 @@ def test_config_rejects_unknown_keys():
     assert load_config("tiny-cpu")["video"]["fps"] == 16
 
 
+def test_config_overrides_set_existing_keys_only():
+    cfg = load_config("tiny-cpu", ["train_teacher.lr=1e-4", "train_teacher.phase1_steps=0",
+                                   "train_dmd.sink_choices=[1]", "stream.overlap_decode=false"])
+    assert cfg["train_teacher"]["lr"] == pytest.approx(1e-4)
+    assert cfg["train_teacher"]["phase1_steps"] == 0
+    assert cfg["train_dmd"]["sink_choices"] == [1]
+    assert cfg["stream"]["overlap_decode"] is False
+    assert load_config("tiny-cpu")["train_teacher"]["lr"] == pytest.approx(3e-4)  # the preset file is untouched
+    with pytest.raises(ConfigError, match="no key 'lrr'"):
+        load_config("tiny-cpu", ["train_teacher.lrr=1"])
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        load_config("tiny-cpu", ["train_teacher.lr"])
+
+
 def test_model_dir_roundtrip_fp16(tmp_path):
     lin = torch.nn.Linear(3, 2)
     save_model_dir(tmp_path / "m", lin.state_dict(), {"kind": "test"})

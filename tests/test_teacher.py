@@ -187,6 +187,19 @@ def test_cli_resume_is_exact_and_export_loads(setup, tmp_path):
         assert torch.allclose(v, ema[k], atol=1e-3 * max(1.0, ema[k].abs().max().item())), k  # fp16 on disk
 
 
+def test_cli_set_overrides_the_preset_and_reaches_the_export(setup, tmp_path):
+    _, _, cache_dir, cfg_path = setup
+    run = tmp_path / "full-length"
+    _cli("train", "teacher", "--config", cfg_path, "--cache", cache_dir, "--no-eval", "--no-build-cache",
+         "--no-progress", "--threads", 1, "--device", "cpu", "--run", run, "--steps", 1,
+         "--set", "train_teacher.phase1_steps=0", "--set", "train_teacher.lr=1e-4")
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["latent_frames"], r["lr"]) for r in log] == [(3, pytest.approx(1e-4))]  # preset: 2 and 1e-3
+    _cli("train", "teacher", "--config", cfg_path, "--run", run, "--export", tmp_path / "export")
+    saved = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert saved["config_overrides"] == ["train_teacher.phase1_steps=0", "train_teacher.lr=1e-4"]
+
+
 def test_warp_prior_moves_uncovered_cells_with_the_tracks():
     """A translating frame seen through 30% of its cells: the warp prior recovers most of the rest."""
     from motionstream.diffusion.sampling import warp_prior

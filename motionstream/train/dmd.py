@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT
+from motionstream.config import REPO_ROOT, add_config_arguments
 
 
 @dataclass
@@ -413,7 +413,7 @@ def train_dmd(args) -> int:
     from motionstream.train.ode import _abs, export_from_run, export_run_model, load_distill_config, save_run
     from motionstream.train.rollout import load_dit_folder
 
-    cfg, mcfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_dmd", DMDTrainConfig)
+    cfg, mcfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_dmd", DMDTrainConfig, args.set)
     torch.set_num_threads(args.threads or mcfg.threads)
     ctx = init_distributed(args.device)
     run_dir = Path(args.run)
@@ -516,7 +516,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                          description="Self-rollout of the causal student with the inference KV cache past the "
                          "teacher's horizon; DMD against the frozen teacher under joint guidance (Eq. 4) with a "
                          "trainable critic (5:1). Re-running the same command resumes. Works under torchrun (FSDP).")
-    p.add_argument("--config", default="configs/tiny-cpu.yaml")
+    add_config_arguments(p)
     p.add_argument("--teacher", default="teacher-tiny-cpu", help="teacher model folder (real score, critic init)")
     p.add_argument("--student", default=str(REPO_ROOT / "runs" / "ode" / "student"),
                    help="ODE-initialised student folder (default: runs/ode/student)")

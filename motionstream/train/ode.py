@@ -33,13 +33,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.config import REPO_ROOT, add_config_arguments, load_config, section
 from motionstream.train.common import append_jsonl, run_logger
 
 
@@ -326,7 +326,8 @@ def ode_step_inputs(step: int, ocfg: ODETrainConfig, num_pairs: int, num_chunks:
     return [int(p) for p in picks[local]], steps[local], (s, w)
 
 
-def load_distill_config(path: str, stage: str, stage_cls: type) -> tuple[dict[str, Any], Any, Any, Any, Any]:
+def load_distill_config(path: str, stage: str, stage_cls: type,
+                        overrides: Sequence[str] = ()) -> tuple[dict[str, Any], Any, Any, Any, Any]:
     """(preset, `stage` section, student, diffusion, train_teacher sections) of a distillation run;
     config problems are the user's input, so they become one-line UserErrors."""
     from motionstream.diffusion.flow import DiffusionConfig
@@ -334,7 +335,7 @@ def load_distill_config(path: str, stage: str, stage_cls: type) -> tuple[dict[st
     from motionstream.train.teacher import TeacherTrainConfig
 
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, overrides)
         return (cfg, section(cfg, stage, stage_cls), section(cfg, "student", StudentConfig),
                 section(cfg, "diffusion", DiffusionConfig), section(cfg, "train_teacher", TeacherTrainConfig))
     except Exception as err:  # ConfigError / YAML errors are user input problems
@@ -351,7 +352,7 @@ def train_ode(args) -> int:
     from motionstream.train.distributed import init_distributed, restore_views, shutdown, wrap_model
     from motionstream.train.rollout import load_dit_folder
 
-    cfg, ocfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_ode", ODETrainConfig)
+    cfg, ocfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_ode", ODETrainConfig, args.set)
     if ocfg.latent_frames % scfg.chunk_frames:
         raise UserError(f"train_ode.latent_frames {ocfg.latent_frames} is not a multiple of student.chunk_frames "
                         f"{scfg.chunk_frames}")
@@ -523,7 +524,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                          description="Generate ODE trajectories from the teacher under joint guidance (cached, "
                          "resumable), then regress the causal student onto them with randomly drawn sink/window "
                          "masks. Re-running the same command resumes. Works under torchrun (FSDP).")
-    p.add_argument("--config", default="configs/tiny-cpu.yaml")
+    add_config_arguments(p)
     p.add_argument("--teacher", default="teacher-tiny-cpu", help="teacher model folder (name in weights/ or path)")
     p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "ode"),
                    help="run folder (state, logs, student/)")

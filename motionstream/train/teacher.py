@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, load_config, section, to_dict
+from motionstream.config import REPO_ROOT, add_config_arguments, load_config, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity
 from motionstream.train.common import append_jsonl, run_logger
@@ -338,6 +338,7 @@ def _ensure_cache(args, tcfg: TeacherTrainConfig, cache_dir: Path, run_dir: Path
             pass
     cache_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "motionstream", "train", "teacher-cache", "--config", args.config,
+           *[a for item in args.set for a in ("--set", item)],
            "--cache", str(cache_dir), "--n", str(tcfg.cache_clips), "--threads", "1"]
     out = open(run_dir / "cache.log", "a")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO_ROOT))
@@ -355,7 +356,7 @@ def train_teacher(args) -> int:
                                                 wrap_model)
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.set)
     except Exception as err:  # ConfigError / YAML errors are user input problems
         raise UserError(str(err)) from err
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
@@ -372,7 +373,7 @@ def train_teacher(args) -> int:
         cache_dir = REPO_ROOT / cache_dir
 
     if args.export:
-        return _export_from_run(run_dir, Path(args.export), cfg, tcfg, dcfg)
+        return _export_from_run(run_dir, Path(args.export), cfg, tcfg, dcfg, args.set)
 
     if ctx.is_main:
         _ensure_cache(args, tcfg, cache_dir, run_dir, log)
@@ -403,6 +404,7 @@ def train_teacher(args) -> int:
     if resumed is not None:
         finish()
     step, extra = (resumed if resumed is not None else (0, {}))
+    extra["config_overrides"] = list(args.set)  # the export's config.json names them beside the preset
     if resumed is None and args.resume_from:
         from motionstream.models.checkpoints import load_model_dir
 
@@ -538,8 +540,9 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
     return codec, text_encoder, evaluator, eval_frames
 
 
-def _export_from_run(run_dir: Path, out_dir: Path, cfg, tcfg, dcfg) -> int:
-    """Write the run's EMA weights as a model folder (config.json + model.safetensors fp16)."""
+def _export_from_run(run_dir: Path, out_dir: Path, cfg, tcfg, dcfg, overrides: list[str]) -> int:
+    """Write the run's EMA weights as a model folder (config.json + model.safetensors fp16); `overrides`
+    (the export command's `--set`) stand in for a run that did not record its own."""
     from safetensors.torch import load_file
 
     if not (run_dir / "state.json").is_file():
@@ -551,7 +554,8 @@ def _export_from_run(run_dir: Path, out_dir: Path, cfg, tcfg, dcfg) -> int:
     extra = meta.get("extra", {})
     export_teacher(out_dir, ema, dit_cfg, teacher_param(tcfg), dcfg,
                    {"step": meta["step"], "train_hours": extra.get("train_seconds", 0) / 3600,
-                    "samples_seen": extra.get("samples_seen", 0), "data_seed": tcfg.seed, "preset": cfg.get("name")})
+                    "samples_seen": extra.get("samples_seen", 0), "data_seed": tcfg.seed, "preset": cfg.get("name"),
+                    "config_overrides": extra.get("config_overrides", list(overrides))})
     print(f"exported EMA weights of step {meta['step']} to {out_dir}")
     return 0
 
@@ -565,7 +569,10 @@ def build_teacher_cache(args) -> int:
     from motionstream.models.text import load_text_encoder
     from motionstream.train.cache import build_cache, cache_meta
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config, args.set)
+    except Exception as err:  # ConfigError / YAML errors are user input problems
+        raise UserError(str(err)) from err
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
     torch.set_num_threads(args.threads)
     video = cfg.get("video", {})
@@ -595,7 +602,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p = train.add_parser("teacher", help="train the bidirectional motion-guided teacher (rectified flow)",
                          description="Train the teacher DiT on cached world clips. Re-running the same command "
                          "resumes from RUN. Under `torchrun --nproc_per_node N` the model is sharded with FSDP.")
-    p.add_argument("--config", default="configs/tiny-cpu.yaml")
+    add_config_arguments(p)
     p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "teacher"),
                    help="run folder (state, logs, samples); under torchrun write --run-dir (torchrun takes "
                    "--run as its own --run-path)")
@@ -616,7 +623,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     c = train.add_parser("teacher-cache", help="render + encode world train clips for teacher training",
                          description="Render world train clips, encode them with the frozen VAE encoder and store "
                          "latents, tracks, captions and text tokens. Resumable: existing clips are skipped.")
-    c.add_argument("--config", default="configs/tiny-cpu.yaml")
+    add_config_arguments(c)
     c.add_argument("--cache", default=None)
     c.add_argument("--n", type=int, default=None, help="number of train clips (default: train_teacher.cache_clips)")
     c.add_argument("--vae", default=None, help="VAE model folder (default: train_teacher.vae)")
