@@ -11,7 +11,7 @@ from motionstream.config import load_config, section
 from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.diffusion.sampling import TeacherParam, condition_prior, sample
 from motionstream.train.cache import TeacherCache, latent_moving_mask, text_key
-from motionstream.train.teacher import (TeacherTrainConfig, build_teacher, make_batch, teacher_loss,
+from motionstream.train.teacher import (TeacherTrainConfig, build_teacher, make_batch, teacher_loss, teacher_param,
                                         tracks_section)
 from teacher_fixtures import FRAMES, HEIGHT, WIDTH, HashTextEncoder, build_tiny_cache, tiny_config, tiny_vae_folder
 
@@ -190,14 +190,20 @@ def test_cli_resume_is_exact_and_export_loads(setup, tmp_path):
 def test_cli_set_overrides_the_preset_and_reaches_the_export(setup, tmp_path):
     _, _, cache_dir, cfg_path = setup
     run = tmp_path / "full-length"
-    _cli("train", "teacher", "--config", cfg_path, "--cache", cache_dir, "--no-eval", "--no-build-cache",
+    _cli("train", "teacher", "--config", cfg_path, "--cache", cache_dir, "--no-build-cache",
          "--no-progress", "--threads", 1, "--device", "cpu", "--run", run, "--steps", 1,
-         "--set", "train_teacher.phase1_steps=0", "--set", "train_teacher.lr=1e-4")
+         "--set", "train_teacher.phase1_steps=0", "--set", "train_teacher.lr=1e-4",
+         "--set", "train_teacher.eval_minutes=1e-6", "--set", "train_teacher.val_clips=1")
     log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["latent_frames"], r["lr"]) for r in log] == [(3, pytest.approx(1e-4))]  # preset: 2 and 1e-3
+    steps = [r for r in log if "loss" in r]
+    assert [(r["latent_frames"], r["lr"]) for r in steps] == [(3, pytest.approx(1e-4))]  # preset: 2 and 1e-3
+    (report,) = [r["eval"] for r in log if "eval" in r]  # the report of the periodic eval, now due every step
+    assert report["eval_frames"] == 1 + 4 * 2 and np.isfinite([report["epe_ratio"], report["val_loss"]]).all()
+    # the zero-initialised output head after one step: still about the skip alone
+    assert report["val_loss"] == pytest.approx(report["val_loss_prior_only"], rel=0.05)
     _cli("train", "teacher", "--config", cfg_path, "--run", run, "--export", tmp_path / "export")
     saved = json.loads((tmp_path / "export" / "config.json").read_text())
-    assert saved["config_overrides"] == ["train_teacher.phase1_steps=0", "train_teacher.lr=1e-4"]
+    assert saved["config_overrides"][:2] == ["train_teacher.phase1_steps=0", "train_teacher.lr=1e-4"]
 
 
 def test_warp_prior_moves_uncovered_cells_with_the_tracks():
@@ -291,3 +297,28 @@ def test_video_prior_decodes_closer_to_the_moved_clip_than_the_frozen_frame():
         errs.append((np.abs(decoded - gt).mean(), np.abs(clip.frames[:1] - gt).mean()))
     prior_err, frozen_err = np.mean(errs, 0)
     assert prior_err < 0.9 * frozen_err, errs
+
+
+def test_heldout_loss_scores_the_prior_skip_on_fixed_noise(setup):
+    """With a tiny prior variance the skip alone is the velocity of z0 = prior: exact (loss ~0 at every t)
+    for the true latents as the prior, wrong by (prior - z0) / t for another; the same noise every call."""
+    from motionstream.models.codec import load_codec
+    from motionstream.train.teacher import TeacherEval
+
+    _, vae, _, cfg_path = setup
+    cfg, tcfg, dcfg, _ = _parts(cfg_path, output_skip="video", skip_form="mmse", prior_var=1e-6,
+                                eval_loss_times=[0.1, 0.5, 0.9])
+    model, dit_cfg = build_teacher(cfg)
+    ev = TeacherEval(cfg, tcfg, dcfg, dit_cfg, load_codec(vae, tiny_decoder=None), HashTextEncoder(), 2,
+                     log=lambda *_: None, seeds=[10, 11])
+    param = teacher_param(tcfg)
+    ev.cond = replace(ev.cond, prior=ev.latents)
+    exact = ev.heldout_loss(None, param)
+    assert sorted(exact) == ["val_loss", "val_loss_t0.1", "val_loss_t0.5", "val_loss_t0.9"]
+    assert exact["val_loss"] < 1e-3
+    ev.cond = replace(ev.cond, prior=torch.zeros_like(ev.latents))
+    wrong = ev.heldout_loss(None, param)
+    err = float(ev.latents.pow(2).mean())  # a skip sure of a zero prior is wrong by (0 - z0) / t
+    for t in (0.1, 0.5, 0.9):
+        assert wrong[f"val_loss_t{t}"] == pytest.approx(err / t ** 2, rel=1e-3)
+    assert ev.heldout_loss(model, param) == ev.heldout_loss(model, param)

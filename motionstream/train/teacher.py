@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class TeacherTrainConfig:
     eval_minutes: float = 10.0
     eval_sample_steps: int = 20
     eval_max_points: int = 256
+    eval_loss_times: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])  # held-out loss at these t
     checkpoint_every: int = 1           # steps between training-state saves
     log_every: int = 10
     threads: int = 2
@@ -224,6 +225,13 @@ def export_teacher(out_dir: str | Path, state: dict[str, torch.Tensor], dit_cfg,
 
 
 # ------------------------------------------------------------------ evaluation
+class _ZeroNetwork(torch.nn.Module):
+    """A teacher whose network outputs zero: predict_velocity then returns the prior skip alone."""
+
+    def forward(self, z_t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return torch.zeros_like(z_t)
+
+
 class TeacherEval:
     """Track following of the EMA teacher on a few held-out [world] val clips (eval.track_following).
 
@@ -274,8 +282,8 @@ class TeacherEval:
         self.references = {"prior_paste": self._score_videos(paste)}
         # the codec's own round trip bounds what any latent model can reach (EPE and PSNR ceiling)
         with torch.no_grad():
-            recon = self._decode(torch.cat([codec.encode(frames_to_tensor(c.frames)) for c in self.clips]))
-        self.references["vae_recon"] = self._score_videos(recon)
+            self.latents = torch.cat([codec.encode(frames_to_tensor(c.frames)) for c in self.clips])
+        self.references["vae_recon"] = self._score_videos(self._decode(self.latents))
         log(f"eval: {len(self.clips)} held-out clips x {num_video} frames ready in {time.time() - t0:.0f}s")
 
     def _score_videos(self, videos: list[np.ndarray]) -> dict[str, float]:
@@ -307,6 +315,28 @@ class TeacherEval:
         report.update(eval_s=time.time() - t0, text_scale=wt, motion_scale=wm)
         report["eval_frames"] = int(self.clips[0].frames.shape[0])
         return report, videos
+
+    @torch.no_grad()
+    def heldout_loss(self, model: torch.nn.Module | None, param: TeacherParam) -> dict[str, float]:
+        """Unweighted flow-matching loss on the held-out clips at the fixed times `eval_loss_times` (same
+        noise every call): `val_loss` (their mean) and `val_loss_t{t}`. model None = a network that outputs
+        zero, i.e. the prior skip alone, the reference the network has to beat.
+
+        The denoiser's own progress: sample quality (EPE, PSNR) also depends on how its errors compound
+        over the sampler's steps, this does not."""
+        from motionstream.diffusion.flow import add_noise, velocity_target
+
+        noise = torch.randn(self.latents.shape, generator=torch.Generator().manual_seed(self.tcfg.seed + 778))
+        target = velocity_target(self.latents, noise)
+        net = _ZeroNetwork() if model is None else model
+        b, _, f = self.latents.shape[:3]
+        report = {}
+        for t in self.tcfg.eval_loss_times:
+            tt = torch.full((b, f), float(t))
+            pred = predict_velocity(net, add_noise(self.latents, noise, tt), tt, self.text, self.cond, param)
+            report[f"val_loss_t{t:g}"] = float((pred - target).pow(2).mean())
+        report["val_loss"] = float(np.mean(list(report.values())))
+        return report
 
     def write_samples(self, out_dir: Path, step: int, videos: list[np.ndarray], count: int = 2) -> Path:
         """GT | sample side by side, the conditioning tracks drawn on both."""
@@ -531,6 +561,8 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
         # the conditional prediction alone (w_t = w_m = 0): learning progress without guidance effects
         plain, _ = evaluator(eval_model, param, text_scale=0.0, motion_scale=0.0)
         report.update({f"{k}_noguide": plain[k] for k in ("epe", "epe_reliable", "epe_ratio", "psnr", "region_psnr")})
+        report.update(evaluator.heldout_loss(eval_model, param))
+        report["val_loss_prior_only"] = evaluator.heldout_loss(None, param)["val_loss"]
         report["step"] = step
         append_jsonl(run_dir / "metrics.jsonl", {"eval": report, "step": step, "time": time.time()})
         log.info("eval " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()))
