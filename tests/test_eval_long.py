@@ -18,7 +18,7 @@ from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
 
-CONFIGS = ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6"]
+CONFIGS = ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6", "c3s1w1-r2"]
 
 
 def test_long_not_available_without_student(tmp_path, monkeypatch):
@@ -77,7 +77,8 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
         assert [w["start"] for w in clips[0]] == [0, 9, 18, 27]
         assert all(w["points"] > 0 for w in clips[0])
     assert len(res.raw["reference"]) == 2 and len(res.raw["reference"][0]) == 4
-    # each row streamed with its own cache: by the 4th chunk the four caches hold different chunks
+    # each row streamed with its own cache: by the 4th chunk the caches hold different chunks, and the
+    # refreshed sink (re-anchored after chunks 2 and 4) differs from the fixed one
     last = {name: res.raw["per_clip"][name][0][-1]["psnr"] for name in CONFIGS}
     assert len(set(last.values())) == len(CONFIGS)
     folder = tmp_path / "out" / "eval" / "long"
@@ -85,3 +86,16 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     stored = json.loads((folder / "result.json").read_text())
     assert stored["status"] == "ok" and "c3s1w1 ΔPSNR (dB)" in stored["summary"]
     assert "| c1s1w1 |" in (folder / "table.md").read_text()
+
+
+def test_row_names_set_cache_and_sink_refresh():
+    from motionstream.stream.engine import StreamConfig
+
+    base = StreamConfig(sink_refresh_chunks=3)
+    plain, refreshed = bench_long.stream_config(base, "c3s0w6"), bench_long.stream_config(base, "c1s1w1-r4")
+    assert (plain.chunk_frames, plain.sink_chunks, plain.window_chunks, plain.sink_refresh_chunks) == (3, 0, 6, 0)
+    assert (refreshed.chunk_frames, refreshed.sink_chunks, refreshed.window_chunks,
+            refreshed.sink_refresh_chunks) == (1, 1, 1, 4)
+    for bad in ("c3s1w1-r", "c3s1w1-r0", "c3s1w1-rx", "c3s1-r2"):
+        with pytest.raises(ValueError):
+            bench_long.stream_config(base, bad)

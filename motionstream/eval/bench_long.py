@@ -3,7 +3,7 @@
 The student streams one [world] test scene for >= `horizon_multiple` x its training horizon (the
 DMD score window, 33 video frames in tiny-cpu), once per cache configuration (c3s1w1, c3s0w1,
 c1s1w1, c3s0w6: one set of weights serves all, the student is distilled with random sink /
-window). The ground truth is the same scene program rendered at the stream's length
+window; `cXsYwZ-rN` adds the engine's dynamic sink refresh every N chunks, paper Limitation F). The ground truth is the same scene program rendered at the stream's length
 (data.synth.render_clip: a longer clip starts with the same frames), and its exact tracks are the
 stream's motion input, pushed once from frame 0.
 
@@ -44,13 +44,21 @@ REFERENCE_ROW = "forward warp (no model)"
 class LongBenchConfig:
     """Section `eval_long` of a preset (defaults when absent)."""
 
-    configurations: list[str] = field(default_factory=lambda: ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6"])
+    configurations: list[str] = field(default_factory=lambda: ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6", "c3s1w1-r6"])
     horizon_multiple: int = 10        # stream length = this x the training horizon (paper: >= 10x)
     quick_horizon_multiple: int = 2   # --quick (CI): short streams that still roll the cache (3x took 403 s
                                       # with the full decoder, random tiny-cpu student, 1 thread, load 11)
     num_windows: int = 10             # tenths
-    full_clips: int = 6               # scenes in a full run (each 10 clips long, x 4 configurations)
+    full_clips: int = 6               # scenes in a full run (each 10 clips long, x 5 configurations)
     reliable_px: float = 1.0          # a point counts as reliable when the tracker follows it this well on the truth
+
+
+def stream_config(base, name: str):
+    """The engine config of a row name: `cXsYwZ` (cache), optionally `-rN` (sink refresh every N chunks)."""
+    cache, sep, every = name.partition("-r")
+    if sep and not (every.isdigit() and int(every) > 0):
+        raise ValueError(f"configuration {name!r}: expected cXsYwZ or cXsYwZ-rN with N >= 1 chunks")
+    return replace(base.with_cache_name(cache), sink_refresh_chunks=int(every) if sep else 0)
 
 
 # ------------------------------------------------------------------------------ the student
@@ -224,7 +232,7 @@ def _plot(ctx: BenchmarkContext, times: np.ndarray, curves: dict[str, dict[str, 
 @benchmark("long", "Long streams: drift per time window (Table 4, Fig. 6)", needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS))
 def run_long(ctx: BenchmarkContext) -> None:
     """Streams of >= 10x the training horizon against ground truth; metrics per time window for
-    c3s1w1, c3s0w1, c1s1w1, c3s0w6. PSNR per tenth; EPE re-tracked per tenth from the points
+    c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth; EPE re-tracked per tenth from the points
     visible at its start (reliable points: those the tracker follows within 1 px on the ground
     truth). Drift = last tenth minus first tenth."""
     from motionstream.config import section
@@ -255,7 +263,7 @@ def run_long(ctx: BenchmarkContext) -> None:
         reference.append(window_scores(forward_warp(clip.frames[0], clip.tracks), clip.frames, refs, fps))
         for name in lcfg.configurations:
             video, secs = stream_frames(gen, clip.frames[0], clip.caption, clip.tracks, num_frames,
-                                        base.with_cache_name(name))
+                                        stream_config(base, name))
             per_config[name].append(window_scores(video, clip.frames, refs, fps))
             fps_of[name].append(num_frames / secs)
     gen.close()
