@@ -401,3 +401,32 @@ def test_video_prior_streams_like_the_whole_clip(parts):
     with torch.inference_mode():
         ref = stream_generate(sampler, 3, tuple(gen.image_latent.shape[2:]), torch.Generator().manual_seed(3))
     torch.testing.assert_close(torch.cat(mine, 2), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sink_refresh_restarts_the_video_prior_from_the_new_anchor(parts):
+    """After a refresh the prior warps the new anchor's pixels (its latent decoded as a first frame) along
+    the re-anchored tracks: the next chunk's prior equals encoding [anchor frame, warped chunk] whole."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+    from motionstream.stream.engine import chunk_video_frames
+
+    model, _, meta, codec = parts
+    gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
+                   overlap_decode=False, seed=3, sink_refresh_chunks=2)
+    gen.start(sample_image(), "a bright square")
+    gen.push(moving_square(1 + 4 * 11))
+    for _ in range(2):
+        gen.generate_latents()                                    # the refresh follows chunk 2
+    with torch.inference_mode():
+        anchor = tensor_to_frames(codec.decode(gen.anchor_latent[:, :, None]))[0]
+    np.testing.assert_array_equal(gen.prior_image, anchor)
+    assert not np.array_equal(gen.prior_image, gen.image)         # reset() still restarts from the image
+    seen = []
+    chunk_tracks = gen.controls.chunk_tracks
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    gen.generate_latents()
+    warped = chunk_video_frames(anchor, seen[0])
+    with torch.inference_mode():
+        whole = codec.encode(frames_to_tensor(np.concatenate([anchor[None], warped])))
+    torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
+    assert (warped[-1].astype(int) - anchor).any()                # the re-anchored square moved on

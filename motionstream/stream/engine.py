@@ -34,9 +34,10 @@ the sink is re-anchored on the most recent window chunk (its keys re-rotated to 
 positions), the guide's source latent becomes that chunk's last latent frame and every live
 track's anchor its current position. The fixed sink anchors the stream to frame 0, which resists
 drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
-following a changing scene. Off by default. With a video-prior student it is harmful as built: the
-refresh drops the video prior (the new anchor has no decoded pixels to warp), and `eval long`'s
-c3s1w1-r6 row drifts -6.3 dB / +11 px over 330 frames against -1.6 dB / +1.8 px with the fixed sink.
+following a changing scene. Off by default. With a "video" prior the prior restarts from the new
+anchor: its latent decoded as a first frame, warped along the re-anchored tracks, encoded by a fresh
+streaming encoder (before session 4 the refresh dropped the prior, and `eval long`'s c3s1w1-r6 row
+drifted -6.3 dB / +11 px over 330 frames against -1.6 dB / +1.8 px with the fixed sink).
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
 train/rollout.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
@@ -234,6 +235,7 @@ class StreamingGenerator:
         self.controls.reset()
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
+        self.prior_image = self.image
         self.prior_encoder = self.codec.stream_encoder() if self.param.output_skip == "video" else None
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
@@ -329,7 +331,7 @@ class StreamingGenerator:
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
         prior = None
         if self.prior_encoder is not None:
-            frames = frames_to_tensor(chunk_video_frames(self.image, chunk)).to(self.device)
+            frames = frames_to_tensor(chunk_video_frames(self.prior_image, chunk)).to(self.device)
             prior = self.prior_encoder.encode_chunk(frames)
         cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -361,10 +363,20 @@ class StreamingGenerator:
         if self.last_latents is not None:
             self.anchor_latent = self.last_latents[:, :, -1].clone()
         self.controls.reanchor()
-        # the new anchor is a latent whose pixels are not decoded yet: from here on the video prior
-        # falls back to the frozen anchor (condition_prior without a prior)
-        self.prior_encoder = None
+        if self.param.output_skip == "video":
+            self._restart_video_prior()
         return True
+
+    @torch.inference_mode()
+    def _restart_video_prior(self) -> None:
+        """The video prior after a refresh warps the new anchor's pixels along the re-anchored tracks.
+        Those pixels are the anchor latent decoded as a first frame (which is how the model reads it as
+        the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
+        from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+
+        self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
+        self.prior_encoder = self.codec.stream_encoder()
+        self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:
