@@ -3,9 +3,10 @@
 The student streams one [world] test scene for >= `horizon_multiple` x its training horizon (the
 DMD score window, 33 video frames in tiny-cpu), once per cache configuration (c3s1w1, c3s0w1,
 c1s1w1, c3s0w6: one set of weights serves all, the student is distilled with random sink /
-window; `cXsYwZ-rN` adds the engine's dynamic sink refresh every N chunks, paper Limitation F). The ground truth is the same scene program rendered at the stream's length
-(data.synth.render_clip: a longer clip starts with the same frames), and its exact tracks are the
-stream's motion input, pushed once from frame 0.
+window; `cXsYwZ-rN` adds the engine's dynamic sink refresh every N chunks, paper Limitation F).
+The ground truth is the same scene program rendered at the stream's length (data.synth.render_clip:
+a longer clip starts with the same frames), and its exact tracks are the stream's motion input,
+pushed once from frame 0.
 
 Metrics per time window (tenths of the stream):
     PSNR        of the window's frames against the ground truth
@@ -232,9 +233,9 @@ def _plot(ctx: BenchmarkContext, times: np.ndarray, curves: dict[str, dict[str, 
 @benchmark("long", "Long streams: drift per time window (Table 4, Fig. 6)", needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS))
 def run_long(ctx: BenchmarkContext) -> None:
     """Streams of >= 10x the training horizon against ground truth; metrics per time window for
-    c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth; EPE re-tracked per tenth from the points
-    visible at its start (reliable points: those the tracker follows within 1 px on the ground
-    truth). Drift = last tenth minus first tenth."""
+    c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth;
+    EPE re-tracked per tenth from the points visible at its start (reliable points: those the
+    tracker follows within 1 px on the ground truth). Drift = last tenth minus first tenth."""
     from motionstream.config import section
     from motionstream.eval.benchmarks import require_module
     from motionstream.eval.clips import video_format
