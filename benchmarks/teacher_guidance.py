@@ -31,7 +31,7 @@ class NetworkWindow(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, lo: float, hi: float):
         super().__init__()
-        self.model, self.lo, self.hi, self.cfg = model, lo, hi, model.cfg
+        self.model, self.lo, self.hi = model, lo, hi
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         out = self.model(z_t, t, *args, **kwargs)
