@@ -54,6 +54,18 @@ def cli(*args: str) -> None:
     assert main(["train", *args, "--no-progress", "--device", "cpu", "--threads", "1"]) == 0
 
 
+def test_distill_clis_take_set_overrides(tmp_path, capsys):
+    from motionstream.cli import main
+
+    cfg, teacher, cache = distill_config(tmp_path)
+    common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache), "--run", str(tmp_path / "ode")]
+    cli("ode", *common, "--pairs-only", "--set", "train_ode.num_pairs=1")            # the preset says 2
+    assert len(list((tmp_path / "pairs" / "pairs").glob("*.npz"))) == 1
+    for stage in ("ode", "dmd"):
+        assert main(["train", stage, *common, "--set", f"train_{stage}.no_such_key=1"]) == 2
+        assert f"train_{stage} has no key 'no_such_key'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ode_then_dmd_resume_export_and_stream(tmp_path):
     cfg, teacher, cache = distill_config(tmp_path)
