@@ -21,6 +21,18 @@ from safetensors.torch import load_file, save_file
 
 
 # ----------------------------------------------------------------------------- logs
+def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The preset of a training command with its `--set` overrides; a bad preset or override is the user's
+    input, so it becomes a one-line UserError."""
+    from motionstream.cli import UserError
+    from motionstream.config import load_config
+
+    try:
+        return load_config(path, list(overrides))
+    except Exception as err:  # ConfigError / YAML errors
+        raise UserError(str(err)) from err
+
+
 def run_logger(run_dir: Path, name: str, is_main: bool) -> logging.Logger:
     """The logger `motionstream.<name>`, writing `run_dir/train.log` on the main process only
     (other torchrun ranks get a logger with no handler)."""

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, add_config_arguments, load_config, section
-from motionstream.train.common import append_jsonl, run_logger
+from motionstream.config import REPO_ROOT, add_config_arguments, section
+from motionstream.train.common import append_jsonl, load_run_config, run_logger
 
 
 @dataclass
@@ -334,11 +334,11 @@ def load_distill_config(path: str, stage: str, stage_cls: type,
     from motionstream.train.rollout import StudentConfig
     from motionstream.train.teacher import TeacherTrainConfig
 
+    cfg = load_run_config(path, overrides)
     try:
-        cfg = load_config(path, overrides)
         return (cfg, section(cfg, stage, stage_cls), section(cfg, "student", StudentConfig),
                 section(cfg, "diffusion", DiffusionConfig), section(cfg, "train_teacher", TeacherTrainConfig))
-    except Exception as err:  # ConfigError / YAML errors are user input problems
+    except Exception as err:  # ConfigError (unknown / malformed keys) is a user input problem
         raise UserError(str(err)) from err
 
 

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, add_config_arguments, load_config, section, to_dict
+from motionstream.config import REPO_ROOT, add_config_arguments, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity
-from motionstream.train.common import append_jsonl, run_logger
+from motionstream.train.common import append_jsonl, load_run_config, run_logger
 
 TEACHER_KIND = "teacher"
 
@@ -324,8 +324,6 @@ class TeacherEval:
 
         The denoiser's own progress: sample quality (EPE, PSNR) also depends on how its errors compound
         over the sampler's steps, this does not."""
-        from motionstream.diffusion.flow import add_noise, velocity_target
-
         noise = torch.randn(self.latents.shape, generator=torch.Generator().manual_seed(self.tcfg.seed + 778))
         target = velocity_target(self.latents, noise)
         net = _ZeroNetwork() if model is None else model
@@ -385,10 +383,7 @@ def train_teacher(args) -> int:
     from motionstream.train.distributed import (checkpoint_views, init_distributed, restore_views, shutdown,
                                                 wrap_model)
 
-    try:
-        cfg = load_config(args.config, args.set)
-    except Exception as err:  # ConfigError / YAML errors are user input problems
-        raise UserError(str(err)) from err
+    cfg = load_run_config(args.config, args.set)
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
     dcfg = section(cfg, "diffusion", DiffusionConfig)
     if args.stage is not None:
@@ -601,10 +596,7 @@ def build_teacher_cache(args) -> int:
     from motionstream.models.text import load_text_encoder
     from motionstream.train.cache import build_cache, cache_meta
 
-    try:
-        cfg = load_config(args.config, args.set)
-    except Exception as err:  # ConfigError / YAML errors are user input problems
-        raise UserError(str(err)) from err
+    cfg = load_run_config(args.config, args.set)
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
     torch.set_num_threads(args.threads)
     video = cfg.get("video", {})
