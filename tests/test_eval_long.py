@@ -45,6 +45,22 @@ def test_scene_wins_counts_scenes_where_the_base_is_better():
     assert bench_long.scene_wins(per_config, "a") == [["b", "2/3", "2/3", "1/3"]]
 
 
+def test_relative_drift_is_last_over_first_with_a_scene_bootstrap():
+    def clip(first, last):
+        return [{"epe_reliable": first}, {"epe_reliable": 0.0}, {"epe_reliable": last}]
+
+    same = [clip(2.0, 2.2), clip(4.0, 4.4), clip(1.0, 1.1)]                    # every scene +10 %
+    change, lo, hi = bench_long.relative_drift(same, "epe_reliable")
+    assert change == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    # one scene with a bad last tenth: the mean moves, and the interval spans "no change" to "that scene"
+    mixed = [clip(2.0, 2.0), clip(2.0, 2.0), clip(2.0, 2.0), clip(2.0, 8.0)]
+    change, lo, hi = bench_long.relative_drift(mixed, "epe_reliable")
+    assert change == pytest.approx(0.75) and lo == pytest.approx(0.0) and 1.5 <= hi <= 2.25      # 2 or 3 of 4 picks
+    # a scene without points in a tenth (nan) is skipped there, as in the per-tenth means
+    change, _, _ = bench_long.relative_drift([clip(2.0, float("nan")), clip(4.0, 6.0)], "epe_reliable")
+    assert change == pytest.approx(6.0 / 3.0 - 1)
+
+
 def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     pytest.importorskip("motionstream.data.synth")
     wire(monkeypatch, bench_long, "long", model_folders, STUDENT_WEIGHTS="student", VAE_WEIGHTS="vae",
@@ -55,7 +71,10 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     assert res.status == "ok", res.reason
     assert res.raw["horizon_frames"] == 9 and res.raw["num_frames"] == 36      # 4 x (1 + 4 * (3 - 1)): 4 chunks of c3
     assert len(res.raw["clips"]) == 2                                          # --quick: 2 scenes
-    drift, wins, psnr_t, epe_t = res.tables
+    drift, wins, rel, psnr_t, epe_t = res.tables
+    assert [r[0] for r in rel.rows] == CONFIGS
+    for row, d in zip(rel.rows, drift.rows):
+        assert row[1] == pytest.approx(100 * (d[4] / d[3] - 1)) and row[3] == pytest.approx(100 * (d[9] / d[8] - 1))
     assert [r[0] for r in wins.rows] == CONFIGS[1:] and all(v.endswith("/2") for r in wins.rows for v in r[1:])
     ref = bench_long.REFERENCE_ROW
     assert [r[0] for r in drift.rows] == CONFIGS + [ref, "ground truth (tracker floor)"]

@@ -16,7 +16,8 @@ Metrics per time window (tenths of the stream):
                 over 330 frames drifts on its own; per-window queries measure the stream, not that.
                 Reliable points = those the tracker follows within `reliable_px` on the ground truth
                 window (floor beside it).
-Drift = last tenth minus first tenth.
+Drift = last tenth minus first tenth; relative drift = last / first - 1, with a bootstrap interval over
+scenes (relative_drift): on 6 scenes one scene's hard last tenth decides the mean EPE's sign.
 
 The scenes themselves change over a long stream (objects cross, the camera pans to content the first
 frame never showed), so part of any drop is the scene's, not the model's. The forward warp of the
@@ -27,6 +28,7 @@ same windows as a reference row: a configuration drifts by what it loses beyond 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,7 +52,8 @@ class LongBenchConfig:
     quick_horizon_multiple: int = 2   # --quick (CI): short streams that still roll the cache (3x took 403 s
                                       # with the full decoder, random tiny-cpu student, 1 thread, load 11)
     num_windows: int = 10             # tenths
-    full_clips: int = 6               # scenes in a full run (each 10 clips long, x 5 configurations)
+    full_clips: int = 20              # scenes in a full run (each 10 clips long, x 5 configurations; ~30 min
+                                      # on 2 cores): on 6 scenes the last tenth's mean EPE swung with one scene
     reliable_px: float = 1.0          # a point counts as reliable when the tracker follows it this well on the truth
 
 
@@ -186,6 +189,25 @@ def drift(curve: np.ndarray) -> "np.ndarray | float":
     return curve[..., -1] - curve[..., 0]
 
 
+def relative_drift(per_clip: list[list[dict[str, float]]], key: str, rounds: int = 2000, level: float = 0.9,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(change, lo, hi): the last tenth's mean over scenes relative to the first tenth's (last / first - 1,
+    the [distill] criterion's "within 15 %"), and a bootstrap interval at `level` from resampling scenes.
+    With a handful of scenes one hard last tenth moves the mean a lot; the interval says how much."""
+    vals = np.array([[clip[0][key], clip[-1][key]] for clip in per_clip], np.float64)   # [scenes, 2]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                 # all-nan resamples give nan, dropped
+        first, last = np.nanmean(vals, 0)
+        picks = np.random.default_rng(seed).integers(0, len(vals), (rounds, len(vals)))
+        boot = np.nanmean(vals[picks], 1)                                # [rounds, 2]
+        ratios = boot[:, 1] / boot[:, 0] - 1
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(last / first - 1), float(lo), float(hi)
+
+
 def scene_wins(per_config: dict[str, list[list[dict[str, float]]]], base: str) -> list[list[Any]]:
     """Per other configuration: in how many scenes `base` streams better (whole-stream PSNR higher,
     whole-stream reliable-point EPE lower, PSNR drift smaller), as "wins/scenes". Mean differences of a
@@ -299,6 +321,18 @@ def run_long(ctx: BenchmarkContext) -> None:
                         scene_wins(per_config, base_name),
                         note="scenes where the first configuration beats the row's, on the whole-stream mean "
                              "PSNR, the whole-stream reliable-point EPE and the drift (last minus first tenth)."))
+    rel_rows = []
+    for c, v in per_config.items():
+        row = [c]
+        for key in ("psnr", "epe_reliable"):
+            change, lo, hi = relative_drift(v, key)
+            row += [100 * change, f"{100 * lo:+.0f} to {100 * hi:+.0f}"]
+        rel_rows.append(row)
+    ctx.add_table(Table(f"Last tenth relative to the first, over {len(clip_names)} scenes (%)",
+                        ["config", "PSNR change", "PSNR 90% interval", "EPE change", "EPE 90% interval"], rel_rows,
+                        note="last-tenth mean / first-tenth mean - 1 (EPE on reliable points); the interval "
+                             "resamples scenes (bootstrap, 2000 rounds): how far the figure would move with "
+                             "other scenes of the same kind."))
     window_cols = [f"{a / fps:.1f}-{b / fps:.1f}s" for a, b in zip(edges[:-1], edges[1:])]
     for key, label in (("psnr", "PSNR (dB)"), ("epe_reliable", "EPE, reliable pts (px)")):
         trows = [[c, *cur[key]] for c, cur in scored.items()]
@@ -319,4 +353,4 @@ def run_long(ctx: BenchmarkContext) -> None:
 
 
 __all__ = ["LongBenchConfig", "load_student_stream", "stream_frames", "training_horizon_frames", "window_edges",
-           "window_references", "window_scores", "mean_windows", "drift", "scene_wins", "run_long"]
+           "window_references", "window_scores", "mean_windows", "drift", "relative_drift", "scene_wins", "run_long"]
