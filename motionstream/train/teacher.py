@@ -378,10 +378,8 @@ def train_teacher(args) -> int:
     from tqdm import tqdm
 
     from motionstream.train.cache import TeacherCache, text_key
-    from motionstream.train.common import (EMA, load_training_state, lr_at, optimizer_step, save_training_state,
-                                           seed_everything, set_lr)
-    from motionstream.train.distributed import (checkpoint_views, init_distributed, restore_views, shutdown,
-                                                wrap_model)
+    from motionstream.train.common import EMA, load_training_state, lr_at, optimizer_step, seed_everything, set_lr
+    from motionstream.train.distributed import init_distributed, restore_views, shutdown, wrap_model
 
     cfg = load_run_config(args.config, args.set)
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
