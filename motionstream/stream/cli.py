@@ -223,7 +223,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
         ("--decoder", dict(choices=("tiny", "full"), help="student: streaming decoder (default tiny)")),
         ("--sink-refresh", dict(type=int, default=None, metavar="N",
                                 help="student: re-anchor the attention sink every N chunks (default 0 = off; on "
-                                "[world] scenes it drifts more than the fixed sink: see README)")),
+                                "[world] scenes it loses more PSNR over a long stream than the fixed sink: see README)")),
         ("--tiny-decoder", dict(help="student: tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")),
     ]
     for flag, kwargs in options:
@@ -245,7 +245,7 @@ def _common(p: argparse.ArgumentParser, frames_help: str) -> None:
     p.add_argument("--decoder", choices=("tiny", "full"), help="streaming decoder (default tiny)")
     p.add_argument("--sink-refresh", type=int, default=None, metavar="N",
                    help="re-anchor the attention sink every N chunks for scene changes (default 0 = off; on "
-                   "[world] scenes it drifts more than the fixed sink: see README)")
+                   "[world] scenes it loses more PSNR over a long stream than the fixed sink: see README)")
     p.add_argument("--steps", type=int, help="teacher only: Euler steps (default: the preset's sample_steps)")
     p.add_argument("--seed", type=int, help="noise seed (default: the preset's stream.seed)")
     p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")

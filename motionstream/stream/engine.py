@@ -36,8 +36,8 @@ track's anchor its current position. The fixed sink anchors the stream to frame 
 drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
 following a changing scene. Off by default. With a "video" prior the prior restarts from the new
 anchor: its latent decoded as a first frame, warped along the re-anchored tracks, encoded by a fresh
-streaming encoder. Measured by `eval long` (row c3s1w1-r6, 330 frames): drift -4.4 dB / +3.9 px
-against -1.6 dB / +1.8 px with the fixed sink; the student was never trained on a refreshed sink.
+streaming encoder. Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frames): drift -4.8 dB / +0.2 px
+against -2.1 dB / +0.6 px with the fixed sink; the student was never trained on a refreshed sink.
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
 train/rollout.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
