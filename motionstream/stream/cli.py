@@ -22,6 +22,9 @@ import numpy as np
 
 from motionstream.tracks.cli import user_errors
 
+SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
+                     "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
+
 SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
 
 
@@ -222,8 +225,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
         ("--cache", dict(help="student: cache shape cXsYwZ (default c3s1w1)")),
         ("--decoder", dict(choices=("tiny", "full"), help="student: streaming decoder (default tiny)")),
         ("--sink-refresh", dict(type=int, default=None, metavar="N",
-                                help="student: re-anchor the attention sink every N chunks (default 0 = off; on "
-                                "[world] scenes it loses more PSNR over a long stream than the fixed sink: see README)")),
+                                help="student: " + SINK_REFRESH_HELP)),
         ("--tiny-decoder", dict(help="student: tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")),
     ]
     for flag, kwargs in options:
@@ -244,8 +246,7 @@ def _common(p: argparse.ArgumentParser, frames_help: str) -> None:
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's / preset's, c3s1w1)")
     p.add_argument("--decoder", choices=("tiny", "full"), help="streaming decoder (default tiny)")
     p.add_argument("--sink-refresh", type=int, default=None, metavar="N",
-                   help="re-anchor the attention sink every N chunks for scene changes (default 0 = off; on "
-                   "[world] scenes it loses more PSNR over a long stream than the fixed sink: see README)")
+                   help=SINK_REFRESH_HELP)
     p.add_argument("--steps", type=int, help="teacher only: Euler steps (default: the preset's sample_steps)")
     p.add_argument("--seed", type=int, help="noise seed (default: the preset's stream.seed)")
     p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")
