@@ -194,10 +194,10 @@ def relative_drift(per_clip: list[list[dict[str, float]]], key: str, rounds: int
     """(change, lo, hi): the last tenth's mean over scenes relative to the first tenth's (last / first - 1,
     the [distill] criterion's "within 15 %"), and a bootstrap interval at `level` from resampling scenes.
     With a handful of scenes one hard last tenth moves the mean a lot; the interval says how much."""
+    first, last = mean_windows(per_clip, key)[[0, -1]]                  # the drift table's first / last tenth
     vals = np.array([[clip[0][key], clip[-1][key]] for clip in per_clip], np.float64)   # [scenes, 2]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)                 # all-nan resamples give nan, dropped
-        first, last = np.nanmean(vals, 0)
         picks = np.random.default_rng(seed).integers(0, len(vals), (rounds, len(vals)))
         boot = np.nanmean(vals[picks], 1)                                # [rounds, 2]
         ratios = boot[:, 1] / boot[:, 0] - 1
