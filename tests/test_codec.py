@@ -374,3 +374,31 @@ def test_lpips_loss_from_local_alex_weights(tmp_path):
     assert float(d.detach()) > 0 and b.grad.abs().sum() > 0
     with pytest.raises(FileNotFoundError, match="nope"):
         LPIPSLoss(str(tmp_path / "nope.safetensors"))
+
+
+def test_temporal_difference_loss_ignores_steady_errors_and_counts_flicker():
+    from motionstream.train.losses_codec import reconstruction_loss, temporal_difference_l1
+
+    target = torch.rand(1, 3, 5, 8, 8) * 2 - 1
+    offset = 0.1 * torch.randn(1, 3, 1, 8, 8)
+    steady = target + offset                                   # the same error in every frame
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(1, 1, 5, 1, 1)
+    flicker = target + offset * signs                          # same size, sign flips per frame
+    assert temporal_difference_l1(steady, target) < 1e-6
+    assert temporal_difference_l1(flicker, target) == pytest.approx(2 * offset.abs().mean().item(), rel=1e-5)
+    base, parts = reconstruction_loss(flicker, target, 1.0, 1.0, 0.0)
+    with_dt, parts_dt = reconstruction_loss(flicker, target, 1.0, 1.0, 0.0, temporal_weight=0.5)
+    assert "dt" not in parts and parts_dt["dt"] > 0
+    assert with_dt.item() == pytest.approx(base.item() + 0.5 * parts_dt["dt"], rel=1e-5)
+
+
+def test_train_vae_reads_set_overrides(monkeypatch, tmp_path, capsys):
+    import motionstream.train.vae as tv
+    from motionstream.cli import main
+
+    seen = []
+    monkeypatch.setattr(tv, "train_vae", lambda sec, *a, **k: seen.append(sec) or {"step": 0, "psnr": 0.0, "ssim": 0.0})
+    assert main(["train", "vae", "--run", str(tmp_path / "run"), "--set", "vae.train.temporal_weight=0.5"]) == 0
+    assert seen[0].train.temporal_weight == 0.5
+    assert main(["train", "vae", "--run", str(tmp_path / "run"), "--set", "vae.train.temporal_wieght=0.5"]) != 0
+    assert "no key 'temporal_wieght'" in capsys.readouterr().err and len(seen) == 1

@@ -322,3 +322,20 @@ def test_heldout_loss_scores_the_prior_skip_on_fixed_noise(setup):
     for t in (0.1, 0.5, 0.9):
         assert wrong[f"val_loss_t{t}"] == pytest.approx(err / t ** 2, rel=1e-3)
     assert ev.heldout_loss(model, param) == ev.heldout_loss(model, param)
+
+
+@pytest.mark.parametrize("command", [["teacher", "--run", "RUN"], ["teacher-cache"], ["ode", "--pairs-only", "--run", "RUN"]])
+def test_malformed_preset_section_is_a_one_line_error(tmp_path, capsys, command):
+    import yaml
+
+    from motionstream.cli import main
+    from motionstream.config import load_config
+
+    cfg = load_config("tiny-cpu")
+    cfg["train_teacher"]["no_such_key"] = 1            # a hand-edited preset, not a --set (those are checked earlier)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    args = [str(tmp_path / "run") if a == "RUN" else a for a in command]
+    assert main(["train", *args, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown keys ['no_such_key']" in err and "Traceback" not in err

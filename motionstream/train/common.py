@@ -33,6 +33,18 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
         raise UserError(str(err)) from err
 
 
+def run_section(cfg: dict[str, Any], name: str, cls: type):
+    """`config.section` for a training command: a malformed section (unknown key, bad value) is the user's
+    input, so it becomes a one-line UserError like a bad `--set`."""
+    from motionstream.cli import UserError
+    from motionstream.config import section
+
+    try:
+        return section(cfg, name, cls)
+    except Exception as err:  # ConfigError / TypeError from the dataclass
+        raise UserError(str(err)) from err
+
+
 def run_logger(run_dir: Path, name: str, is_main: bool) -> logging.Logger:
     """The logger `motionstream.<name>`, writing `run_dir/train.log` on the main process only
     (other torchrun ranks get a logger with no handler)."""

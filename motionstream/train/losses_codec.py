@@ -97,14 +97,29 @@ def discriminator_step(disc: nn.Module, opt_d: torch.optim.Optimizer, real: torc
     return float(d_loss.detach())
 
 
+def temporal_difference_l1(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean |(rec[t+1] - rec[t]) - (target[t+1] - target[t])| over frames of videos [B, 3, T, H, W].
+
+    Zero for any error that stays the same from frame to frame (a steady blur riding on an object), large
+    for errors that change every frame (flicker, texture re-drawn per frame): the second kind is what a
+    point tracker loses points on, at the same PSNR (see benchmarks/latent_ceiling.py).
+    """
+    return (torch.diff(rec, dim=2) - torch.diff(target, dim=2)).abs().mean()
+
+
 def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float,
-                        ssim_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted L1 + L2 + (1 - SSIM); returns (loss, logged parts)."""
+                        ssim_weight: float, temporal_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted L1 + L2 + (1 - SSIM) + temporal_difference_l1; returns (loss, logged parts)."""
     l1 = (rec - target).abs().mean()
     l2 = ((rec - target) ** 2).mean()
     s = ssim(rec, target) if ssim_weight > 0 else rec.new_zeros(())
     loss = l1_weight * l1 + l2_weight * l2 + ssim_weight * (1 - s)
-    return loss, {"l1": float(l1.detach()), "l2": float(l2.detach()), "ssim": float(s.detach())}
+    parts = {"l1": float(l1.detach()), "l2": float(l2.detach()), "ssim": float(s.detach())}
+    if temporal_weight > 0:
+        dt = temporal_difference_l1(rec, target)
+        loss = loss + temporal_weight * dt
+        parts["dt"] = float(dt.detach())
+    return loss, parts
 
 
 class LPIPSLoss:

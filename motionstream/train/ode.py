@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, add_config_arguments, section
-from motionstream.train.common import append_jsonl, load_run_config, run_logger
+from motionstream.config import REPO_ROOT, add_config_arguments
+from motionstream.train.common import append_jsonl, load_run_config, run_logger, run_section
 
 
 @dataclass
@@ -335,11 +335,8 @@ def load_distill_config(path: str, stage: str, stage_cls: type,
     from motionstream.train.teacher import TeacherTrainConfig
 
     cfg = load_run_config(path, overrides)
-    try:
-        return (cfg, section(cfg, stage, stage_cls), section(cfg, "student", StudentConfig),
-                section(cfg, "diffusion", DiffusionConfig), section(cfg, "train_teacher", TeacherTrainConfig))
-    except Exception as err:  # ConfigError (unknown / malformed keys) is a user input problem
-        raise UserError(str(err)) from err
+    return (cfg, run_section(cfg, stage, stage_cls), run_section(cfg, "student", StudentConfig),
+            run_section(cfg, "diffusion", DiffusionConfig), run_section(cfg, "train_teacher", TeacherTrainConfig))
 
 
 def train_ode(args) -> int:

@@ -38,7 +38,7 @@ from motionstream.cli import UserError
 from motionstream.config import REPO_ROOT, add_config_arguments, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity
-from motionstream.train.common import append_jsonl, load_run_config, run_logger
+from motionstream.train.common import append_jsonl, load_run_config, run_logger, run_section
 
 TEACHER_KIND = "teacher"
 
@@ -382,8 +382,8 @@ def train_teacher(args) -> int:
     from motionstream.train.distributed import init_distributed, restore_views, shutdown, wrap_model
 
     cfg = load_run_config(args.config, args.set)
-    tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
-    dcfg = section(cfg, "diffusion", DiffusionConfig)
+    tcfg = run_section(cfg, "train_teacher", TeacherTrainConfig)
+    dcfg = run_section(cfg, "diffusion", DiffusionConfig)
     if args.stage is not None:
         tcfg.stage = args.stage
     torch.set_num_threads(args.threads or tcfg.threads)
@@ -595,7 +595,7 @@ def build_teacher_cache(args) -> int:
     from motionstream.train.cache import build_cache, cache_meta
 
     cfg = load_run_config(args.config, args.set)
-    tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
+    tcfg = run_section(cfg, "train_teacher", TeacherTrainConfig)
     torch.set_num_threads(args.threads)
     video = cfg.get("video", {})
     width, height, fps = video.get("width", 256), video.get("height", 144), video.get("fps", 16)

@@ -119,7 +119,7 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
             z = codec.encode(x)
             teacher = codec.decode(z) if tc.teacher_weight > 0 else None
         rec = tiny.decode_video(z) * 2 - 1
-        loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
+        loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight, tc.temporal_weight)
         if lpips is not None:
             lp = lpips(rec, x)
             loss = loss + tc.lpips_weight * lp
@@ -178,15 +178,12 @@ def cmd_train_tiny_decoder(args) -> int:
     import torch
 
     from motionstream.cli import UserError
-    from motionstream.config import ConfigError, load_config, section
     from motionstream.models.checkpoints import WeightsNotFound
+    from motionstream.train.common import load_run_config, run_section
 
     torch.set_num_threads(args.threads)
-    try:
-        cfg = load_config(args.config)
-        sec = section(cfg, "tiny_decoder", TinyDecoderSection)
-    except ConfigError as err:
-        raise UserError(str(err)) from err
+    cfg = load_run_config(args.config, args.set)
+    sec = run_section(cfg, "tiny_decoder", TinyDecoderSection)
     v = cfg.get("video", {})
     try:
         res = train_tiny_decoder(sec, args.run, args.vae, args.minutes, args.steps, args.init,

@@ -45,6 +45,7 @@ class CodecTrainConfig:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     ssim_weight: float = 0.2
+    temporal_weight: float = 0.0        # L1 on frame-to-frame differences (losses_codec.temporal_difference_l1)
     lpips_weight: float = 0.1           # used only when a run is given --lpips-weights PATH
     gan_weight: float = 0.05
     gan_start_step: int = 3000          # adversarial term only after the reconstruction warm-up
@@ -287,7 +288,7 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
         set_lr(opt, lr)
         x = pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
         rec, mean, logvar = vae(x)
-        loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight)
+        loss, parts = reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight, tc.temporal_weight)
         if lpips is not None:
             lp = lpips(rec, x)
             loss = loss + tc.lpips_weight * lp
@@ -407,19 +408,15 @@ def export_vae(run_dir: str | Path, out_dir: str | Path, stats_clips: int = 200,
 
 # ------------------------------------------------------------------------------- CLI
 def _section(args) -> VAESection:
-    from motionstream.config import ConfigError, load_config, section
-    from motionstream.cli import UserError
+    from motionstream.train.common import load_run_config, run_section
 
-    try:
-        return section(load_config(args.config), "vae", VAESection)
-    except ConfigError as err:
-        raise UserError(str(err)) from err
+    return run_section(load_run_config(args.config, args.set), "vae", VAESection)
 
 
 def _video_size(args) -> tuple[int, int]:
-    from motionstream.config import load_config
+    from motionstream.train.common import load_run_config
 
-    v = load_config(args.config).get("video", {})
+    v = load_run_config(args.config, args.set).get("video", {})
     return int(v.get("width", 256)), int(v.get("height", 144))
 
 
@@ -499,8 +496,10 @@ def cmd_roundtrip(args) -> int:
 
 
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    from motionstream.config import add_config_arguments
+
     def common(p: argparse.ArgumentParser, run: str) -> None:
-        p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (default: tiny-cpu)")
+        add_config_arguments(p, default="tiny-cpu")
         p.add_argument("--run", default=run, help=f"run folder (default: {run}); rerun to resume")
         p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
         p.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
