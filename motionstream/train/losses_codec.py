@@ -100,9 +100,9 @@ def discriminator_step(disc: nn.Module, opt_d: torch.optim.Optimizer, real: torc
 def temporal_difference_l1(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean |(rec[t+1] - rec[t]) - (target[t+1] - target[t])| over frames of videos [B, 3, T, H, W].
 
-    Zero for any error that stays the same from frame to frame (a steady blur riding on an object), large
-    for errors that change every frame (flicker, texture re-drawn per frame): the second kind is what a
-    point tracker loses points on, at the same PSNR (see benchmarks/latent_ceiling.py).
+    Zero for an error that is the same in every frame, largest for one drawn afresh every frame (flicker,
+    texture re-drawn per frame). Per-frame noise costs a point tracker far more than a blur of higher error
+    does (the reference rows of benchmarks/latent_ceiling.py), so a decoder is pushed away from the first kind.
     """
     return (torch.diff(rec, dim=2) - torch.diff(target, dim=2)).abs().mean()
 
