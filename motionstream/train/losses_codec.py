@@ -101,8 +101,8 @@ def temporal_difference_l1(rec: torch.Tensor, target: torch.Tensor) -> torch.Ten
     """Mean |(rec[t+1] - rec[t]) - (target[t+1] - target[t])| over frames of videos [B, 3, T, H, W].
 
     Zero for an error that is the same in every frame, largest for one drawn afresh every frame (flicker,
-    texture re-drawn per frame). Per-frame noise costs a point tracker far more than a blur of higher error
-    does (the reference rows of benchmarks/latent_ceiling.py), so a decoder is pushed away from the first kind.
+    texture re-drawn per frame). That kind costs a point tracker most: on the reference rows of
+    benchmarks/latent_ceiling.py per-frame noise at 30 dB adds 0.09x the frozen frame's EPE, a blur at 34 dB 0.01x.
     """
     return (torch.diff(rec, dim=2) - torch.diff(target, dim=2)).abs().mean()
 
