@@ -407,24 +407,16 @@ def export_vae(run_dir: str | Path, out_dir: str | Path, stats_clips: int = 200,
 
 
 # ------------------------------------------------------------------------------- CLI
-def _section(args) -> VAESection:
-    from motionstream.train.common import load_run_config, run_section
-
-    return run_section(load_run_config(args.config, args.set), "vae", VAESection)
-
-
-def _video_size(args) -> tuple[int, int]:
-    from motionstream.train.common import load_run_config
-
-    v = load_run_config(args.config, args.set).get("video", {})
-    return int(v.get("width", 256)), int(v.get("height", 144))
-
-
 def cmd_train_vae(args) -> int:
     import torch
 
+    from motionstream.train.common import load_run_config, run_section
+
     torch.set_num_threads(args.threads)
-    sec = _section(args)
+    cfg = load_run_config(args.config, args.set)
+    sec = run_section(cfg, "vae", VAESection)
+    video = cfg.get("video", {})
+    video_size = int(video.get("width", 256)), int(video.get("height", 144))
     if args.freeze_encoder and not args.init:
         from motionstream.cli import UserError
         raise UserError("--freeze-encoder needs --init WEIGHTS (the shipped VAE whose encoder stays fixed)")
@@ -433,7 +425,7 @@ def cmd_train_vae(args) -> int:
     if args.lpips_weights and not Path(args.lpips_weights).is_file():
         from motionstream.cli import UserError
         raise UserError(f"--lpips-weights: no file at {args.lpips_weights} (an LPIPS-alex .safetensors, see eval.metrics)")
-    res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=_video_size(args),
+    res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=video_size,
                     lpips_weights=args.lpips_weights)
     print(f"step {res['step']}: held-out PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f} (log: {Path(args.run) / 'train.log'})")
     return 0
