@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "motionstream.train.teacher",
     "motionstream.train.ode",
     "motionstream.train.dmd",
+    "motionstream.train.gt",
     "motionstream.generate",
     "motionstream.stream.cli",
     "motionstream.app.server",
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     train = commands.add_parser(
-        "train", help="train a model stage (vae, tiny-decoder, teacher, ode, dmd)",
+        "train", help="train a model stage (vae, tiny-decoder, teacher, ode, dmd, gt)",
         description="Train one stage of the pipeline. Every stage is resumable: re-running the same "
         "command continues from the last checkpoint in its run folder.",
     ).add_subparsers(dest="stage", metavar="STAGE", required=True)

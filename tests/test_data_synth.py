@@ -149,7 +149,7 @@ def test_objects_keep_coming_back_in_long_streams():
     on_screen = []
     for seed in range(8):
         scene, effects, _ = build_world(seed, W, H, cfg)
-        frames = [f for f, _ in render_frames(scene, effects, times, cfg, 1 / FPS)]
+        frames = [f for f, _, _ in render_frames(scene, effects, times, cfg, 1 / FPS)]
         assert all(f.shape == (H, W, 3) and 5 < f.mean() < 250 for f in frames)
         on_screen += [bool(composite(scene, float(t), cfg.occlusion_alpha, pix)[1].any()) for t in times]
     assert np.mean(on_screen) > 0.5, on_screen

@@ -199,15 +199,46 @@ def test_transfer_benchmark_rows(tmp_path, monkeypatch):
     res = run_benchmark("transfer", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     # the real clips live in ../shared/media beside the checkout; a bare clone has only the world
-    sources = ["world test", "real media"] if MEDIA.is_dir() else ["world test"]
+    sources = ["world test", "real media", "real fast motion"] if MEDIA.is_dir() else ["world test"]
     assert [t.title.split(" (")[0] for t in res.tables] == sources
     for source, table in zip(sources, res.tables):
         rows = {r[0]: r for r in table.rows}
         assert rows["unshipped"][1] == "not available" and rows["broken"][1] == "failed"
         assert "ground truth (tracker floor)" in rows
         got = res.raw["per_source"][source]
+        for m in got.values():      # the per-clip worst rows: never better than the mean
+            assert m["worst_psnr"] <= m["psnr"] and m["worst_epe"] >= m["epe"]
         assert set(got) == {"repeat-first-frame", "forward-warp"}
         assert got["forward-warp"]["psnr"] > got["repeat-first-frame"]["psnr"]
         assert got["forward-warp"]["epe_reliable"] < got["repeat-first-frame"]["epe_reliable"]
     assert "model exploded" in res.raw["skipped"]["broken"]
     assert "transfer.png" in res.plots and res.summary
+    assert "sheet-world-test.png" in res.plots          # ground truth / warp contact sheet
+
+
+def test_drag_benchmark_rows(tmp_path, monkeypatch):
+    """The drag benchmark scores the baselines and the oracle on studio-like inputs: the oracle
+    (true motion) beats the frozen frame on the pixels that change, the ground truth scores inf,
+    and a broken model gets a "failed" row without losing the others."""
+    from motionstream.eval import bench_transfer
+
+    def broken(ctx):
+        def generate(clip):
+            raise RuntimeError("model exploded")
+        return generate
+
+    methods = {k: bench_transfer.METHODS[k] for k in ("repeat-first-frame", "forward-warp")}
+    methods["broken"] = bench_transfer.Method("broken", broken)
+    monkeypatch.setattr(bench_transfer, "METHODS", methods)
+    import motionstream.eval.bench_drag as bench_drag
+
+    monkeypatch.setattr(bench_drag, "METHODS", methods)
+    res = run_benchmark("drag", quick=True, out_root=tmp_path / "out", clips=2)
+    assert res.status == "ok", res.reason
+    got = res.raw["per_method"]
+    oracle = next(k for k in got if k.startswith("oracle"))
+    assert got[oracle]["changed_psnr"] > got["repeat-first-frame"]["changed_psnr"]
+    assert got["forward-warp"]["object_epe"] < got["repeat-first-frame"]["object_epe"]
+    rows = {r[0]: r for r in res.tables[0].rows}
+    assert rows["broken"][1] == "failed" and "ground truth (tracker floor)" in rows
+    assert "sheet.png" in res.plots and res.summary

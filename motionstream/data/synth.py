@@ -9,6 +9,8 @@
     clip.effects      ["darker"]
     clip.moving_mask  bool [T, H, W]: pixels owned by a layer moving relative to the background
                       between this frame and the next (what the teacher's loss and eval weight)
+    clip.owner        uint8 [T, H, W]: index of the layer that owns each pixel (0 = background)
+    clip.point_layer  int64 [N]: the layer each grid track belongs to (0 = background)
 
 The scene program (scenes.py) is a function of time, so a seed renders the same first frames at
 any num_frames; fps only changes where time is sampled. Randomness comes from one SeedSequence
@@ -102,6 +104,8 @@ class Clip:
     moving_mask: np.ndarray   # bool [T, H, W]
     seed: int
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # cached arrays from shards (latents, ...)
+    owner: np.ndarray | None = None        # uint8 [T, H, W] layer index per pixel (0 = background); renders only
+    point_layer: np.ndarray | None = None  # int64 [N] layer of each grid track (0 = background); renders only
 
 
 # ------------------------------------------------------------------------------------ render
@@ -239,8 +243,8 @@ def pixel_centres(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_frames(scene: Scene, effects: list[Effect], times: np.ndarray, cfg: WorldConfig, dt: float
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frame uint8 [H, W, 3], moving bool [H, W]) for each time in `times`."""
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (frame uint8 [H, W, 3], moving bool [H, W], owner uint8 [H, W]) for each time in `times`."""
     pix = pixel_centres(scene.width, scene.height)
     for t in times:
         canvas, owner = composite(scene, float(t), cfg.occlusion_alpha, pix)
@@ -248,7 +252,7 @@ def render_frames(scene: Scene, effects: list[Effect], times: np.ndarray, cfg: W
             effect.apply(canvas, float(t))
         frame = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
         moving = moving_layers(scene, float(t), dt, cfg.moving_threshold_px)[owner]
-        yield frame, moving
+        yield frame, moving, owner
 
 
 def caption_for(scene: Scene, clauses: list[str], effects: list[Effect], max_objects: int) -> str:
@@ -285,9 +289,10 @@ def render_clip(seed: int, num_frames: int = 33, width: int = 256, height: int =
     times = np.arange(num_frames) / float(fps)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     moving = np.empty((num_frames, height, width), bool)
-    for i, (frame, mask) in enumerate(render_frames(scene, effects, times, cfg, 1.0 / fps)):
-        frames[i], moving[i] = frame, mask
-    tracks, visible, _ = scene_tracks(scene, times, cfg.grid_size, cfg.occlusion_alpha)
+    owner = np.empty((num_frames, height, width), np.uint8)
+    for i, (frame, mask, owners) in enumerate(render_frames(scene, effects, times, cfg, 1.0 / fps)):
+        frames[i], moving[i], owner[i] = frame, mask, owners
+    tracks, visible, point_layer = scene_tracks(scene, times, cfg.grid_size, cfg.occlusion_alpha)
     trackset = TrackSet(tracks=tracks, visibility=visible, width=width, height=height, fps=float(fps))
     return Clip(frames=frames, tracks=trackset, caption=caption, effects=[e.name for e in effects],
-                moving_mask=moving, seed=int(seed))
+                moving_mask=moving, seed=int(seed), owner=owner, point_layer=point_layer)

@@ -55,8 +55,11 @@ def _baseline_factory(name: str) -> MethodFactory:
 
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 STUDENT_WEIGHTS = "student-tiny-cpu"
+STUDENT_ODE_WEIGHTS = "student-ode-tiny-cpu"
 VAE_WEIGHTS = "vae-tiny-cpu"
 TINY_WEIGHTS = "tiny-decoder-tiny-cpu"
+STUDENT_METHOD = "student"          # the shipped student's row (the preset's stream.student)
+WARP_METHOD = "forward-warp"
 
 
 def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
@@ -84,19 +87,30 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     return generate
 
 
-def _student_factory(ctx: BenchmarkContext) -> GenerateFn:
-    """The causal student streaming chunk by chunk (stream.engine.StreamingGenerator) with the
-    preset's stream settings (c3s1w1, tiny decoder) overridden by what the student folder says it was
-    distilled for; the clip's tracks are pushed once, from frame 0, and chunks are pulled until the
-    clip's length is covered."""
+def _student_factory(weights: str | None = None) -> MethodFactory:
+    """The causal student in folder `weights` (None: the preset's stream.student, which
+    `eval --set stream.student=PATH` changes) streaming chunk by chunk
+    (stream.engine.StreamingGenerator) with the preset's stream settings (c3s1w1, tiny decoder)
+    overridden by what the student folder says it was trained for; the clip's tracks are pushed
+    once, from frame 0, and chunks are pulled until the clip's length is covered."""
+    def factory(ctx: BenchmarkContext) -> GenerateFn:
+        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS))
+    return factory
+
+
+def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
     from motionstream.eval.benchmarks import require_module
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
     from motionstream.eval.clips import video_format
+    from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder
 
-    model, param, meta = engine.load_stream_model(STUDENT_WEIGHTS)
+    try:
+        model, param, meta = engine.load_stream_model(weights)
+    except WeightsNotFound as err:
+        raise NotAvailable(str(err)) from err
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
     text_encoder = load_text_encoder(ctx.cfg)
     fps = video_format(ctx.cfg)[2]
@@ -116,12 +130,15 @@ def _student_factory(ctx: BenchmarkContext) -> GenerateFn:
 
 register_method("repeat-first-frame", _baseline_factory("repeat-first-frame"),
                 description="the first frame, frozen (ignores the tracks)")
-register_method("forward-warp", _baseline_factory("forward-warp"),
+register_method(WARP_METHOD, _baseline_factory(WARP_METHOD),
                 description="the first frame warped along the tracks (Gaussian-interpolated flow)")
 register_method("teacher", _teacher_factory, needs_weights=(TEACHER_WEIGHTS, VAE_WEIGHTS),
                 description="bidirectional teacher, joint guidance")
-register_method("student", _student_factory, needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS),
-                description="causal distilled student, c3s1w1, tiny decoder")
+register_method(STUDENT_METHOD, _student_factory(), needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS),
+                description="the shipped causal student (stream.student), c3s1w1, tiny decoder")
+register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
+                needs_weights=(STUDENT_ODE_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS),
+                description="the student after the ODE stage alone, c3s1w1, tiny decoder")
 
 
 def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
@@ -151,6 +168,13 @@ def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dic
     ctx.add_plot(fig, "transfer")
 
 
+def worst_of(scores) -> dict[str, float]:
+    """The per-clip worst PSNR (lowest) and EPE (highest) of a method's ClipScores."""
+    psnrs = [sc.psnr for sc in scores if not np.isnan(sc.psnr)]
+    epes = [sc.epe for sc in scores if not np.isnan(sc.epe)]
+    return {"worst_psnr": min(psnrs) if psnrs else float("nan"), "worst_epe": max(epes) if epes else float("nan")}
+
+
 @benchmark("transfer", "Motion transfer reconstruction (Table 1)")
 def run_transfer(ctx: BenchmarkContext) -> None:
     """Reconstruct held-out videos from their first frame + tracks; compare with the ground truth.
@@ -161,7 +185,8 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     no clip has an effect)."""
     sources: dict[str, list[Any]] = {}
     unavailable = []
-    for label, loader in (("world test", ctx.world_clips), ("real media", ctx.media_clips)):
+    for label, loader in (("world test", ctx.world_clips), ("real media", ctx.media_clips),
+                          ("real fast motion", ctx.fast_media_clips)):
         try:
             sources[label] = loader()
         except NotAvailable as err:
@@ -183,6 +208,7 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     results: dict[str, dict[str, dict]] = {s: {} for s in sources}
     per_clip: dict[str, dict[str, list]] = {s: {} for s in sources}
     skipped = {}
+    sheet_fns: dict[str, GenerateFn] = {}
     for method in METHODS.values():
         missing = missing_weights(method.needs_weights)
         if missing:
@@ -193,27 +219,30 @@ def run_transfer(ctx: BenchmarkContext) -> None:
         except NotAvailable as err:
             skipped[method.name] = str(err)
             continue
+        if method.name in (WARP_METHOD, STUDENT_METHOD):
+            sheet_fns[method.name] = fn
         for s, ev in evals.items():
             try:
                 scores, fps = ev.score(fn, lambda it: ctx.progress(it, f"{method.name} on {s}"))
             except Exception as err:  # noqa: BLE001 - one broken model must not lose the other rows
                 skipped[method.name] = f"failed: {type(err).__name__}: {err}"
                 break
-            results[s][method.name] = {"fps": fps, **ev.summarize(scores)}
+            results[s][method.name] = {"fps": fps, **ev.summarize(scores), **worst_of(scores)}
             per_clip[s][method.name] = [{"clip": c.name, **sc.as_dict()} for c, sc in zip(ev.clips, scores)]
         if method.name in skipped:
             for s in results:
                 results[s].pop(method.name, None)
 
-    columns = ["method", "fps", "PSNR", "SSIM", "LPIPS", "EPE", "EPE reliable pts", "region PSNR", "text adh."]
-    keys = ("psnr", "ssim", "lpips", "epe", "epe_reliable", "region_psnr", "text_adherence")
+    columns = ["method", "fps", "PSNR", "SSIM", "LPIPS", "EPE", "EPE reliable pts", "region PSNR", "text adh.",
+               "worst PSNR", "worst EPE"]
+    keys = ("psnr", "ssim", "lpips", "epe", "epe_reliable", "region_psnr", "text_adherence", "worst_psnr", "worst_epe")
     for s, clips in sources.items():
         rows = [[m, r["fps"], *[r[k] for k in keys]] for m, r in results[s].items()]
         rows += [[m, "failed" if why.startswith("failed") else "not available"] + [None] * len(keys)
                  for m, why in skipped.items()]
         t = truth[s]
         rows.append(["ground truth (tracker floor)", None, None, None, None, t["epe"], t["epe_reliable"], None,
-                     t["text_adherence"]])
+                     t["text_adherence"], None, None])
         ctx.add_table(Table(f"{s} ({len(clips)} clips of {len(clips[0].frames)} frames)", columns, rows,
                             note=f"Reliable points: {100 * t['reliable_fraction']:.0f}% of the visible input points "
                                  f"(those the tracker follows within {evals[s].reliable_px:g} px on the ground truth)."))
@@ -223,9 +252,14 @@ def run_transfer(ctx: BenchmarkContext) -> None:
         ctx.note("real media: the input tracks come from our tracker on the same frames, so its floor there is "
                  "0 by construction; the [world] floor (exact tracks) is the meaningful one.")
     _plot(ctx, results, truth)
+    for s, clips in sources.items():
+        if sheet_fns:
+            videos = {"ground truth": clips[0].frames, **{m: fn(clips[0]) for m, fn in sheet_fns.items()}}
+            ctx.add_contact_sheet(f"sheet-{s.replace(' ', '-')}", videos, f"{s}: {clips[0].name}")
     # headline: world EPE on reliable points (its plain-EPE floor is too high to rank methods), media plain EPE
     for s, short, epe_key, epe_label in (("world test", "world", "epe_reliable", "reliable-pt EPE"),
-                                         ("real media", "media", "epe", "EPE")):
+                                         ("real media", "media", "epe", "EPE"),
+                                         ("real fast motion", "fast", "epe", "EPE")):
         for m in ("teacher", "student", "forward-warp", "repeat-first-frame"):
             if m in results.get(s, {}):
                 ctx.summary[f"{short} {m} PSNR/{epe_label}"] = f"{results[s][m]['psnr']:.2f}/{results[s][m][epe_key]:.2f}"

@@ -34,6 +34,7 @@ from motionstream.config import REPO_ROOT, load_config, section
 # Modules that register benchmarks when imported (kept light: heavy imports live inside functions).
 BENCHMARK_MODULES = (
     "motionstream.eval.bench_transfer",
+    "motionstream.eval.bench_drag",
     "motionstream.eval.bench_codec",
     "motionstream.eval.bench_camera",
     "motionstream.eval.bench_adherence",
@@ -58,6 +59,7 @@ class EvalConfig:
     quick_clips: int = 2          # clips per benchmark in --quick mode (CI)
     full_clips: int = 8           # clips per data source in a full run
     max_points: int = 256         # EPE on a fixed random subset of the input tracks
+    fast_clips: int = 4           # segments in the hard real set (eval.clips.fast_media_clips)
     track_grid: int = 50          # tracks for real clips come from a grid x grid on frame 0
     media_dir: str = "../shared/media"   # real clips, relative to the repo root
     lpips_weights: str | None = None     # local LPIPS-alex safetensors file; None = LPIPS skipped
@@ -184,6 +186,37 @@ class BenchmarkContext:
         self.plots.append(path.name)
         return path
 
+    def add_contact_sheet(self, stem: str, videos: dict[str, Any], title: str, num_times: int = 4) -> Path | None:
+        """A grid of frames as OUT/eval/NAME/<stem>.png: one row per video (label -> uint8 [T, H, W, 3],
+        all of one length), `num_times` evenly spaced frames from the first to the last. None when
+        `videos` is empty."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        if not videos:
+            return None
+        length = min(len(v) for v in videos.values())
+        times = np.linspace(0, length - 1, num_times).round().astype(int)
+        h, w = next(iter(videos.values())).shape[1:3]
+        fig, axes = plt.subplots(len(videos), num_times, squeeze=False,
+                                 figsize=(num_times * w / 80, len(videos) * h / 80 + 0.4))
+        for row, (label, video) in enumerate(videos.items()):
+            for col, t in enumerate(times):
+                ax = axes[row, col]
+                ax.imshow(video[t])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col == 0:
+                    ax.set_ylabel(label, fontsize=8)
+                if row == 0:
+                    ax.set_title(f"frame {t}", fontsize=8)
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        return self.add_plot(fig, stem)
+
     def note(self, text: str) -> None:
         self.notes.append(text)
 
@@ -202,6 +235,13 @@ class BenchmarkContext:
         from motionstream.eval.clips import media_clips
 
         return media_clips(n or self.num_clips, self.cfg, self.eval_cfg)
+
+    def fast_media_clips(self, n: int | None = None):
+        """The hard real set: the fastest-moving segments of the real videos (eval.clips.fast_media_clips);
+        at least eval.fast_clips of them, whatever the mode."""
+        from motionstream.eval.clips import fast_media_clips
+
+        return fast_media_clips(max(n or self.num_clips, self.eval_cfg.fast_clips), self.cfg, self.eval_cfg)
 
 
 BenchmarkFn = Callable[[BenchmarkContext], None]
@@ -304,7 +344,8 @@ def eval_config(cfg: dict[str, Any]) -> EvalConfig:
 
 
 def run_benchmark(name: str, quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
-                  catch_errors: bool = False, clips: int | None = None) -> BenchmarkResult:
+                  catch_errors: bool = False, clips: int | None = None,
+                  overrides: Iterable[str] = ()) -> BenchmarkResult:
     """Run one benchmark and write OUT/eval/NAME/{result.json, table.md, *.png}.
 
     Missing weights / NotAvailable -> status "not available". Other exceptions propagate, unless
@@ -315,7 +356,7 @@ def run_benchmark(name: str, quick: bool = False, out_root: str | Path = "docs",
     if name not in registry:
         raise KeyError(f"unknown benchmark {name!r}; known: {sorted(registry)}")
     bench = registry[name]
-    cfg = load_config(config)
+    cfg = load_config(config, list(overrides))
     out_dir = Path(out_root) / "eval" / name
     if out_dir.exists():            # a stale PNG from an older run must not survive into the report
         shutil.rmtree(out_dir)
@@ -356,11 +397,12 @@ def read_results(out_root: str | Path) -> list[BenchmarkResult]:
 
 
 def run_all(quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
-            clips: int | None = None) -> list[BenchmarkResult]:
+            clips: int | None = None, overrides: Iterable[str] = ()) -> list[BenchmarkResult]:
     """Run every registered benchmark (a failure is recorded, not fatal), then write OUT/REPORT.md."""
     from motionstream.eval.report import write_report
 
-    results = [run_benchmark(name, quick, out_root, config, catch_errors=True, clips=clips) for name in load_benchmarks()]
+    results = [run_benchmark(name, quick, out_root, config, catch_errors=True, clips=clips, overrides=overrides)
+               for name in load_benchmarks()]
     write_report(out_root, results)
     return results
 

@@ -16,6 +16,9 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--out", default=None, help="output root (default: the repository's docs/)")
     p.add_argument("--clips", type=int, default=None, help="clips per data source (overrides --quick / the config)")
     p.add_argument("--config", default="tiny-cpu", help="config preset (default: tiny-cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set stream.student=runs/gt/student to "
+                   "score a candidate student in the student rows")
     p.set_defaults(func=run)
 
 
@@ -36,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.name == "all":
-            results = benchmarks.run_all(args.quick, out_root, args.config, clips=args.clips)
+            results = benchmarks.run_all(args.quick, out_root, args.config, clips=args.clips, overrides=args.set)
         elif args.name == "report":
             results = None
         elif args.name in registry:
-            results = [benchmarks.run_benchmark(args.name, args.quick, out_root, args.config, clips=args.clips)]
+            results = [benchmarks.run_benchmark(args.name, args.quick, out_root, args.config, clips=args.clips,
+                                                overrides=args.set)]
         else:
             raise UserError(f"unknown benchmark {args.name!r}; choose one of {', '.join(registry)}, all, report, list")
     except ConfigError as err:

@@ -1,0 +1,204 @@
+"""`drag`: the studio's own input on [world] test clips (sparse drags, pinned background).
+
+Each case is a [world] test clip rendered with a still camera and no text effect
+(data/drags.DRAG_WORLD). The methods get its first frame, caption and the tracks a user would
+send (data/drags.drag_input): one drag patch (48 px wide, a point every 8 px, the studio's
+defaults) on every moving object, its pointer following the ground-truth track of the object's
+centre point, and pinned points every 16 px on background that no object ever covers. The result
+is compared with the whole true clip:
+
+    changed PSNR   pixels whose truth differs from frame 0: the moved objects and what they reveal
+    object PSNR    pixels the dragged objects own in each true frame (do they keep their shape?)
+    frame PSNR     the whole frame
+    object EPE     our tracker on the output from ALL of the dragged objects' grid points on frame 0
+                   (not only the dragged ones), against their true tracks; "reliable" only over the
+                   points the tracker follows within 1 px on the true clip (its floor is below 1 px;
+                   the plain one is high where objects leave the frame or turn)
+(frames 1..T-1; frame 0 is the input). Means over cases, plus the worst case of each.
+
+Rows: every method of the transfer benchmark (the no-model baselines, teacher, students), and one
+headroom row that no method can be: the objects' frame-0 pixels pasted rigidly at their TRUE
+mean displacement over the background inpainted where they were (oracle_paste: it knows the true
+motion and the layers, and invents nothing behind them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from motionstream.eval import metrics
+from motionstream.eval.bench_transfer import METHODS, STUDENT_METHOD, WARP_METHOD
+from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
+from motionstream.tracks.trackset import TrackSet
+
+FULL_CASES = 16               # cases in a full run (--clips overrides; --quick: eval.quick_clips)
+INPAINT_RADIUS = 5            # px, cv2.inpaint radius of the oracle's background
+INPAINT_DILATE = 5            # px, the object mask is grown by this before inpainting (soft edges)
+METRIC_KEYS = ("changed_psnr", "object_psnr", "frame_psnr", "object_epe", "object_epe_reliable")
+
+
+@dataclass
+class DragCase:
+    """One test case: the fields a method's generate_fn reads (those of eval.clips.EvalClip) and the
+    masks and true tracks the metrics need."""
+
+    name: str
+    frames: np.ndarray                 # uint8 [T, H, W, 3] the true clip
+    tracks: TrackSet                   # the drag input (drags + pins)
+    caption: str
+    changed: np.ndarray                # bool [T, H, W]
+    inside: np.ndarray                 # bool [T, H, W] pixels of the dragged objects
+    object_tracks: TrackSet            # true tracks of the dragged objects' grid points
+    reliable: np.ndarray               # bool [T, N] of object_tracks: followed within 1 px on the truth
+    objects: list[int]
+    owner0: np.ndarray                 # uint8 [H, W] layer per pixel on frame 0
+    point_layer: np.ndarray            # int [N] layer of each true grid track
+    true_tracks: TrackSet              # the clip's whole true grid
+    effects: list[str] = field(default_factory=list)
+    moving_mask: np.ndarray | None = None
+
+
+def drag_cases(n: int, cfg: dict[str, Any], num_frames: int, max_points: int | None) -> list[DragCase]:
+    """The first `n` [world] test clips (in seed order) that have a moving object, as drag cases."""
+    from motionstream.data.drags import changed_mask, drag_input, drag_world
+    from motionstream.data.splits import held_out_seeds
+    from motionstream.data.synth import render_clip
+    from motionstream.eval.clips import video_format
+
+    width, height, fps = video_format(cfg)
+    world = drag_world()
+    cases = []
+    for seed in held_out_seeds():
+        clip = render_clip(int(seed), num_frames=num_frames, width=width, height=height, fps=fps, cfg=world)
+        made = drag_input(clip)
+        if made is None:
+            continue
+        tracks, objects = made
+        on_objects = np.flatnonzero(np.isin(clip.point_layer, objects) & clip.tracks.visibility[0])
+        object_tracks = metrics.subsample_tracks(clip.tracks.subset(on_objects), max_points)
+        cases.append(DragCase(
+            name=f"world-{int(seed)}", frames=clip.frames, tracks=tracks, caption=clip.caption,
+            changed=changed_mask(clip.frames), inside=np.isin(clip.owner, objects), object_tracks=object_tracks,
+            reliable=metrics.reliable_points(clip.frames, object_tracks),
+            objects=objects, owner0=clip.owner[0], point_layer=clip.point_layer, true_tracks=clip.tracks))
+        if len(cases) == n:
+            break
+    if not cases:
+        raise NotAvailable("no [world] test clip has a moving object")
+    return cases
+
+
+def score_case(case: DragCase, video: np.ndarray) -> dict[str, float]:
+    """The metrics of one video (module docstring)."""
+    video = np.asarray(video)
+    if video.shape != case.frames.shape or video.dtype != np.uint8:
+        raise ValueError(f"generated video must be uint8 {case.frames.shape}, got {video.dtype} {video.shape}")
+    out, truth = video[1:], case.frames[1:]
+    err, valid = metrics.track_errors(case.object_tracks, video)
+    return {"changed_psnr": metrics.psnr(out, truth, case.changed[1:]),
+            "object_psnr": metrics.psnr(out, truth, case.inside[1:]),
+            "frame_psnr": metrics.psnr(out, truth),
+            "object_epe": metrics.masked_mean(err, valid),
+            "object_epe_reliable": metrics.masked_mean(err, valid & case.reliable)}
+
+
+def oracle_paste(case: DragCase) -> np.ndarray:
+    """uint8 [T, H, W, 3]: the headroom row (module docstring). Nearer layers (higher index) are
+    pasted last; an object's displacement is the mean of its visible true grid tracks."""
+    import cv2
+
+    first = case.frames[0]
+    h, w = first.shape[:2]
+    grow = np.ones((INPAINT_DILATE, INPAINT_DILATE), np.uint8)
+    held = np.isin(case.owner0, case.objects).astype(np.uint8)
+    plate = cv2.inpaint(first, cv2.dilate(held, grow), INPAINT_RADIUS, cv2.INPAINT_TELEA)
+    truth = case.true_tracks
+    out = [first]
+    for t in range(1, len(case.frames)):
+        frame = plate.copy()
+        for layer in sorted(case.objects):
+            sel = (case.point_layer == layer) & truth.visibility[0]
+            dx, dy = (truth.tracks[t, sel] - truth.tracks[0, sel]).mean(0)
+            shift = np.float32([[1, 0, dx], [0, 1, dy]])
+            moved = cv2.warpAffine(first, shift, (w, h), flags=cv2.INTER_LINEAR)
+            where = cv2.warpAffine((case.owner0 == layer).astype(np.uint8), shift, (w, h),
+                                   flags=cv2.INTER_NEAREST) > 0
+            frame[where] = moved[where]
+        out.append(frame)
+    return np.stack(out)
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Means over cases (nan skipped, capped PSNR) and the worst case of each metric."""
+    from motionstream.eval.track_following import mean_over_clips
+
+    out = {k: mean_over_clips([r[k] for r in rows]) for k in METRIC_KEYS}
+    for k in METRIC_KEYS:
+        vals = [r[k] for r in rows if not np.isnan(r[k])]
+        out[f"worst_{k}"] = (max(vals) if k.endswith("epe") else min(vals)) if vals else float("nan")
+    return out
+
+
+@benchmark("drag", "Sparse drags: the studio's input on [world] test clips")
+def run_drag(ctx: BenchmarkContext) -> None:
+    """Drag patches on the moving objects of [world] test clips (still camera), pinned points on the
+    background the objects never cover; the whole true clip is the reference. Changed PSNR is over
+    the pixels that differ from frame 0 (moved objects + revealed background), object PSNR inside
+    the dragged objects, frame PSNR over whole frames, object EPE over all of the dragged objects'
+    grid points. The oracle row pastes the objects at their true displacement over an inpainted
+    background: headroom, not a method."""
+    n = ctx.clips_override or (ctx.eval_cfg.quick_clips if ctx.quick else FULL_CASES)
+    cases = drag_cases(n, ctx.cfg, ctx.eval_cfg.num_frames, ctx.eval_cfg.max_points)
+    results: dict[str, dict[str, float]] = {}
+    per_case: dict[str, list[dict[str, Any]]] = {}
+    videos: dict[str, np.ndarray] = {"ground truth": cases[0].frames}
+    skipped: dict[str, str] = {}
+    rows_fns = [(m.name, m.needs_weights, m.factory) for m in METHODS.values()]
+    rows_fns.append(("oracle: true motion, rigid paste", (), lambda _ctx: oracle_paste))
+    for name, needs, factory in rows_fns:
+        missing = missing_weights(needs)
+        if missing:
+            skipped[name] = f"missing {', '.join(missing)}"
+            continue
+        try:
+            fn = factory(ctx)
+            scores = []
+            for case in ctx.progress(cases, name):
+                video = fn(case)
+                scores.append({"case": case.name, **score_case(case, video)})
+                if case is cases[0]:
+                    videos[name] = video
+        except NotAvailable as err:
+            skipped[name] = str(err)
+            continue
+        except Exception as err:  # noqa: BLE001 - one broken model must not lose the other rows
+            skipped[name] = f"failed: {type(err).__name__}: {err}"
+            continue
+        results[name], per_case[name] = summarize(scores), scores
+
+    columns = ["method", "changed PSNR", "object PSNR", "frame PSNR", "object EPE", "object EPE reliable",
+               "worst changed PSNR", "worst frame PSNR", "worst object EPE"]
+    rows = [[m, r["changed_psnr"], r["object_psnr"], r["frame_psnr"], r["object_epe"], r["object_epe_reliable"],
+             r["worst_changed_psnr"], r["worst_frame_psnr"], r["worst_object_epe"]] for m, r in results.items()]
+    floor = summarize([score_case(c, c.frames) for c in cases])
+    rows.append(["ground truth (tracker floor)", None, None, None, floor["object_epe"], floor["object_epe_reliable"],
+                 None, None, floor["worst_object_epe"]])
+    rows += [[m, "failed" if why.startswith("failed") else "not available"] + [None] * (len(columns) - 2)
+             for m, why in skipped.items()]
+    points = sum(c.tracks.num_tracks for c in cases) / len(cases)
+    ctx.add_table(Table(f"{len(cases)} [world] test clips x {len(cases[0].frames)} frames, still camera", columns, rows,
+                        note=f"{points:.0f} input tracks per case on average (drag patches + pins); "
+                             f"the dense transfer benchmark gives 2500."))
+    for m, why in skipped.items():
+        ctx.note(f"{m}: not available ({why})")
+    ctx.add_contact_sheet("sheet", {k: videos[k] for k in ("ground truth", WARP_METHOD, STUDENT_METHOD) if k in videos},
+                          f"drag: {cases[0].name}")
+    for m in ("repeat-first-frame", WARP_METHOD, STUDENT_METHOD):
+        if m in results:
+            r = results[m]
+            ctx.summary[f"{m} changed/object/frame PSNR"] = (
+                f"{r['changed_psnr']:.2f}/{r['object_psnr']:.2f}/{r['frame_psnr']:.2f}")
+    ctx.raw.update(per_method=results, per_case=per_case, skipped=skipped)

@@ -1,0 +1,300 @@
+"""`motionstream train gt`: the causal student's self-rollout regressed on the world's ground truth.
+
+Distillation (ODE + DMD) can only make the student as good as its teacher, and the teacher makes
+worse video than the forward warp its output is built around. The world knows the truth, so this
+stage trains the student on it directly, in the paper's form (causal, few-step, sink + rolling KV
+cache, streamed chunk by chunk with the inference sampler):
+
+    inputs     a train-split world clip rendered on the fly, with the motion a user would give:
+               "dense"  a 1000-2500-track subset of the 50x50 grid scaled to the latent grid (as before)
+               "drag"   the studio's input (data/drags.py): a drag patch on some moving objects,
+                        pinned points on background the objects never cover; still camera
+               "sparse" a few random grid tracks
+    rollout    N chunks in [min_rollout_chunks, max_rollout_chunks] with the inference KVCache
+               (train/rollout.self_rollout), sink S and window W drawn per step, exit step k drawn
+               per step; every chunk's step-k output carries gradients (nothing crosses chunks)
+    loss       weighted_mse(x0 of every chunk, the VAE latents of the true clip), weights
+               1 + changed_weight x the changed fraction of each latent cell (losses_student.py)
+    EMA        of the student, exported to RUN/student every `export_every` steps
+
+The whole clip supervises every input kind, so a drag on three points of an object teaches the
+model to move the whole object and to show what it uncovers. Every draw is keyed by
+(seed, step, sample index): a resumed run replays the same data.
+
+A held-out check every `eval_every` steps streams the EMA student on fixed val clips (dense and
+drag inputs) and logs its latent error on the changed cells next to the prior's (the forward warp
+encoded: what the network would output if it added nothing).
+
+Run folder: train.log, metrics.jsonl, state.safetensors + state.json (re-run to resume), student/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from motionstream.cli import UserError
+from motionstream.config import REPO_ROOT, add_config_arguments
+
+INPUT_KINDS = ("dense", "drag", "sparse")
+GT_SALT = 7          # item_rng salt of this stage (ODE / DMD use others)
+EVAL_SALT = 8
+
+
+@dataclass
+class GTTrainConfig:
+    """Section `train_gt` of a preset."""
+
+    seed: int = 0
+    batch_size: int = 2
+    input_probs: list[float] = field(default_factory=lambda: [0.4, 0.45, 0.15])   # dense, drag, sparse
+    sparse_tracks: list[int] = field(default_factory=lambda: [4, 64])             # [min, max] tracks of "sparse"
+    min_rollout_chunks: int = 3
+    max_rollout_chunks: int = 4
+    sink_choices: list[int] = field(default_factory=lambda: [1])
+    window_choices: list[int] = field(default_factory=lambda: [1, 2])
+    changed_weight: float = 8.0
+    lr: float = 5.0e-5
+    lr_schedule: str = "constant"
+    warmup_steps: int = 20
+    total_steps: int = 4000
+    weight_decay: float = 0.0
+    adam_beta2: float = 0.99
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    checkpoint_every: int = 5
+    export_every: int = 50
+    log_every: int = 10
+    eval_every: int = 200
+    eval_clips: int = 4
+    threads: int = 2
+
+
+@dataclass
+class GTBatch:
+    """One step's inputs: the condition of the whole rollout and its ground truth."""
+
+    cond: Any                                     # MotionCondition [B, ..., N*C latent frames]
+    text: tuple[torch.Tensor, torch.Tensor]
+    target: torch.Tensor                          # [B, C, N*C, h, w] VAE latents of the true clip
+    weights: torch.Tensor                         # [B, 1, N*C, h, w]
+    noise: list[torch.Tensor]                     # N chunk noises [K, B, C, Cf, h, w]
+    kinds: list[str]
+
+
+def user_tracks(clip, kind: str, rng: np.random.Generator, tracks_cfg: dict[str, Any], cells: int,
+                sparse_range: list[int]):
+    """The motion input of one sample (module docstring), with track IDs; "drag" falls back to
+    "dense" when no object moves."""
+    from motionstream.data.drags import drag_input
+    from motionstream.tracks.embed import sample_track_subset, with_ids
+
+    if kind == "drag":
+        made = drag_input(clip, rng)
+        if made is not None:
+            return with_ids(made[0], rng)
+    if kind == "sparse":
+        usable = np.flatnonzero(clip.tracks.visibility[0])
+        count = min(len(usable), int(rng.integers(sparse_range[0], sparse_range[1] + 1)))
+        if count > 0:
+            return with_ids(clip.tracks.subset(np.sort(rng.choice(usable, count, replace=False))), rng)
+    return sample_track_subset(clip.tracks, rng, tracks_cfg.get("min_tracks", 1000),
+                               tracks_cfg.get("max_tracks", 2500), cells=cells)
+
+
+class ClipSource:
+    """Train-split world clips rendered on demand and encoded with the frozen VAE."""
+
+    def __init__(self, codec, text_encoder, video: tuple[int, int, float], tracks_cfg: dict[str, Any],
+                 cfg: GTTrainConfig, split: str = "train"):
+        self.codec, self.text_encoder, self.tracks_cfg, self.cfg, self.split = codec, text_encoder, tracks_cfg, cfg, split
+        self.width, self.height, self.fps = video
+
+    def sample(self, rng: np.random.Generator, kind: str, num_latent: int, dit_cfg):
+        """(first latent [C, h, w], tracks, prior [C, F, h, w], target [C, F, h, w], weights [1, F, h, w], caption)."""
+        from motionstream.data.drags import drag_world
+        from motionstream.data.splits import SPLIT_SIZE, split_seeds
+        from motionstream.data.synth import WorldConfig, render_clip
+        from motionstream.models.codec import frames_to_tensor
+        from motionstream.models.conditioning import video_prior
+        from motionstream.train.losses_student import changed_cell_weights
+
+        tf = dit_cfg.temporal_factor
+        num_video = 1 + tf * (num_latent - 1)
+        seed = split_seeds(self.split, 1, start=int(rng.integers(SPLIT_SIZE)))[0]
+        world = drag_world() if kind == "drag" else WorldConfig()
+        clip = render_clip(seed, num_video, self.width, self.height, self.fps, cfg=world)
+        with torch.no_grad():
+            target = self.codec.encode(frames_to_tensor(clip.frames))[0]
+        stride = self.width // target.shape[-1]
+        tracks = user_tracks(clip, kind, rng, self.tracks_cfg, target.shape[-1] * target.shape[-2],
+                             self.cfg.sparse_tracks)
+        with torch.no_grad():
+            prior = video_prior(self.codec.encode, [clip.frames[0]], [tracks], num_latent, tf)[0]
+        weights = changed_cell_weights(clip.frames, stride, tf, self.cfg.changed_weight)[None]
+        return target[:, 0], tracks, prior, target, weights, clip.caption
+
+    def batch(self, step: int, indices: list[int], num_chunks: int, scfg, dit_cfg, salt: int = GT_SALT,
+              kinds: list[str] | None = None) -> GTBatch:
+        from motionstream.models.conditioning import build_condition
+        from motionstream.train.ode import item_rng
+        from motionstream.train.rollout import chunk_noise
+
+        frames = num_chunks * scfg.chunk_frames
+        parts, gens, picked = [], [], []
+        for j, index in enumerate(indices):
+            rng, gen = item_rng(self.cfg.seed, step, index, salt=salt)
+            kind = kinds[j] if kinds else str(rng.choice(INPUT_KINDS, p=self.cfg.input_probs))
+            parts.append(self.sample(rng, kind, frames, dit_cfg))
+            gens.append(gen)
+            picked.append(kind)
+        first, tracks, prior, target, weights, captions = zip(*parts)
+        cond = build_condition(torch.stack(first), list(tracks), frames, dit_cfg, prior=torch.stack(prior))
+        text = self.text_encoder.encode(list(captions))
+        c, (h, w) = first[0].shape[0], first[0].shape[1:]
+        noise = [torch.cat([chunk_noise(g, scfg.num_steps, 1, c, scfg.chunk_frames, (h, w)) for g in gens], dim=1)
+                 for _ in range(num_chunks)]
+        return GTBatch(cond, text, torch.stack(target), torch.stack(weights), noise, picked)
+
+
+def plan_step(step: int, cfg: GTTrainConfig, num_steps: int) -> tuple[int, int, int, int]:
+    """(rollout chunks, sink S, window W, exit step k) of one global step."""
+    rng = np.random.default_rng([cfg.seed, GT_SALT, step])
+    n = int(rng.integers(cfg.min_rollout_chunks, cfg.max_rollout_chunks + 1))
+    return n, int(rng.choice(cfg.sink_choices)), int(rng.choice(cfg.window_choices)), int(rng.integers(0, num_steps))
+
+
+def rollout_loss(model, param, scfg, batch: GTBatch, sink: int, window: int, exit_step: int | None,
+                 grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted MSE of the rollout against the truth, the rollout's latents)."""
+    from motionstream.train.losses_student import weighted_mse
+    from motionstream.train.rollout import StudentSampler, self_rollout
+
+    sampler = StudentSampler(model, scfg, param, batch.cond, batch.text)
+    b, _, _, h, w = batch.target.shape
+    cache = sampler.new_cache(b, (h, w), sink, window)
+    chunks = range(len(batch.noise)) if grad else ()
+    roll = self_rollout(sampler, cache, batch.noise, exit_step=exit_step, grad_chunks=chunks)
+    return weighted_mse(roll.latents, batch.target, batch.weights), roll.latents
+
+
+@torch.no_grad()
+def heldout(model, param, scfg, source: ClipSource, dit_cfg, cfg: GTTrainConfig) -> dict[str, float]:
+    """Changed-cell latent error of full K-step streams (c{C}s1w1) on fixed clips of `source` (the
+    val split), per input kind, for the model and for its prior (the forward warp, encoded)."""
+    from motionstream.train.losses_student import weighted_mse
+
+    out = {}
+    for kind in ("dense", "drag"):
+        batch = source.batch(0, list(range(cfg.eval_clips)), cfg.min_rollout_chunks, scfg, dit_cfg,
+                             salt=EVAL_SALT, kinds=[kind] * cfg.eval_clips)
+        changed = (batch.weights > 1).float()
+        _, lat = rollout_loss(model, param, scfg, batch, 1, 1, None, grad=False)
+        out[f"val_{kind}"] = weighted_mse(lat, batch.target, changed).item()
+        out[f"val_{kind}_prior"] = weighted_mse(batch.cond.prior, batch.target, changed).item()
+    return out
+
+
+def train_gt(args) -> int:
+    from tqdm import tqdm
+
+    from motionstream.models.codec import load_codec
+    from motionstream.models.text import load_text_encoder
+    from motionstream.train.common import EMA, append_jsonl, load_training_state, lr_at, optimizer_step, run_logger, set_lr
+    from motionstream.train.distributed import init_distributed
+    from motionstream.train.ode import export_from_run, export_run_model, load_distill_config, save_run
+    from motionstream.train.rollout import load_dit_folder
+
+    cfg, mcfg, scfg, _, tcfg = load_distill_config(args.config, "train_gt", GTTrainConfig, args.set)
+    torch.set_num_threads(args.threads or mcfg.threads)
+    ctx = init_distributed("cpu")
+    run_dir = Path(args.run)
+    log = run_logger(run_dir, "gt", True)
+    if args.export:
+        return export_from_run(run_dir, Path(args.export), cfg, scfg, "gt")
+    try:
+        model, param, meta = load_dit_folder(args.student)
+        codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise UserError(str(err)) from err
+    if param.output_skip != "video":
+        raise UserError(f"{args.student} is not built around the video prior (output_skip {param.output_skip!r})")
+    video = (int(cfg["video"]["width"]), int(cfg["video"]["height"]), float(cfg["video"]["fps"]))
+    text_encoder = load_text_encoder(cfg)
+    source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg)
+    val_source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg, split="val")
+    probe = copy.deepcopy(model).eval()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, betas=(0.9, mcfg.adam_beta2), weight_decay=mcfg.weight_decay)
+    ema = EMA(model, mcfg.ema_decay)
+    resumed = load_training_state(run_dir, {"model": model, "ema": ema}, {"opt": opt})
+    step, extra = resumed if resumed is not None else (0, {})
+    log.info(f"{'resumed at step ' + str(step) if resumed else 'new run'}: student {args.student} "
+             f"(stage {meta.get('stage')}, step {meta.get('step')}), inputs {dict(zip(INPUT_KINDS, mcfg.input_probs))}")
+    train_seconds = float(extra.get("train_seconds", 0.0))
+    lineage = {"init_student": str(args.student), "init_stage": meta.get("stage"), "init_step": meta.get("step")}
+    stop_at = time.time() + args.minutes * 60 if args.minutes else None
+    max_steps = args.steps if args.steps is not None else mcfg.total_steps
+    bar = tqdm(initial=step, total=max_steps, desc="gt", unit="step", disable=args.no_progress)
+    window: list[dict[str, float]] = []
+    while step < max_steps and (stop_at is None or time.time() < stop_at):
+        t0 = time.time()
+        n, sink, win, exit_step = plan_step(step, mcfg, scfg.num_steps)
+        batch = source.batch(step, list(range(mcfg.batch_size)), n, scfg, model.cfg)
+        set_lr(opt, lr_at(step, mcfg.lr, mcfg.warmup_steps, mcfg.total_steps, mcfg.lr_schedule))
+        loss, _ = rollout_loss(model, param, scfg, batch, sink, win, exit_step, grad=True)
+        grad_norm = optimizer_step(opt, loss, model.parameters(), mcfg.grad_clip)
+        ema.update(model)
+        step += 1
+        train_seconds += time.time() - t0
+        window.append({"loss": loss.item(), "grad_norm": float(grad_norm)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", n=n, k=exit_step)
+        if step % mcfg.checkpoint_every == 0:
+            save_run(ctx, run_dir, step, {"model": model, "ema": ema}, {"opt": opt}, {"train_seconds": train_seconds})
+        if step % mcfg.export_every == 0:
+            export_run_model(ctx, run_dir, ema, model.cfg, param, scfg, "gt", step, train_seconds, mcfg.seed, cfg,
+                             name="ema", extra=lineage)
+        record: dict[str, float] = {}
+        if step % mcfg.log_every == 0:
+            record = {k: float(np.mean([r[k] for r in window])) for k in window[0]}
+            window = []
+        if mcfg.eval_every and step % mcfg.eval_every == 0:
+            ema.copy_to(probe)
+            record.update(heldout(probe, param, scfg, val_source, model.cfg, mcfg))
+        if record:
+            record.update(step=step, train_hours=train_seconds / 3600, time=time.time())
+            append_jsonl(run_dir / "metrics.jsonl", record)
+            log.info(" ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "time"))
+    bar.close()
+    save_run(ctx, run_dir, step, {"model": model, "ema": ema}, {"opt": opt}, {"train_seconds": train_seconds})
+    export_run_model(ctx, run_dir, ema, model.cfg, param, scfg, "gt", step, train_seconds, mcfg.seed, cfg,
+                     name="ema", extra=lineage)
+    print(f"gt: step {step}, EMA student in {run_dir / 'student'}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    p = train.add_parser("gt", help="student stage 3: self-rollout regressed on the world's ground truth",
+                         description="Stream the causal student with the inference KV cache on world clips rendered "
+                         "on the fly, with dense, drag (studio-like) and sparse motion inputs, and regress every "
+                         "chunk on the true clip's latents, weighted toward the pixels that change. Re-running the "
+                         "same command resumes.")
+    add_config_arguments(p)
+    p.add_argument("--student", default="student-tiny-cpu", help="student folder to start from (name in weights/ or path)")
+    p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "gt"),
+                   help="run folder (state, logs, student/)")
+    p.add_argument("--vae", default=None, help="VAE folder (default: train_teacher.vae)")
+    p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--export", default=None, metavar="DIR", help="copy RUN/student (EMA) to DIR and exit")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=train_gt)
