@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"motionstream: error: {err}", file=sys.stderr)
+        # one line whatever the message holds (a decoder's multi-line text, a file name with a newline)
+        print(f"motionstream: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("motionstream: interrupted", file=sys.stderr)

@@ -102,27 +102,35 @@ def run_generate(args) -> int:
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder
-    from motionstream.tracks.io import load_tracks, resample
+    from motionstream.tracks.io import MAX_TRACK_FRAMES, load_tracks, resample
     from motionstream.tracks.trackset import TrackError
-    from motionstream.video import VideoError, read_image, write_video
+    from motionstream.video import VideoError, check_output, read_image, write_video
 
     if args.model == "student":   # stream/cli.dispatch_generate sends students to the streaming engine
         raise UserError("this `generate` handler serves teachers; run it through `motionstream generate`")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    from motionstream.config import ConfigError
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        raise UserError(str(err)) from err
     video = cfg.get("video", {})
     width, height, fps = video.get("width", 256), video.get("height", 144), float(video.get("fps", 16))
+    try:   # the inputs and the output path are checked before any model loads
+        check_output(args.output, what="--output")
+        image = read_image(args.image, size=(width, height))
+        ts = load_tracks(args.tracks)
+    except (VideoError, TrackError) as err:
+        raise UserError(str(err)) from err
+    if args.frames is not None and not 1 <= args.frames <= MAX_TRACK_FRAMES:
+        raise UserError(f"--frames must be within [1, {MAX_TRACK_FRAMES}] (MAX_TRACK_FRAMES), got {args.frames}")
     try:
         model, param, dcfg, _ = load_teacher("teacher-tiny-cpu" if args.model == "teacher" else args.model)
         codec = load_codec(args.vae, tiny_decoder=None)
     except WeightsNotFound as err:
         raise UserError(str(err)) from err
-    try:
-        image = read_image(args.image, size=(width, height))
-        ts = load_tracks(args.tracks)
-    except (VideoError, TrackError, OSError, ValueError) as err:
-        raise UserError(f"{err}") from err
     ts = fit_tracks(resample(ts, fps) if abs(ts.fps - fps) > 1e-6 else ts, width, height)
     num_frames = clip_length(args.frames, ts.num_frames, codec.temporal_stride)
     ts = fit_length(ts, num_frames)

@@ -279,7 +279,8 @@ def _encode(fmt: str, img: np.ndarray) -> bytes:
 
 
 def test_image_headers_are_read_before_decoding():
-    from motionstream.app.server import UploadError, decode_image, sniff_image
+    from motionstream.app.server import UploadError, decode_image
+    from motionstream.video import image_header as sniff_image
 
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     for fmt, name in [("png", "png"), ("jpg", "jpeg"), ("webp", "webp"), ("bmp", "bmp")]:

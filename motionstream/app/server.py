@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import secrets
-import struct
 import tempfile
 import threading
 import time
@@ -49,7 +48,6 @@ log = logging.getLogger("motionstream.studio")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")   # shipped inside skimage
-IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 VIDEO_FORMATS = ("mp4/mov", "webm/mkv", "avi")
 TOKEN_HEADER = "x-motionstream-token"
 UPLOAD_READ_BYTES = 1 << 16
@@ -64,61 +62,20 @@ class UploadError(ValueError):
 
 
 # ------------------------------------------------------------------------------- uploads
-def sniff_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from the file header alone (nothing is decoded); UploadError otherwise."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", w, h
-    if data.startswith(b"\xff\xd8"):
-        return ("jpeg",) + _jpeg_size(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            w, h = struct.unpack("<HH", data[26:30])
-            return "webp", w & 0x3FFF, h & 0x3FFF
-        if chunk == b"VP8L":
-            b = int.from_bytes(data[21:25], "little")
-            return "webp", (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            return "webp", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return "bmp", abs(w), abs(h)
-    raise UploadError(f"not an image in an accepted format ({', '.join(IMAGE_FORMATS)})", 415)
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from uploaded bytes (video.decode_image: the header's size is checked before
+    decoding, the same check as the CLI's), its errors as UploadErrors with their HTTP status."""
+    from motionstream.video import MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError
+    from motionstream.video import decode_image as decode
 
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width, height from the first SOF marker of a JPEG."""
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + length
-    raise UploadError("JPEG without a frame header", 400)
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3] from uploaded bytes: header checked first, then cv2.imdecode."""
-    import cv2
-
-    fmt, w, h = sniff_image(data)
-    if w < 1 or h < 1:
-        raise UploadError(f"{fmt} image with an empty size {w}x{h}")
-    if w * h > max_pixels:
-        raise UploadError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3:
-        raise UploadError(f"cannot decode this {fmt} image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return decode(data, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
+    except ImageTooLarge as err:
+        raise UploadError(str(err), 413) from None
+    except ImageFormatError as err:
+        raise UploadError(str(err), 415) from None
+    except VideoError as err:
+        raise UploadError(str(err)) from None
 
 
 def sniff_video(data: bytes) -> str:
@@ -503,7 +460,7 @@ def create_app(studio: Studio):
     async def upload_image(request: Request):
         guard(request)
         data = await read_body(request, studio.cfg.max_upload_bytes)
-        img = await run_in_threadpool(decode_image, data, studio.cfg.max_upload_pixels)
+        img = await run_in_threadpool(decode_image, data)
         return image_reply(img)
 
     @app.get("/api/images/{key}.jpg")
@@ -521,7 +478,7 @@ def create_app(studio: Studio):
         data = await read_body(request, studio.cfg.max_video_bytes)
         st = studio.stack
         frames = await run_in_threadpool(decode_video, data, (st.width, st.height), st.fps, studio.cfg.max_video_frames,
-                                         studio.cfg.max_upload_pixels, studio.root / "uploads")
+                                         studio.root / "uploads")
         return {"video": studio.media.add_video(frames), "frames": len(frames)}
 
     def session_of(sid: str, request: Request) -> Session:

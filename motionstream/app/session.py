@@ -60,8 +60,7 @@ class StudioConfig:
     lead_safety: float = 1.5               # ... and start a chunk only when the frames still to play last
                                            # less than this x its expected generation time (latency)
     max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
-    max_upload_bytes: int = 16 * 2 ** 20   # images
-    max_upload_pixels: int = 40_000_000
+    max_upload_bytes: int = 16 * 2 ** 20   # images (their pixels: video.MAX_IMAGE_PIXELS, the CLI's cap)
     max_video_bytes: int = 64 * 2 ** 20    # motion-transfer videos
     max_video_frames: int = 161            # driving frames kept (it ping-pongs beyond)
     max_images: int = 32                   # uploaded images kept in memory (oldest evicted)
