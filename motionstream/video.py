@@ -88,7 +88,7 @@ def probe_video(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> VideoIn
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width * height > max_pixels:
-                raise VideoError(f"{path}: frames are {width}x{height}; the limit is {max_pixels} pixels "
+                raise ImageTooLarge(f"{path}: frames are {width}x{height}; the limit is {max_pixels} pixels "
                                  "(MAX_IMAGE_PIXELS)")
             if next(container.decode(stream), None) is None:
                 raise VideoError(f"{path}: no frames decoded")
