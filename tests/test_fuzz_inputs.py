@@ -307,3 +307,88 @@ def test_training_state_is_one_atomic_file(tmp_path):
     assert load_training_state(run, {"m": model}, {}) == (4, {"cursor": 9})
     (run / "state.json").write_text("{not json")
     assert load_training_state(run, {"m": model}, {}) == (4, {"cursor": 9})
+
+
+# ------------------------------------------------------------------------------- memory bombs
+ALLOCATION_BUDGET = 32 * 2 ** 20     # bytes numpy may allocate while refusing a bomb (the inputs are KBs)
+
+
+def _peak_allocation(fn) -> tuple[int, Exception]:
+    """(peak bytes traced while fn() runs, the exception it raised); numpy reports its buffers to tracemalloc."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception as err:   # noqa: BLE001 - the caller checks which
+        raised = err
+    else:
+        raise AssertionError("no error")
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, raised
+
+
+@pytest.mark.parametrize("name,fps", [("slow-fps.npz", 16.0), ("billion-frames.json", None),
+                                      ("far-keyframe.json", None), ("bomb.npz", None)])
+def test_track_limits_refuse_before_allocating(inputs, name, fps):
+    """fps 1e-6 resampled to 16 fps asked for 12 GB, num_frames 1e9 for 7.45 GiB, t = 1e12 for 7.28 TiB."""
+    from motionstream.tracks.io import load_tracks
+    from motionstream.tracks.trackset import TrackError
+
+    peak, err = _peak_allocation(lambda: load_tracks(inputs[name], fps=fps))
+    assert isinstance(err, TrackError) and peak < ALLOCATION_BUDGET, (err, peak)
+
+
+def test_resampling_beyond_the_frame_limit_refuses_before_allocating():
+    from motionstream.tracks.io import MAX_FPS, MAX_TRACK_FRAMES, MIN_FPS, resample
+    from motionstream.tracks.trackset import TrackError, TrackSet
+
+    frames = MAX_TRACK_FRAMES // 2          # valid at 1 fps; 120x as many frames at 240 fps
+    ts = TrackSet(np.zeros((frames, 1, 2), np.float32), np.ones((frames, 1), bool), W, H, MIN_FPS)
+    peak, err = _peak_allocation(lambda: resample(ts, MAX_FPS))
+    assert isinstance(err, TrackError) and "MAX_TRACK_FRAMES" in str(err) and peak < ALLOCATION_BUDGET
+
+
+def test_image_pixel_cap_is_checked_before_decoding(inputs, monkeypatch):
+    """A 30000 x 30000 PNG: refused from its header, cv2 never decodes it (the CLI and the studio alike)."""
+    import cv2
+
+    from motionstream.app.server import UploadError, decode_image as studio_decode
+    from motionstream.video import ImageTooLarge, read_image
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("cv2 decoded an image over the pixel cap")
+
+    monkeypatch.setattr(cv2, "imdecode", decoded)
+    monkeypatch.setattr(cv2, "imread", decoded)
+    with pytest.raises(ImageTooLarge, match="MAX_IMAGE_PIXELS"):
+        read_image(inputs["bomb.png"])
+    with pytest.raises(UploadError, match="MAX_IMAGE_PIXELS") as err:
+        studio_decode(inputs["bomb.png"].read_bytes())
+    assert err.value.status == 413
+
+
+def test_bad_inputs_fail_before_torch_is_imported(inputs):
+    """The checks run before torch (and so any model) is imported: what keeps a bad-input error well
+    under the 2 s a torch import alone can take on a loaded machine (measured in the report, not here)."""
+    import subprocess
+    import sys
+
+    img, out = str(inputs["image.png"]), str(_out(inputs, "x.mp4"))
+    commands = [["generate", "--image", img, "--tracks", str(inputs["slow-fps.npz"]), "-o", out],
+                ["generate", "--model", "teacher", "--image", img, "--tracks", str(inputs["billion-frames.json"]),
+                 "-o", out],
+                ["generate", "--image", str(inputs["bomb.png"]), "--tracks", str(inputs["tracks.npz"]), "-o", out],
+                ["transfer", "--image", img, "--video", str(inputs["audio.mp4"]), "-o", out],
+                ["edit", "--image", img, "--drag", "1,2:3,4", "-o", str(_out(inputs, "x.webm"))],
+                ["tracks", "convert", str(inputs["truncated.npz"]), str(_out(inputs, "x.json"))]]
+    script = ("import json, sys\nfrom motionstream.cli import main\n"
+              "codes = [main(argv) for argv in json.loads(sys.argv[1])]\n"
+              "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules}))")
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo, timeout=120)
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got == {"codes": [2] * len(commands), "torch": False}, res.stderr

@@ -227,12 +227,12 @@ def is_student_model(name: str) -> bool:
     """True for `student` and for model folders whose config.json kind is not "teacher"."""
     import json
 
-    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
-
     if name == "student":
         return True
     if name == "teacher":
         return False
+    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir   # imports torch: not for the names
+
     try:
         meta = json.loads((resolve_model_dir(name) / "config.json").read_text())
     except (WeightsNotFound, OSError, ValueError):
