@@ -392,3 +392,15 @@ def test_bad_inputs_fail_before_torch_is_imported(inputs):
                          env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo, timeout=120)
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got == {"codes": [2] * len(commands), "torch": False}, res.stderr
+
+
+def test_output_without_write_permission_is_refused(tmp_path, monkeypatch):
+    """The permission branch of check_writable (root, which runs these tests, writes anywhere: the
+    refusal is exercised by reporting the folder as unwritable)."""
+    import motionstream.video as video
+
+    real = os.access
+    monkeypatch.setattr(video.os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    with pytest.raises(video.VideoError, match="no permission"):
+        video.check_output(tmp_path / "new" / "x.mp4")          # the nearest existing folder decides
+    video.check_output(tmp_path.parent / "x.mp4")                # elsewhere: fine
