@@ -62,6 +62,7 @@ SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemist
 VIDEO_FORMATS = ("mp4/mov", "webm/mkv", "avi")
 TOKEN_HEADER = "x-motionstream-token"
 UPLOAD_READ_BYTES = 1 << 16
+ERROR_DETAIL_CHARS = 160                        # of a decoder's error text, quoted in an upload error
 
 
 class UploadError(ValueError):
@@ -115,7 +116,7 @@ def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int
             frames, _ = read_video(name, fps=fps, size=size, max_frames=max_frames)
         except VideoError as err:
             message = str(err).replace(name, "the upload")     # the temp file's path is the server's business
-            raise UploadError(f"cannot use this video: {message[:160]}", 413 if isinstance(err, ImageTooLarge)
+            raise UploadError(f"cannot use this video: {message[:ERROR_DETAIL_CHARS]}", 413 if isinstance(err, ImageTooLarge)
                               else 400) from None
         return frames
     finally:

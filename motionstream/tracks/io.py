@@ -45,6 +45,7 @@ MIN_FPS, MAX_FPS = 1.0, 240.0              # frame rates a track file (or a resa
 MAX_TRACK_FRAMES = 100_000                 # frames of one TrackSet (~1.7 h at 16 fps)
 MAX_TRACK_POINTS = 10_000_000              # frames x tracks (~1 GB of float64 temporaries in `resample`)
 MAX_ARRAY_ELEMENTS = 2 * MAX_TRACK_POINTS  # one array of a track file ([T, N, 2] positions)
+ERROR_DETAIL_CHARS = 80                    # of a library's own error text, quoted in ours (one line stays short)
 # errors numpy / zipfile raise for files that are not what their name says (truncated, text, pickles)
 _READ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError, IndexError)
 
@@ -155,7 +156,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (ValueError, RecursionError) as err:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise TrackError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+        raise TrackError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
 
 
 def _array_header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -179,7 +180,7 @@ def read_npy(path: Path) -> np.ndarray:
     except TrackError:
         raise
     except _READ_ERRORS as err:
-        raise TrackError(f"{path}: not a readable .npy array ({type(err).__name__}: {str(err)[:80]})") from None
+        raise TrackError(f"{path}: not a readable .npy array ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
 
 
 def _converted(path: Path, build) -> TrackSet:
@@ -189,7 +190,7 @@ def _converted(path: Path, build) -> TrackSet:
     except TrackError as err:
         raise TrackError(f"{path}: {err}") from None
     except (ValueError, TypeError, IndexError) as err:
-        raise TrackError(f"{path}: arrays of the wrong kind ({type(err).__name__}: {str(err)[:80]})") from None
+        raise TrackError(f"{path}: arrays of the wrong kind ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
 
 
 def _need_size(path: Path, width: int | None, height: int | None) -> tuple[int, int]:
@@ -215,7 +216,7 @@ def _load_npz(path: Path, width: int | None, height: int | None, source_fps: flo
     except TrackError:
         raise
     except _READ_ERRORS as err:
-        raise TrackError(f"{path}: not a readable track .npz ({type(err).__name__}: {str(err)[:80]})") from None
+        raise TrackError(f"{path}: not a readable track .npz ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
 
 
 def _scalar(z: Any, key: str, path: Path) -> float:
@@ -360,7 +361,7 @@ def _optional_field(spec: Any, key: str, kind: type, i: int, where: str) -> Any:
     value = spec.get(key) if isinstance(spec, dict) else None
     if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
         raise TrackError(f"{where}: track {i} '{key}' must be {'an integer' if kind is int else 'a string'}, "
-                         f"got {value!r:.40}")
+                         f"got {value!r:.{ERROR_DETAIL_CHARS}}")
     return value
 
 

@@ -164,6 +164,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 STATE_META_KEY = "state"   # safetensors metadata entry holding the state.json content (one atomic file)
+ERROR_DETAIL_CHARS = 100   # of the reader's own error text, quoted in the one-line error
 
 
 def save_training_state(run_dir: str | Path, step: int, modules: dict[str, torch.nn.Module | EMA],
@@ -214,7 +215,7 @@ def read_training_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, 
         meta = json.loads(text if text is not None else json_path.read_text())
         int(meta["step"])
     except Exception as err:  # SafetensorError, OSError, JSONDecodeError, KeyError: all mean a broken state
-        raise UserError(f"unreadable training state in {run_dir} ({type(err).__name__}: {str(err)[:100]}): "
+        raise UserError(f"unreadable training state in {run_dir} ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]}): "
                         f"delete {run_dir} to start over, or restore its state.safetensors") from None
     return meta, tensors
 
