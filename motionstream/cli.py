@@ -12,27 +12,32 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = [
-    "motionstream.tracks.cli",
-    "motionstream.data.cli",
-    "motionstream.demo",
-    "motionstream.eval.cli",
-    "motionstream.train.vae",
-    "motionstream.train.teacher",
-    "motionstream.train.ode",
-    "motionstream.train.dmd",
-    "motionstream.train.gt",
-    "motionstream.generate",
-    "motionstream.stream.cli",
-    "motionstream.app.server",
-]
+# module -> the top-level commands it registers. `main` imports only the modules of the command it
+# runs: the training modules import torch at import time (~2 s on a loaded machine), which a bad
+# input to `generate` or `tracks` must not wait for. The order matters: generate.py registers
+# `generate` before stream/cli.py extends it.
+COMMAND_MODULES = {
+    "motionstream.tracks.cli": ("tracks",),
+    "motionstream.data.cli": ("data",),
+    "motionstream.demo": ("demo",),
+    "motionstream.eval.cli": ("eval",),
+    "motionstream.train.vae": ("train", "codec"),
+    "motionstream.train.teacher": ("train",),
+    "motionstream.train.ode": ("train",),
+    "motionstream.train.dmd": ("train",),
+    "motionstream.train.gt": ("train",),
+    "motionstream.generate": ("generate",),
+    "motionstream.stream.cli": ("generate", "transfer", "camera", "edit"),
+    "motionstream.app.server": ("studio",),
+}
 
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, no traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (`command` given and known) only what that command needs."""
     parser = argparse.ArgumentParser(
         prog="motionstream",
         description="Real-time, motion-controlled video generation (MotionStream). "
@@ -44,17 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one stage of the pipeline. Every stage is resumable: re-running the same "
         "command continues from the last checkpoint in its run folder.",
     ).add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(commands, train)
+    known = {c for provided in COMMAND_MODULES.values() for c in provided}
+    for name, provided in COMMAND_MODULES.items():
+        if command not in known or command in provided:
+            importlib.import_module(name).register(commands, train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the top level has no options besides -h: its first word is the command
+    args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"motionstream: error: {err}", file=sys.stderr)
+        # one line whatever the message holds (a decoder's multi-line text, a file name with a newline)
+        print(f"motionstream: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("motionstream: interrupted", file=sys.stderr)

@@ -25,14 +25,14 @@ DEMO_MODELS = ("student", "teacher")   # tried in this order
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from motionstream.app.server import check_host, run_studio
+    from motionstream.app.server import check_host, resolve_token, run_studio
 
     # the tracking demo's own options (a video, an output) ask for the tracking demo
     tracks_only = args.tracks_only or args.video is not None or args.output is not None
     args.video = args.video or str(SAMPLE_VIDEO)
     args.output = args.output or str(OUT_DIR / "demo_tracks.mp4")
     if not tracks_only:
-        check_host(args.host, args.token)
+        check_host(args.host, resolve_token(args))
         if args.model != "student":          # an explicit model: just the studio
             return run_studio(args)
         problems = []

@@ -94,23 +94,47 @@ def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray,
         return tensor_to_frames(codec.decode(latents))[:num_frames]
 
 
+def checked_inputs(args) -> tuple[dict, np.ndarray, object]:
+    """(preset, image at the preset's video size, TrackSet): the output path, image, tracks and
+    --frames checked before torch or any model is imported (a bad input fails in well under 2 s)."""
+    from motionstream.config import ConfigError, load_config
+    from motionstream.tracks.io import MAX_TRACK_FRAMES, load_tracks
+    from motionstream.tracks.trackset import TrackError
+    from motionstream.video import VideoError, check_output, read_image
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        raise UserError(str(err)) from err
+    video = cfg.get("video", {})
+    try:
+        check_output(args.output, what="--output")
+        image = read_image(args.image, size=(video.get("width", 256), video.get("height", 144)))
+        ts = load_tracks(args.tracks)
+    except (VideoError, TrackError) as err:
+        raise UserError(str(err)) from err
+    if args.frames is not None and not 1 <= args.frames <= MAX_TRACK_FRAMES:
+        raise UserError(f"--frames must be within [1, {MAX_TRACK_FRAMES}] (MAX_TRACK_FRAMES), got {args.frames}")
+    if (args.steps is not None and args.steps < 1) or any(v is not None and v < 0 for v in (args.wt, args.wm)):
+        raise UserError("--steps must be >= 1 and --wt/--wm >= 0")
+    return cfg, image, ts
+
+
 def run_generate(args) -> int:
+    if args.model == "student":   # stream/cli.dispatch_generate sends students to the streaming engine
+        raise UserError("this `generate` handler serves teachers; run it through `motionstream generate`")
+    cfg, image, ts = checked_inputs(args)
     import torch
 
-    from motionstream.config import load_config
     from motionstream.diffusion.sampling import load_teacher
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder
-    from motionstream.tracks.io import load_tracks, resample
-    from motionstream.tracks.trackset import TrackError
-    from motionstream.video import VideoError, read_image, write_video
+    from motionstream.tracks.io import resample
+    from motionstream.video import write_video
 
-    if args.model == "student":   # stream/cli.dispatch_generate sends students to the streaming engine
-        raise UserError("this `generate` handler serves teachers; run it through `motionstream generate`")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
     video = cfg.get("video", {})
     width, height, fps = video.get("width", 256), video.get("height", 144), float(video.get("fps", 16))
     try:
@@ -118,11 +142,6 @@ def run_generate(args) -> int:
         codec = load_codec(args.vae, tiny_decoder=None)
     except WeightsNotFound as err:
         raise UserError(str(err)) from err
-    try:
-        image = read_image(args.image, size=(width, height))
-        ts = load_tracks(args.tracks)
-    except (VideoError, TrackError, OSError, ValueError) as err:
-        raise UserError(f"{err}") from err
     ts = fit_tracks(resample(ts, fps) if abs(ts.fps - fps) > 1e-6 else ts, width, height)
     num_frames = clip_length(args.frames, ts.num_frames, codec.temporal_stride)
     ts = fit_length(ts, num_frames)
@@ -130,8 +149,6 @@ def run_generate(args) -> int:
     steps = args.steps if args.steps is not None else dcfg.sample_steps
     wt = args.wt if args.wt is not None else dcfg.text_scale
     wm = args.wm if args.wm is not None else dcfg.motion_scale
-    if steps < 1 or wt < 0 or wm < 0:
-        raise UserError("--steps must be >= 1 and --wt/--wm >= 0")
     from motionstream.tracks.embed import TracksConfig, track_counts
     from motionstream.config import section
 
@@ -160,7 +177,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--prompt", default="")
     p.add_argument("--tracks", required=True, help="track file (.npz, .json keyframes, ATI .json, Wan-Move .npy)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--config", default="configs/tiny-cpu.yaml", help="preset (video size, text encoder)")
+    p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (video size, text encoder)")
     p.add_argument("--vae", default="vae-tiny-cpu", help="VAE model folder")
     p.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's, 50)")
     p.add_argument("--wt", type=float, default=None, help="text guidance w_t (default 3.0)")

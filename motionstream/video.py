@@ -1,19 +1,39 @@
-"""Video files and frame arrays (PyAV), the one place that reads and writes them.
+"""Video files, images and frame arrays (PyAV, OpenCV), the one place that reads and writes them.
 
-Frames are always uint8 RGB arrays [T, H, W, 3] (or a single [H, W, 3] image).
+Frames are always uint8 RGB arrays [T, H, W, 3] (or a single [H, W, 3] image). This module is also
+the one validation layer for images, videos and output paths: images are size-checked from their
+header (`image_header`, MAX_IMAGE_PIXELS, shared with the studio's uploads) before anything is
+decoded, videos are probed (`probe_video`: a video stream, a decodable first frame) and output
+paths are checked (`check_output`) before the work that would write them.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
+MAX_IMAGE_PIXELS = 40_000_000              # decoded images and video frames: 120 MB as RGB (CLI and studio)
+IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # images we write
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the H.264 stream VideoWriter writes
+JPEG_SOF_SKIP = (0xC4, 0xC8, 0xCC)          # markers in the SOF range that are not frame headers
+
 
 class VideoError(ValueError):
-    """A video or image file is missing, unreadable or empty."""
+    """A video or image file is missing, unreadable or empty, or an output path cannot be written."""
+
+
+class ImageFormatError(VideoError):
+    """The bytes are not an image in one of IMAGE_FORMATS."""
+
+
+class ImageTooLarge(VideoError):
+    """The image header announces more than the allowed pixels."""
 
 
 def _check_path(path: str | Path) -> Path:
@@ -23,13 +43,63 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
-def probe_fps(path: str | Path) -> float:
+# ----------------------------------------------------------------------------------- outputs
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Refuse an output path that cannot be written (an existing folder, a parent that is a file, a
+    folder without write permission) before any work is done for it."""
+    path = Path(path)
+    if path.is_dir():
+        raise VideoError(f"{what} {path} is an existing folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise VideoError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise VideoError(f"{what} {path}: no permission to write there")
+    return path
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...] = VIDEO_SUFFIXES, what: str = "output") -> Path:
+    """An output path with one of `suffixes` (VIDEO_SUFFIXES, IMAGE_SUFFIXES or both) that can be written."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise VideoError(f"{what} {path}: unsupported file type {path.suffix or '(none)'!r}; use {', '.join(suffixes)}")
+    return check_writable(path, what)
+
+
+# ------------------------------------------------------------------------------------ videos
+class VideoInfo(NamedTuple):
+    fps: float
+    width: int
+    height: int
+
+
+def probe_video(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> VideoInfo:
+    """Frame rate and size of a video file whose first frame decodes; VideoError for anything else
+    (no file, not a video, audio only, truncated, frames over `max_pixels`)."""
     import av
 
-    with av.open(str(_check_path(path))) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.base_rate or Fraction(16)
-        return float(rate)
+    path = _check_path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream (audio only?)")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > max_pixels:
+                raise ImageTooLarge(f"{path}: frames are {width}x{height}; the limit is {max_pixels} pixels "
+                                 "(MAX_IMAGE_PIXELS)")
+            if next(container.decode(stream), None) is None:
+                raise VideoError(f"{path}: no frames decoded")
+            rate = stream.average_rate or stream.base_rate or Fraction(16)
+            return VideoInfo(float(rate), width, height)
+    except av.error.FFmpegError as err:
+        raise VideoError(f"cannot decode {path}: {err.strerror or type(err).__name__}") from None
+
+
+def probe_fps(path: str | Path) -> float:
+    return probe_video(path).fps
 
 
 def iter_frames(path: str | Path, fps: float | None = None, size: tuple[int, int] | None = None,
@@ -66,8 +136,8 @@ def iter_frames(path: str | Path, fps: float | None = None, size: tuple[int, int
                     count += 1
                     if max_frames is not None and count >= max_frames:
                         return
-    except av.error.InvalidDataError as err:  # pragma: no cover - depends on the file
-        raise VideoError(f"cannot decode {path}: {err}") from err
+    except av.error.FFmpegError as err:   # a file that breaks after a good first frame
+        raise VideoError(f"cannot decode {path}: {err.strerror or type(err).__name__}") from None
 
 
 def read_video(path: str | Path, fps: float | None = None, size: tuple[int, int] | None = None,
@@ -92,24 +162,86 @@ def resize_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w])
 
 
-def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] RGB image from any format OpenCV reads (or .npy)."""
+# ------------------------------------------------------------------------------------ images
+def image_header(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) from an image file's header alone (nothing is decoded);
+    ImageFormatError for anything but IMAGE_FORMATS."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", data[16:24])
+        return "png", w, h
+    if data.startswith(b"\xff\xd8"):
+        return ("jpeg",) + _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return "webp", w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L":
+            b = int.from_bytes(data[21:25], "little")
+            return "webp", (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return "webp", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return "bmp", abs(w), abs(h)
+    raise ImageFormatError(f"not an image in an accepted format ({', '.join(IMAGE_FORMATS)})")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Width, height from the first SOF marker of a JPEG."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in JPEG_SOF_SKIP:
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    raise VideoError("JPEG without a frame header")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, as_rgb: bool = True) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from an image file's bytes: the header's size is checked against
+    `max_pixels` first (ImageTooLarge), then OpenCV decodes. Used by read_image, depth maps and the
+    studio. as_rgb=False: the stored channels and bit depth as they are (16-bit depth maps)."""
     import cv2
 
+    fmt, w, h = image_header(data)
+    if w < 1 or h < 1:
+        raise VideoError(f"{fmt} image with an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} (MAX_IMAGE_PIXELS)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if as_rgb else cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None or (as_rgb and img.ndim != 3):
+        raise VideoError(f"cannot decode this {fmt} image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if as_rgb else img
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB image from a PNG, JPEG, WebP or BMP file (decode_image: size-checked first)."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise VideoError(f"cannot read image {path}")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        img = decode_image(path.read_bytes())
+    except VideoError as err:
+        raise type(err)(f"{path}: {err}") from None
     return resize_crop(img, size) if size is not None else img
 
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:
     import cv2
 
-    path = Path(path)
+    path = check_output(path, IMAGE_SUFFIXES)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.asarray(img, np.uint8), cv2.COLOR_RGB2BGR)):
         raise VideoError(f"cannot write image {path}")
@@ -122,7 +254,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: float, crf: int = 18):
         import av
 
-        self.path = Path(path)
+        self.path = check_output(path, VIDEO_SUFFIXES)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps
         self.crf = crf

@@ -181,6 +181,8 @@ def test_missing_student_names_the_folder(env, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path / "no-weights")   # a checkout without shipped weights
     root, folders, image = env
-    code = main(["transfer", "--image", str(image), "--video", "v.mp4", "-o", str(tmp_path / "x.mp4")])
+    depth = root / "depth.npy"
+    np.save(depth, np.ones((8, 8)))      # valid inputs: the inputs are checked before the model loads
+    code = main(["camera", "--image", str(image), "--depth", str(depth), "-o", str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err
     assert code == 2 and "student-tiny-cpu" in err and "Traceback" not in err

@@ -279,7 +279,8 @@ def _encode(fmt: str, img: np.ndarray) -> bytes:
 
 
 def test_image_headers_are_read_before_decoding():
-    from motionstream.app.server import UploadError, decode_image, sniff_image
+    from motionstream.app.server import UploadError, decode_image
+    from motionstream.video import image_header as sniff_image
 
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     for fmt, name in [("png", "png"), ("jpg", "jpeg"), ("webp", "webp"), ("bmp", "bmp")]:
@@ -367,7 +368,7 @@ def test_stream_pause_record_and_download(server, tmp_path):
         await c.frames_until(n + 5)
         await c.send(type="stop")
         stopped = await c.expect("stopped")
-        assert stopped["recording"].endswith("recording.mp4")
+        assert stopped["recording"].endswith(f"recording.mp4?key={c.hello['session_key']}")
         r = httpx.get(server.url + stopped["recording"], timeout=30)
         assert r.status_code == 200
         out = tmp_path / "rec.mp4"
@@ -548,6 +549,116 @@ def test_token_and_origin_checks():
     assert origin_ok({"host": "127.0.0.1:7860"})                                     # not a browser
     assert origin_ok({"host": "127.0.0.1:7860", "origin": "http://127.0.0.1:7860"})
     assert not origin_ok({"host": "127.0.0.1:7860", "origin": "https://evil.example"})
+
+
+# ------------------------------------------------------------------------------- security
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="     # RFC 6455's sample handshake key
+
+
+def ws_handshake_status(port: int, host: str) -> str:
+    """The status line a raw WebSocket handshake on /ws gets with `host` as its Host (and Origin)."""
+    request = (f"GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).split(b"\r\n", 1)[0].decode()
+
+
+def test_host_header_must_be_allowed(server):
+    """DNS rebinding: a page at evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    import httpx
+
+    evil, local = f"evil.example:{server.port}", f"localhost:{server.port}"
+    assert httpx.get(server.url + "/api/health", headers={"Host": evil}, timeout=30).status_code == 400
+    assert httpx.get(server.url + "/", headers={"Host": evil}, timeout=30).status_code == 400
+    assert httpx.get(server.url + "/api/health", headers={"Host": local}, timeout=30).status_code == 200
+    assert " 101 " not in ws_handshake_status(server.port, evil)
+    assert " 101 " in ws_handshake_status(server.port, f"127.0.0.1:{server.port}")
+
+
+def test_host_names_and_allow_list():
+    from types import SimpleNamespace
+
+    from motionstream.app.server import allowed_hosts, host_name
+
+    assert [host_name(h) for h in ("127.0.0.1:7860", "[::1]:7860", "::1", "LocalHost", "a.example:80")] == \
+        ["127.0.0.1", "::1", "::1", "localhost", "a.example"]
+    args = SimpleNamespace(allow_host=["studio.lan"], host="0.0.0.0")
+    assert allowed_hosts(args) == ("studio.lan",)                  # a wildcard bind names no host
+    assert allowed_hosts(SimpleNamespace(allow_host=[], host="192.168.1.5")) == ("192.168.1.5",)
+
+
+def test_sessions_belong_to_the_socket_that_made_them(server):
+    """A second client that learns the first one's session id can neither download, stop nor start
+    anything in it; /api/health does not name it."""
+    import httpx
+
+    image = sample_id(server)
+
+    async def go():
+        a = await Client.connect(server.ws_url)
+        b = await Client.connect(server.ws_url)
+        sid, key = a.hello["session"], a.hello["session_key"]
+        assert len(sid) >= 22 and len(key) >= 43 and sid != b.hello["session"]   # 128-bit id, 256-bit key
+        await a.send(type="start", image=image, prompt="mine")
+        await a.send(type="record", on=True)
+        await a.expect("started")
+        await a.frames_until(12)
+        health = server.health()
+        assert health["generating"] is True and sid not in json.dumps(health) and key not in json.dumps(health)
+        base = f"{server.url}/api/sessions/{sid}"
+        for creds in ({}, {"key": b.hello["session_key"]}, {"key": key[:-1]}):
+            assert httpx.get(base + "/recording.mp4", params=creds, timeout=30).status_code == 404
+            assert httpx.post(base + "/stop", params=creds, timeout=30).status_code == 404
+            assert httpx.post(base + "/start", params=creds, json={"image": image}, timeout=30).status_code == 404
+        n = len(a.frames)
+        await a.frames_until(n + 6)                      # still streaming, still recording
+        assert a.frames[-1][0]["flags"] & protocol.FLAG_RECORDING
+        r = httpx.post(base + "/stop", headers={"X-MotionStream-Session-Key": key}, timeout=30)
+        assert r.status_code == 200
+        stopped = await a.expect("stopped")
+        assert f"key={key}" in stopped["recording"]
+        got = httpx.get(server.url + stopped["recording"], timeout=30)
+        assert got.status_code == 200 and got.content[4:8] == b"ftyp"
+        assert b.errors() == []
+        await a.ws.close()
+        await b.ws.close()
+
+    run(go())
+
+
+def test_token_from_environment_or_file_never_printed_in_full(monkeypatch, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import motionstream.app.server as srv
+    from motionstream.cli import main
+
+    secret = "s3cret-token-0123456789"
+    started = []
+    stack = SimpleNamespace(label="student x c3s1w1", source=str(tmp_path))
+    monkeypatch.setattr(srv, "studio_from_args", lambda args: SimpleNamespace(stack=stack, token=srv.resolve_token(args)))
+    monkeypatch.setattr(srv, "serve", lambda studio, host, port: started.append(studio.token))
+    monkeypatch.setenv(srv.TOKEN_ENV, secret)
+    assert main(["studio", "--host", "0.0.0.0"]) == 0             # off loopback: the env token counts
+    out = capsys.readouterr().out
+    assert started == [secret] and secret not in out and srv.shown_token(secret) in out
+    monkeypatch.delenv(srv.TOKEN_ENV)
+    (tmp_path / "token").write_text(secret + "\n")
+    assert main(["studio", "--host", "0.0.0.0", "--token-file", str(tmp_path / "token")]) == 0
+    assert started[-1] == secret and secret not in capsys.readouterr().out
+    assert main(["studio", "--token-file", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_error_texts_carry_no_server_paths(tmp_path):
+    from motionstream.app.server import UploadError, decode_video
+
+    uploads = tmp_path / "private-uploads"
+    with pytest.raises(UploadError) as err:
+        decode_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200, (64, 48), 16.0, 9, uploads)
+    assert str(uploads) not in str(err.value) and "private-uploads" not in str(err.value)
+    message = json.loads(protocol.error_message(f"stream failed: OSError: cannot open {tmp_path}/weights/x.bin"))
+    assert str(tmp_path) not in message["message"] and "x.bin" in message["message"]
 
 
 if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--serve":

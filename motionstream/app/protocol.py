@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -221,5 +222,14 @@ def server_message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields}, separators=(",", ":"))
 
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]*)")
+
+
+def redact_paths(text: str) -> str:
+    """`text` with every absolute file path cut to its last part: clients never see server paths
+    (temp files, model folders, the recording folder) in an error."""
+    return ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", text)
+
+
 def error_message(message: str, ref: str | None = None, seq: int | None = None) -> str:
-    return server_message("error", message=str(message)[:300], ref=ref, seq=seq)
+    return server_message("error", message=redact_paths(str(message))[:300], ref=ref, seq=seq)

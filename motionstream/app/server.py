@@ -16,9 +16,14 @@ FastAPI + uvicorn, one process, one generating stream at a time (app/session.py)
     GET  /api/sessions/{sid}/recording.mp4   finish and download the session's recording
     GET  /api/stream.mjpeg              the generating stream as MJPEG (OBS-style viewers)
 
-Binds 127.0.0.1 by default; any other host needs --token, which every /api and /ws request must
-carry (?token=, header X-MotionStream-Token or Authorization: Bearer). Uploads are size-checked from
-their headers before cv2.imdecode touches them; malformed socket messages get an `error` reply.
+Binds 127.0.0.1 by default; any other host needs a token (MOTIONSTREAM_TOKEN, --token-file or
+--token), which every /api and /ws request must carry (?token=, header X-MotionStream-Token or
+Authorization: Bearer); it is never printed in full. Requests whose Host header is not a loopback
+name, the bind address or an --allow-host name are refused (DNS rebinding). Each socket's session
+has an unguessable id and a key that only its own socket is told: the REST session endpoints and the
+recording download need both (?key= or X-MotionStream-Session-Key), and /api/health names no session.
+Uploads are size-checked from their headers before cv2.imdecode touches them; malformed socket
+messages get an `error` reply; error texts carry no server paths (protocol.redact_paths).
 """
 
 
@@ -29,7 +34,6 @@ import json
 import logging
 import os
 import secrets
-import struct
 import tempfile
 import threading
 import time
@@ -48,11 +52,17 @@ log = logging.getLogger("motionstream.studio")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")          # bind addresses that name no host a client would use
+TOKEN_ENV = "MOTIONSTREAM_TOKEN"
+TOKEN_SHOWN_CHARS = 4                           # the printed URL shows this much of the token
+SESSION_KEY_HEADER = "x-motionstream-session-key"
+SESSION_ID_BYTES = 16                           # 128-bit session ids and ...
+SESSION_KEY_BYTES = 32                          # ... 256-bit session keys (secrets.token_urlsafe)
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")   # shipped inside skimage
-IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 VIDEO_FORMATS = ("mp4/mov", "webm/mkv", "avi")
 TOKEN_HEADER = "x-motionstream-token"
 UPLOAD_READ_BYTES = 1 << 16
+ERROR_DETAIL_CHARS = 160                        # of a decoder's error text, quoted in an upload error
 
 
 class UploadError(ValueError):
@@ -64,61 +74,20 @@ class UploadError(ValueError):
 
 
 # ------------------------------------------------------------------------------- uploads
-def sniff_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) from the file header alone (nothing is decoded); UploadError otherwise."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", w, h
-    if data.startswith(b"\xff\xd8"):
-        return ("jpeg",) + _jpeg_size(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            w, h = struct.unpack("<HH", data[26:30])
-            return "webp", w & 0x3FFF, h & 0x3FFF
-        if chunk == b"VP8L":
-            b = int.from_bytes(data[21:25], "little")
-            return "webp", (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            return "webp", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return "bmp", abs(w), abs(h)
-    raise UploadError(f"not an image in an accepted format ({', '.join(IMAGE_FORMATS)})", 415)
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from uploaded bytes (video.decode_image: the header's size is checked before
+    decoding, the same check as the CLI's), its errors as UploadErrors with their HTTP status."""
+    from motionstream.video import MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError
+    from motionstream.video import decode_image as decode
 
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width, height from the first SOF marker of a JPEG."""
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + length
-    raise UploadError("JPEG without a frame header", 400)
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3] from uploaded bytes: header checked first, then cv2.imdecode."""
-    import cv2
-
-    fmt, w, h = sniff_image(data)
-    if w < 1 or h < 1:
-        raise UploadError(f"{fmt} image with an empty size {w}x{h}")
-    if w * h > max_pixels:
-        raise UploadError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3:
-        raise UploadError(f"cannot decode this {fmt} image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return decode(data, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
+    except ImageTooLarge as err:
+        raise UploadError(str(err), 413) from None
+    except ImageFormatError as err:
+        raise UploadError(str(err), 415) from None
+    except VideoError as err:
+        raise UploadError(str(err)) from None
 
 
 def sniff_video(data: bytes) -> str:
@@ -131,12 +100,10 @@ def sniff_video(data: bytes) -> str:
     raise UploadError(f"not a video in an accepted format ({', '.join(VIDEO_FORMATS)})", 415)
 
 
-def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int, max_pixels: int,
-                 tmp_dir: Path) -> np.ndarray:
-    """uint8 [T, H, W, 3] at the stream's size and fps (video.read_video), frame size checked first."""
-    import av
-
-    from motionstream.video import VideoError, read_video
+def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int, tmp_dir: Path) -> np.ndarray:
+    """uint8 [T, H, W, 3] at the stream's size and fps (video.read_video); the file is probed first
+    (video.probe_video: a video stream, a decodable first frame, frames under MAX_IMAGE_PIXELS)."""
+    from motionstream.video import ImageTooLarge, VideoError, probe_video, read_video
 
     fmt = sniff_video(data)
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -145,15 +112,12 @@ def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         try:
-            with av.open(name) as container:
-                if not container.streams.video:
-                    raise UploadError("the file has no video stream")
-                ctx = container.streams.video[0].codec_context
-                if ctx.width * ctx.height > max_pixels:
-                    raise UploadError(f"video frames are {ctx.width}x{ctx.height}; the limit is {max_pixels} pixels", 413)
+            probe_video(name)
             frames, _ = read_video(name, fps=fps, size=size, max_frames=max_frames)
-        except (av.error.FFmpegError, VideoError) as err:
-            raise UploadError(f"cannot decode this video: {str(err)[:120]}") from None
+        except VideoError as err:
+            message = str(err).replace(name, "the upload")     # the temp file's path is the server's business
+            raise UploadError(f"cannot use this video: {message[:ERROR_DETAIL_CHARS]}", 413 if isinstance(err, ImageTooLarge)
+                              else 400) from None
         return frames
     finally:
         os.unlink(name)
@@ -262,10 +226,14 @@ class MjpegHub:
 class Studio:
     """Server state: the model stack, the worker, the slot, the sessions, uploaded media."""
 
-    def __init__(self, stack: ModelStack, cfg: StudioConfig | None = None, token: str | None = None):
+    def __init__(self, stack: ModelStack, cfg: StudioConfig | None = None, token: str | None = None,
+                 allowed_hosts: tuple[str, ...] = ()):
+        """allowed_hosts: host names the Host header may carry besides LOOPBACK_HOSTS (--allow-host,
+        and the bind address when it is not a wildcard)."""
         self.stack = stack
         self.cfg = cfg or StudioConfig()
         self.token = token
+        self.allowed_hosts = frozenset(h.lower() for h in LOOPBACK_HOSTS + tuple(allowed_hosts))
         self.slot = StreamSlot()
         self.media = MediaStore(self.cfg.max_images, self.cfg.max_videos)
         self.hub = MjpegHub()
@@ -286,7 +254,7 @@ class Studio:
     def hello(self, s: Session) -> str:
         st = self.stack
         return protocol.server_message(
-            "hello", session=s.id, protocol=protocol.PROTOCOL_VERSION, model=st.describe(), width=st.width,
+            "hello", session=s.id, session_key=s.key, protocol=protocol.PROTOCOL_VERSION, model=st.describe(), width=st.width,
             height=st.height, fps=st.fps, chunk_frames=self.worker.gen.chunk_num_frames(1), first_chunk_frames=self.worker.gen.chunk_num_frames(0),
             grid_spacing=self.cfg.grid_spacing, grid_size=self.cfg.grid_size, modes=list(protocol.MODES),
             camera_paths=list(protocol.CAMERA_PATHS))
@@ -295,7 +263,7 @@ class Studio:
         st = self.stack
         return {"status": "ok", "protocol": protocol.PROTOCOL_VERSION, "model": st.describe(), "width": st.width,
                 "height": st.height, "fps": st.fps, "clients": len(self.sessions),
-                "generating": self.slot.active.id if self.slot.active else None, "queued": len(self.slot.waiting),
+                "generating": self.slot.active is not None, "queued": len(self.slot.waiting),
                 "chunks": self.worker.chunks, "frames": self.worker.frames, "stream_errors": self.worker.errors,
                 "worker_alive": self.worker.is_alive()}
 
@@ -360,7 +328,8 @@ class Studio:
             await ws.send_text(protocol.error_message(f"server full ({self.cfg.max_clients} clients)"))
             await ws.close(code=1013)
             return
-        s = Session(secrets.token_hex(12), asyncio.get_running_loop(), self.cfg, self.root)
+        s = Session(secrets.token_urlsafe(SESSION_ID_BYTES), asyncio.get_running_loop(), self.cfg, self.root,
+                    key=secrets.token_urlsafe(SESSION_KEY_BYTES))
         self.sessions[s.id] = s
         s.send(self.hello(s))
         sender = asyncio.create_task(self.send_loop(ws, s))
@@ -434,6 +403,42 @@ class Studio:
             return
 
 
+def host_name(header: str) -> str:
+    """The host name of a Host header value, without the port ("[::1]:7860" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostGuard:
+    """ASGI middleware: HTTP requests and socket handshakes whose Host header names a host outside
+    `allowed` are refused (400 / close 1008) before any route runs. A page on another site that
+    re-points its DNS name at 127.0.0.1 (DNS rebinding) sends its own name as the Host, so it cannot
+    drive a studio on the user's machine."""
+
+    def __init__(self, app: Any, allowed: frozenset[str]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in self.allowed:
+                await self.refuse(scope, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def refuse(scope: dict, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = b"host not allowed: start the studio with --allow-host NAME to serve this name"
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def origin_ok(headers: Any) -> bool:
     """Browsers send Origin: only pages served by this server may open a socket (no cross-site use)."""
     origin = headers.get("origin")
@@ -463,6 +468,7 @@ def create_app(studio: Studio):
 
     app = FastAPI(title="MotionStream studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
+    app.add_middleware(HostGuard, allowed=studio.allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def guard(request: Request) -> None:
@@ -471,7 +477,7 @@ def create_app(studio: Studio):
 
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, err: UploadError):
-        return JSONResponse({"error": str(err)}, status_code=err.status)
+        return JSONResponse({"error": protocol.redact_paths(str(err))}, status_code=err.status)
 
     @app.get("/")
     async def index():
@@ -503,7 +509,7 @@ def create_app(studio: Studio):
     async def upload_image(request: Request):
         guard(request)
         data = await read_body(request, studio.cfg.max_upload_bytes)
-        img = await run_in_threadpool(decode_image, data, studio.cfg.max_upload_pixels)
+        img = await run_in_threadpool(decode_image, data)
         return image_reply(img)
 
     @app.get("/api/images/{key}.jpg")
@@ -521,14 +527,17 @@ def create_app(studio: Studio):
         data = await read_body(request, studio.cfg.max_video_bytes)
         st = studio.stack
         frames = await run_in_threadpool(decode_video, data, (st.width, st.height), st.fps, studio.cfg.max_video_frames,
-                                         studio.cfg.max_upload_pixels, studio.root / "uploads")
+                                         studio.root / "uploads")
         return {"video": studio.media.add_video(frames), "frames": len(frames)}
 
     def session_of(sid: str, request: Request) -> Session:
+        """The session `sid`, for its owner only: the request must carry the key its socket was told.
+        Anyone else gets the same 404 as for a session that does not exist (nothing to probe)."""
         guard(request)
         s = studio.sessions.get(sid)
-        if s is None:
-            raise HTTPException(404, "no such session (it closed?)")
+        key = request.query_params.get("key") or request.headers.get(SESSION_KEY_HEADER) or ""
+        if s is None or not s.owns(key):
+            raise HTTPException(404, "no such session (it closed?), or not yours: send its key (?key=)")
         return s
 
     async def json_body(request: Request) -> dict:
@@ -569,7 +578,7 @@ def create_app(studio: Studio):
             s.send(protocol.server_message("recording", on=False, url=recording_url(s) if s.last_recording else None))
         if s.last_recording is None or not s.last_recording.is_file():
             raise HTTPException(404, "nothing recorded yet: press Record while streaming")
-        return FileResponse(s.last_recording, media_type="video/mp4", filename=f"motionstream-{s.id[:8]}.mp4")
+        return FileResponse(s.last_recording, media_type="video/mp4", filename="motionstream-recording.mp4")
 
     @app.get("/api/stream.mjpeg")
     async def mjpeg(request: Request):
@@ -607,8 +616,36 @@ def check_host(host: str, token: str | None) -> None:
     from motionstream.cli import UserError
 
     if host not in LOOPBACK_HOSTS and not token:
-        raise UserError(f"--host {host} exposes the studio beyond this machine: pass --token SECRET as well "
-                        "(clients then add ?token=SECRET to the page URL)")
+        raise UserError(f"--host {host} exposes the studio beyond this machine: set a token as well "
+                        f"({TOKEN_ENV}=SECRET, --token-file FILE or --token SECRET; clients then add "
+                        "?token=SECRET to the page URL)")
+
+
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """The access token from --token-file, else the MOTIONSTREAM_TOKEN environment variable, else
+    --token (visible in the process list, so the other two are preferred); None when none is set."""
+    from motionstream.cli import UserError
+
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"--token-file {args.token_file}: cannot read it ({type(err).__name__})") from None
+        if not token:
+            raise UserError(f"--token-file {args.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or args.token or None
+
+
+def shown_token(token: str) -> str:
+    """The token as printed: its first TOKEN_SHOWN_CHARS characters, the rest elided."""
+    return token[:TOKEN_SHOWN_CHARS] + "..."
+
+
+def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """--allow-host names, plus the bind address when it names one host (clients use it as the Host)."""
+    extra = tuple(args.allow_host or ())
+    return extra + ((args.host,) if args.host not in WILDCARD_HOSTS else ())
 
 
 def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> None:
@@ -647,18 +684,19 @@ def studio_from_args(args: argparse.Namespace) -> Studio:
         raise UserError(f"{err}{hint}") from None
     except (ConfigError, ValueError) as err:
         raise UserError(str(err)) from None
-    return Studio(stack, cfg, token=args.token)
+    return Studio(stack, cfg, token=resolve_token(args), allowed_hosts=allowed_hosts(args))
 
 
 def run_studio(args: argparse.Namespace) -> int:
-    check_host(args.host, args.token)
+    token = resolve_token(args)
+    check_host(args.host, token)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     studio = studio_from_args(args)
-    query = f"?token={args.token}" if args.token else ""
-    print(f"motionstream studio: {studio.stack.label}")
+    query = f"?token={shown_token(token)}  (the token elided: use the whole one)" if token else ""
+    print(f"motionstream studio: {studio.stack.label} [{studio.stack.source}]")
     print(f"open http://{args.host}:{args.port}/{query}  (Ctrl+C to stop)", flush=True)
     serve(studio, args.host, args.port)
     return 0
@@ -675,7 +713,12 @@ def add_studio_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's, c3s1w1)")
     p.add_argument("--host", default=defaults.host, help=f"bind address (default {defaults.host}; others need --token)")
     p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
-    p.add_argument("--token", default=None, help="access token every client must send (required off loopback)")
+    p.add_argument("--token", default=None, help=f"access token every client must send (required off loopback); "
+                   f"visible in the process list: prefer {TOKEN_ENV}=SECRET or --token-file")
+    p.add_argument("--token-file", default=None, help="read the access token from this file")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept requests for this host name (repeatable; loopback names and the --host "
+                   "address are always accepted)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--record-dir", default=None, help=f"where session recordings live (default {defaults.record_dir})")
 

@@ -24,6 +24,7 @@ the frames still to play last less than `lead_safety` x the chunk's expected gen
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import math
 import shutil
@@ -60,8 +61,7 @@ class StudioConfig:
     lead_safety: float = 1.5               # ... and start a chunk only when the frames still to play last
                                            # less than this x its expected generation time (latency)
     max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
-    max_upload_bytes: int = 16 * 2 ** 20   # images
-    max_upload_pixels: int = 40_000_000
+    max_upload_bytes: int = 16 * 2 ** 20   # images (their pixels: video.MAX_IMAGE_PIXELS, the CLI's cap)
     max_video_bytes: int = 64 * 2 ** 20    # motion-transfer videos
     max_video_frames: int = 161            # driving frames kept (it ping-pongs beyond)
     max_images: int = 32                   # uploaded images kept in memory (oldest evicted)
@@ -92,7 +92,8 @@ class ModelStack:
     width: int
     height: int
     fps: float
-    label: str                             # what the page shows: which weights are running
+    label: str                             # what the page shows: which weights are running (no server path)
+    source: str = ""                       # the model folder, for the server's console only
 
     @property
     def latent_cells(self) -> int:
@@ -120,9 +121,9 @@ def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None
     kind = st.meta.get("kind")
     where = resolve_model_dir(st.name)
     note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""
-    label = f"{kind} {where.name} [{where}] {st.stream_cfg.name}{note}"
+    label = f"{kind} {where.name} {st.stream_cfg.name}{note}"   # clients see it: the folder name, not its path
     return ModelStack(st.model, st.param, st.meta, st.codec, st.text_encoder, st.stream_cfg, st.tracks_cfg,
-                      st.width, st.height, st.fps, label)
+                      st.width, st.height, st.fps, label, str(where))
 
 
 # ------------------------------------------------------------------------------- outboxes
@@ -192,8 +193,11 @@ class Recorder:
 class Session:
     """One client. Created and closed on the event loop; the worker reads `request` / `commands`."""
 
-    def __init__(self, sid: str, loop: asyncio.AbstractEventLoop, cfg: StudioConfig, root: Path):
+    def __init__(self, sid: str, loop: asyncio.AbstractEventLoop, cfg: StudioConfig, root: Path, key: str = ""):
+        """sid: the session's id (in its REST and recording URLs); key: the secret only this session's
+        socket is told (hello), which every REST request about the session must carry (owns())."""
         self.id = sid
+        self.key = key
         self.loop = loop
         self.cfg = cfg
         self.frames = FrameQueue(cfg.max_queued_frames)
@@ -210,6 +214,10 @@ class Session:
         self.recorder: Recorder | None = None
         self.last_recording: Path | None = None
         self.recordings = 0
+
+    def owns(self, key: str) -> bool:
+        """True when `key` is this session's key (constant-time compare; an empty key never owns)."""
+        return bool(self.key) and hmac.compare_digest(key.encode(), self.key.encode())
 
     # ---- called from any thread
     def send(self, text: str) -> None:
@@ -566,7 +574,8 @@ class GenerationWorker(threading.Thread):
 
 
 def recording_url(s: Session) -> str:
-    return f"/api/sessions/{s.id}/recording.mp4"
+    """The session's download URL; it carries the session key, so only its owner is ever sent it."""
+    return f"/api/sessions/{s.id}/recording.mp4?key={s.key}"
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

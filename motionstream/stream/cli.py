@@ -29,11 +29,29 @@ SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
 
 
 # ----------------------------------------------------------------------------- shared setup
+def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -> np.ndarray:
+    """The checks every sub-command makes before any model loads: the output path(s), --frames, the
+    image (size-checked from its header, then decoded). Returns the image, uint8 RGB at its own size.
+    image_outputs: attribute names of extra outputs that are images (edit's --edited)."""
+    from motionstream.cli import UserError
+    from motionstream.tracks.io import MAX_TRACK_FRAMES
+    from motionstream.video import IMAGE_SUFFIXES, check_output, read_image
+
+    check_output(args.output, what="--output")
+    for name in image_outputs:
+        if getattr(args, name, None):
+            check_output(getattr(args, name), IMAGE_SUFFIXES, what=f"--{name}")
+    if args.frames is not None and not 1 <= args.frames <= MAX_TRACK_FRAMES:
+        raise UserError(f"--frames must be within [1, {MAX_TRACK_FRAMES}] (MAX_TRACK_FRAMES), got {args.frames}")
+    return read_image(args.image)
+
+
 class Stack:
     """Everything a sub-command needs, loaded once from the arguments."""
 
-    def __init__(self, args: argparse.Namespace):
-        """args: this module's parser, or generate.py's (options it lacks take their defaults)."""
+    def __init__(self, args: argparse.Namespace, image: np.ndarray):
+        """args: this module's parser, or generate.py's (options it lacks take their defaults);
+        image: the conditioning image from read_inputs (validated before this loads any model)."""
         import torch
 
         from motionstream.cli import UserError
@@ -41,20 +59,15 @@ class Stack:
         from motionstream.models.checkpoints import WeightsNotFound
         from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
         from motionstream.tracks.cli import parse_size
-        from motionstream.video import read_image, resize_crop
+        from motionstream.video import resize_crop
 
         for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
             if not hasattr(args, name):
                 setattr(args, name, None)
-        if args.frames is not None and args.frames < 1:
-            raise UserError(f"--frames must be >= 1, got {args.frames}")
         if args.threads:
             torch.set_num_threads(args.threads)
         size = parse_size(args.size)
-        try:
-            self.image_raw = read_image(args.image)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        self.image_raw = image
         try:
             stack = load_stream_stack(args.model, args.config, size, vae=args.vae, tiny_decoder=args.tiny_decoder,
                                       decoder=args.decoder, seed=args.seed, sink_refresh_chunks=args.sink_refresh,
@@ -113,11 +126,14 @@ def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
     from motionstream.generate import fit_tracks
     from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
-    from motionstream.tracks.io import load_tracks
+    from motionstream.tracks.io import load_tracks, resample
 
-    st = Stack(args)
-    ih, iw = st.image_raw.shape[:2]
-    ts = load_tracks(args.tracks, fps=st.fps, width=iw, height=ih)
+    image = read_inputs(args)
+    ih, iw = image.shape[:2]
+    ts = load_tracks(args.tracks, width=iw, height=ih)     # checked before the model loads ...
+    st = Stack(args, image)
+    if ts.fps != st.fps:
+        ts = resample(ts, st.fps)                           # ... resampled to its frame rate after
     if (ts.width, ts.height) != (iw, ih):
         ts = ts.scaled(iw, ih)   # tracks made for another size of the same image
     ts = conditioning_subset(fit_tracks(ts, *st.size), st.latent_cells, st.stream_cfg.seed, st.tracks_cfg,
@@ -131,10 +147,17 @@ def run_generate(args: argparse.Namespace) -> int:
 @user_errors
 def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
+    from motionstream.cli import UserError
     from motionstream.stream.apps import transfer_source
-    from motionstream.video import read_video
+    from motionstream.tracks.cli import check_grid
+    from motionstream.video import probe_video, read_video
 
-    st = Stack(args)
+    image = read_inputs(args)
+    probe_video(args.video)
+    check_grid(args.grid)
+    if args.max_video_frames is not None and args.max_video_frames < 1:
+        raise UserError(f"--max-video-frames must be >= 1, got {args.max_video_frames}")
+    st = Stack(args, image)
     frames, _ = read_video(args.video, fps=st.fps, size=st.size, max_frames=args.max_video_frames)
     n = st.default_frames(len(frames))
     source = transfer_source(frames, st.fps, st.latent_cells, args.grid, st.stream_cfg.seed, st.tracks_cfg)
@@ -147,10 +170,13 @@ def run_camera(args: argparse.Namespace) -> int:
     """image + depth + camera path -> video."""
     from motionstream.stream.apps import TrackFileSource, conditioning_subset
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
+    from motionstream.tracks.cli import check_grid
 
-    st = Stack(args)
-    n = st.default_frames(args.path_frames)
+    image = read_inputs(args)
     depth = load_depth(args.depth, mode=args.depth_mode)
+    check_grid(args.grid)
+    st = Stack(args, image)
+    n = st.default_frames(args.path_frames)
     # the depth map is fitted to the image exactly like the image (cover + centre crop)
     from motionstream.video import resize_crop
 
@@ -171,11 +197,13 @@ def run_edit(args: argparse.Namespace) -> int:
     from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
     from motionstream.video import write_image
 
-    st = Stack(args)
+    args.edited = args.edited or str(Path(args.output).with_suffix(".png"))
+    image = read_inputs(args, image_outputs=("edited",))
     try:
         drags = parse_drags(args.drag)
     except ValueError as err:
         raise UserError(str(err)) from None
+    st = Stack(args, image)
     iw, ih = st.image_raw.shape[1], st.image_raw.shape[0]
     n = st.default_frames(args.edit_frames)
     from motionstream.tracks.trackset import TrackSet
@@ -187,7 +215,7 @@ def run_edit(args: argparse.Namespace) -> int:
     drags = [(*fitted[0, k], *fitted[1, k]) for k in range(len(drags))]
     ts = edit_tracks(drags, n, st.size[0], st.size[1], st.fps, args.radius, pins=not args.no_pins)
     result = st.run(TrackFileSource(ts), n, args.output)
-    edited = Path(args.edited) if args.edited else Path(args.output).with_suffix(".png")
+    edited = Path(args.edited)
     write_image(edited, result["last_frame"])
     st.report(result, "edit")
     print(f"edit: edited image (last frame) -> {edited}")
@@ -199,12 +227,12 @@ def is_student_model(name: str) -> bool:
     """True for `student` and for model folders whose config.json kind is not "teacher"."""
     import json
 
-    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
-
     if name == "student":
         return True
     if name == "teacher":
         return False
+    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir   # imports torch: not for the names
+
     try:
         meta = json.loads((resolve_model_dir(name) / "config.json").read_text())
     except (WeightsNotFound, OSError, ValueError):

@@ -182,12 +182,20 @@ def load_depth(path: str | Path, mode: str = "disparity", near: float = DEPTH_NE
     if mode not in ("disparity", "depth"):
         raise TrackError(f"depth mode must be 'disparity' or 'depth', got {mode!r}")
     if path.suffix.lower() == ".npy":
-        depth = np.load(path, allow_pickle=False).astype(np.float64)
+        from motionstream.tracks.io import read_npy
+
+        depth = read_npy(path)
+        if depth.ndim not in (2, 3) or not np.issubdtype(depth.dtype, np.number):
+            raise TrackError(f"{path}: a depth map must be a numeric [H, W] array, got {depth.dtype} {list(depth.shape)}")
+        depth = depth.astype(np.float64)
         depth = depth[..., 0] if depth.ndim == 3 else depth
     else:
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise TrackError(f"cannot read depth image {path}")
+        from motionstream.video import VideoError, decode_image
+
+        try:   # 8/16-bit as stored; the pixel cap is checked from the header before decoding
+            img = decode_image(path.read_bytes(), as_rgb=False)
+        except VideoError as err:
+            raise TrackError(f"cannot read depth image {path}: {err}") from None
         value = (img[..., 0] if img.ndim == 3 else img).astype(np.float64)
         lo, hi = value.min(), value.max()
         d = (value - lo) / (hi - lo) if hi > lo else np.zeros_like(value)

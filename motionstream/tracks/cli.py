@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_GRID = 50
 DEFAULT_FPS = 16.0
 DEFAULT_CAMERA_FRAMES = 81
+MAX_GRID = 500          # points per side of a query grid: 250,000 tracks
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -22,7 +23,37 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise UserError(f"size must look like WIDTHxHEIGHT (e.g. 832x480), got {text!r}") from None
     if w <= 0 or h <= 0:
         raise UserError(f"size must be positive, got {text!r}")
+    from motionstream.video import MAX_IMAGE_PIXELS
+
+    if w * h > MAX_IMAGE_PIXELS:
+        raise UserError(f"size {text} is more than the limit of {MAX_IMAGE_PIXELS} pixels (MAX_IMAGE_PIXELS)")
     return w, h
+
+
+def check_grid(grid: int) -> int:
+    """--grid within [1, MAX_GRID] (grid x grid tracks are allocated per frame)."""
+    from motionstream.cli import UserError
+
+    if not 1 <= grid <= MAX_GRID:
+        raise UserError(f"--grid must be within [1, {MAX_GRID}] (MAX_GRID), got {grid}")
+    return grid
+
+
+def check_track_output(path: str, what: str = "--output") -> None:
+    """A track file name we can write (its format from the suffix, a writable place), before the work."""
+    from motionstream.tracks.io import track_format
+    from motionstream.video import check_writable
+
+    track_format(path)
+    check_writable(path, what)
+
+
+def check_overlay_output(path: str | None, what: str = "--overlay") -> None:
+    """An overlay (or `show`) output: a video or a still image that can be written, before the work."""
+    from motionstream.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output
+
+    if path:
+        check_output(path, VIDEO_SUFFIXES + IMAGE_SUFFIXES, what)
 
 
 def user_errors(fn):
@@ -56,13 +87,18 @@ def _require_file(path: str, what: str) -> Path:
 def cmd_extract(args: argparse.Namespace) -> int:
     from motionstream.cli import UserError
     from motionstream.tracks.draw import save_overlay
-    from motionstream.tracks.io import save_tracks, track_format
+    from motionstream.tracks.io import check_fps, save_tracks
     from motionstream.tracks.tracker import track_video
+    from motionstream.video import probe_video
 
+    check_track_output(args.output)  # fail before the work, not after
+    check_overlay_output(args.overlay)
+    check_grid(args.grid)
+    check_fps(args.fps, "--fps")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {args.max_frames}")
     video = _require_file(args.video, "video")
-    track_format(args.output)  # fail before the work, not after
-    if args.grid < 1:
-        raise UserError(f"--grid must be >= 1, got {args.grid}")
+    probe_video(video)
     ts, frames = track_video(video, grid=args.grid, fps=args.fps, size=parse_size(args.size),
                              max_frames=args.max_frames, progress=True)
     save_tracks(args.output, ts)
@@ -79,13 +115,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     from motionstream.cli import UserError
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import load_tracks
-    from motionstream.video import read_image, read_video
+    from motionstream.video import probe_video, read_image, read_video
 
+    check_overlay_output(args.output, "--output")
     width, height = parse_size(args.size) or (None, None)
     ts = load_tracks(_require_file(args.tracks, "track file"), width=width, height=height)
     if (args.video is None) == (args.image is None):
         raise UserError("give exactly one of --video or --image")
     if args.video is not None:
+        probe_video(_require_file(args.video, "video"))
         frames, _ = read_video(_require_file(args.video, "video"), fps=ts.fps, size=(ts.width, ts.height),
                                max_frames=ts.num_frames)
         if len(frames) < ts.num_frames:
@@ -102,9 +140,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_convert(args: argparse.Namespace) -> int:
-    from motionstream.tracks.io import load_tracks, save_tracks, track_format
+    from motionstream.tracks.io import load_tracks, save_tracks
 
-    track_format(args.output)
+    check_track_output(args.output)
     width, height = parse_size(args.size) or (None, None)
     ts = load_tracks(_require_file(args.input, "track file"), fps=args.fps, width=width, height=height,
                      source_fps=args.source_fps)
@@ -120,16 +158,21 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from motionstream.cli import UserError
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
     from motionstream.tracks.draw import save_overlay
-    from motionstream.tracks.io import save_tracks, track_format
+    from motionstream.tracks.io import MAX_TRACK_FRAMES, check_fps, read_npy, save_tracks
     from motionstream.video import read_image
 
-    track_format(args.output)
+    check_track_output(args.output)
+    check_overlay_output(args.overlay)
+    check_grid(args.grid)
+    check_fps(args.fps, "--fps")
+    if not 1 <= args.frames <= MAX_TRACK_FRAMES:
+        raise UserError(f"--frames must be within [1, {MAX_TRACK_FRAMES}] (MAX_TRACK_FRAMES), got {args.frames}")
     image = read_image(_require_file(args.image, "image"), size=parse_size(args.size))
     height, width = image.shape[:2]
     depth = load_depth(_require_file(args.depth, "depth file"), mode=args.depth_mode, near=args.near,
                        far=args.far, size=(width, height))
     if args.poses is not None:
-        poses = np.load(_require_file(args.poses, "poses file"), allow_pickle=False)
+        poses = read_npy(_require_file(args.poses, "poses file"))
     else:
         if args.path is None:
             raise UserError("give --path (orbit, dolly, pan, truck) or --poses")

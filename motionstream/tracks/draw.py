@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.video import IMAGE_SUFFIXES
 
 ROLE_COLORS = {"drag": (0, 220, 0), "static": (230, 30, 30), "path": (40, 90, 255)}  # RGB
 HUE_BINS = 24          # tracks coloured by position share this many hues (one polyline call per hue)
@@ -86,7 +87,6 @@ def draw_tracks(frames: np.ndarray, ts: TrackSet, tail: int = 8, radius: int = 2
 
 
 OVERLAY_CHUNK = 16  # frames drawn + encoded at a time, so long clips never hold two full copies in memory
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def save_overlay(path: str | Path, frames: np.ndarray, ts: TrackSet, tail: int = 8, radius: int = 2,

@@ -25,8 +25,9 @@ from_/to_ati. `resample` changes the frame rate.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -37,6 +38,16 @@ KEYFRAME_TOLERANCE_PX = 1e-3  # a JSON keyframe is dropped when linear interpola
 WANMOVE_TRACKS_SUFFIX = "_tracks.npy"
 WANMOVE_VISIBILITY_SUFFIX = "_visibility.npy"
 ATI_SUFFIX = ".ati.json"
+
+# Limits of what a track file may ask for: checked from the file's headers / keys before anything is
+# allocated, so a few-KB file cannot ask for gigabytes (e.g. fps 1e-6 resampled to 16 fps).
+MIN_FPS, MAX_FPS = 1.0, 240.0              # frame rates a track file (or a resampling) may use
+MAX_TRACK_FRAMES = 100_000                 # frames of one TrackSet (~1.7 h at 16 fps)
+MAX_TRACK_POINTS = 10_000_000              # frames x tracks (~1 GB of float64 temporaries in `resample`)
+MAX_ARRAY_ELEMENTS = 2 * MAX_TRACK_POINTS  # one array of a track file ([T, N, 2] positions)
+ERROR_DETAIL_CHARS = 80                    # of a library's own error text, quoted in ours (one line stays short)
+# errors numpy / zipfile raise for files that are not what their name says (truncated, text, pickles)
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, TypeError, IndexError)
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -86,14 +97,13 @@ def load_tracks(path: str | Path, fps: float | None = None, *, width: int | None
     path = Path(path)
     if not path.is_file():
         raise TrackError(f"track file not found: {path}")
+    if source_fps is not None:
+        check_fps(source_fps, "source fps")
     name = path.name.lower()
     if name.endswith(".npz"):
         ts = _load_npz(path, width, height, source_fps)
     elif name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise TrackError(f"{path}: not valid JSON ({err})") from err
+        data = _read_json(path)
         if isinstance(data, list):
             ts = from_ati(data, *_need_size(path, width, height), fps=source_fps or WAN_FPS)
         else:
@@ -102,12 +112,85 @@ def load_tracks(path: str | Path, fps: float | None = None, *, width: int | None
         if not name.endswith(WANMOVE_TRACKS_SUFFIX):
             raise TrackError(f"{path}: a Wan-Move track file must be named NAME{WANMOVE_TRACKS_SUFFIX}")
         vis_path = _wanmove_visibility_path(path)
-        visibility = np.load(vis_path, allow_pickle=False) if vis_path.is_file() else None
-        ts = from_wanmove(np.load(path, allow_pickle=False), visibility, *_need_size(path, width, height),
-                          fps=source_fps or WAN_FPS)
+        visibility = read_npy(vis_path) if vis_path.is_file() else None
+        ts = _converted(path, lambda: from_wanmove(read_npy(path), visibility, *_need_size(path, width, height),
+                                                   fps=source_fps or WAN_FPS))
     else:
         raise TrackError(f"{path}: unknown track file type; use .npz, .json or NAME{WANMOVE_TRACKS_SUFFIX}")
+    check_limits(ts, str(path))
     return resample(ts, fps) if fps is not None and fps != ts.fps else ts
+
+
+def check_fps(fps: Any, what: str = "fps") -> float:
+    """`fps` as a float within [MIN_FPS, MAX_FPS]; TrackError naming `what` and the limits otherwise."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) \
+            or not MIN_FPS <= float(fps) <= MAX_FPS:
+        raise TrackError(f"{what} must be a number within [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}")
+    return float(fps)
+
+
+def check_size(frames: int, tracks: int, where: str) -> None:
+    """Refuse frames (> MAX_TRACK_FRAMES) or frames x tracks (> MAX_TRACK_POINTS) before allocating them."""
+    if frames > MAX_TRACK_FRAMES:
+        raise TrackError(f"{where}: {frames} frames is more than the limit of {MAX_TRACK_FRAMES} "
+                         "(MAX_TRACK_FRAMES)")
+    if frames * tracks > MAX_TRACK_POINTS:
+        raise TrackError(f"{where}: {frames} frames x {tracks} tracks = {frames * tracks} points is more than "
+                         f"the limit of {MAX_TRACK_POINTS} (MAX_TRACK_POINTS)")
+
+
+def check_limits(ts: TrackSet, where: str) -> None:
+    """A loaded TrackSet within the limits: fps, frames x tracks, and an image size that the pixel cap
+    of images (video.MAX_IMAGE_PIXELS) allows, since drawing and conditioning allocate images that size."""
+    from motionstream.video import MAX_IMAGE_PIXELS
+
+    check_fps(ts.fps, f"{where}: fps")
+    check_size(ts.num_frames, ts.num_tracks, where)
+    if ts.width * ts.height > MAX_IMAGE_PIXELS:
+        raise TrackError(f"{where}: image size {ts.width}x{ts.height} is more than the limit of "
+                         f"{MAX_IMAGE_PIXELS} pixels (MAX_IMAGE_PIXELS)")
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed JSON of a track file; TrackError for anything that is not UTF-8 JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, RecursionError) as err:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TrackError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
+
+
+def _array_header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an .npy header, without reading the data; refuses arrays over MAX_ARRAY_ELEMENTS."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = reader(f)
+    if int(np.prod(shape, dtype=np.float64)) > MAX_ARRAY_ELEMENTS:
+        raise TrackError(f"{where}: an array of shape {list(shape)} is more than the limit of {MAX_ARRAY_ELEMENTS} "
+                         "values (MAX_ARRAY_ELEMENTS)")
+    return shape, dtype
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A plain (no pickles) .npy array within MAX_ARRAY_ELEMENTS; TrackError for anything else."""
+    try:
+        with open(path, "rb") as f:
+            _array_header(f, str(path))
+        return np.load(path, allow_pickle=False)
+    except TrackError:
+        raise
+    except _READ_ERRORS as err:
+        raise TrackError(f"{path}: not a readable .npy array ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
+
+
+def _converted(path: Path, build) -> TrackSet:
+    """build() -> TrackSet, with arrays of the wrong kind (strings, wrong ranks) reported against `path`."""
+    try:
+        return build()
+    except TrackError as err:
+        raise TrackError(f"{path}: {err}") from None
+    except (ValueError, TypeError, IndexError) as err:
+        raise TrackError(f"{path}: arrays of the wrong kind ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
 
 
 def _need_size(path: Path, width: int | None, height: int | None) -> tuple[int, int]:
@@ -121,26 +204,57 @@ def _wanmove_visibility_path(tracks_path: Path) -> Path:
 
 
 def _load_npz(path: Path, width: int | None, height: int | None, source_fps: float | None) -> TrackSet:
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        if {"tracks", "visibility"} <= keys:
-            missing = sorted({"width", "height", "fps"} - keys)
-            if missing:
-                raise TrackError(f"{path}: missing {missing}")
-            return TrackSet(tracks=z["tracks"], visibility=z["visibility"], width=int(z["width"]),
-                            height=int(z["height"]), fps=float(z["fps"]),
-                            ids=z["ids"] if "ids" in keys else None,
-                            role=[str(r) for r in z["role"]] if "role" in keys else None)
-        size = (int(z["width"]), int(z["height"])) if {"width", "height"} <= keys else (width, height)
-        fps = float(z["fps"]) if "fps" in keys else (source_fps or WAN_FPS)
-        if {"points", "occluded"} <= keys:
-            data = {k: z[k] for k in ("points", "occluded", "video") if k in keys}
-            if "video" not in data:
-                size = _need_size(path, *size)
-            return from_tapvid(data, fps=fps, width=size[0], height=size[1])
-        if "pred_tracks" in keys:
-            vis = z["pred_visibility"] if "pred_visibility" in keys else None
-            return from_cotracker(z["pred_tracks"], vis, *_need_size(path, *size), fps=fps)
+    """Any supported .npz layout -> TrackSet; every array's header is checked before its data is read."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            shapes = {}
+            for member in zf.namelist():
+                with zf.open(member) as f:
+                    shapes[member.removesuffix(".npy")] = _array_header(f, f"{path}: {member}")[0]
+        with np.load(path, allow_pickle=False) as z:
+            return _npz_trackset(path, z, shapes, width, height, source_fps)
+    except TrackError:
+        raise
+    except _READ_ERRORS as err:
+        raise TrackError(f"{path}: not a readable track .npz ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]})") from None
+
+
+def _scalar(z: Any, key: str, path: Path) -> float:
+    """The single number stored under `key` (width, height, fps); TrackError for arrays and text."""
+    value = z[key]
+    if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+        raise TrackError(f"{path}: '{key}' must be a single number, got a {value.dtype} array of shape "
+                         f"{list(value.shape)}")
+    return float(value.reshape(()))
+
+
+def _npz_trackset(path: Path, z: Any, shapes: dict[str, tuple[int, ...]], width: int | None, height: int | None,
+                  source_fps: float | None) -> TrackSet:
+    keys = set(z.files)
+    if {"tracks", "visibility"} <= keys:
+        missing = sorted({"width", "height", "fps"} - keys)
+        if missing:
+            raise TrackError(f"{path}: missing {missing}")
+        fps = check_fps(_scalar(z, "fps", path), f"{path}: fps")
+        size = int(_scalar(z, "width", path)), int(_scalar(z, "height", path))
+        return _converted(path, lambda: TrackSet(
+            tracks=z["tracks"], visibility=z["visibility"], width=size[0], height=size[1], fps=fps,
+            ids=z["ids"] if "ids" in keys else None, role=[str(r) for r in z["role"]] if "role" in keys else None))
+    size = (int(_scalar(z, "width", path)), int(_scalar(z, "height", path))) if {"width", "height"} <= keys \
+        else (width, height)
+    fps = check_fps(_scalar(z, "fps", path), f"{path}: fps") if "fps" in keys else (source_fps or WAN_FPS)
+    if {"points", "occluded"} <= keys:
+        if "video" in keys:   # only its size is used: read from the header, never decoded
+            if len(shapes["video"]) != 4:
+                raise TrackError(f"{path}: 'video' must be [T, H, W, 3], got shape {list(shapes['video'])}")
+            size = int(shapes["video"][2]), int(shapes["video"][1])
+        else:
+            size = _need_size(path, *size)
+        data = {k: z[k] for k in ("points", "occluded")}
+        return _converted(path, lambda: from_tapvid(data, fps=fps, width=size[0], height=size[1]))
+    if "pred_tracks" in keys:
+        vis = z["pred_visibility"] if "pred_visibility" in keys else None
+        return _converted(path, lambda: from_cotracker(z["pred_tracks"], vis, *_need_size(path, *size), fps=fps))
     raise TrackError(f"{path}: .npz holds {sorted(keys)}; expected tracks+visibility (canonical), "
                      "points+occluded (TAP-Vid) or pred_tracks (CoTracker)")
 
@@ -199,18 +313,15 @@ def _from_keyframe_json(data: Any, where: str) -> TrackSet:
     specs = data["tracks"]
     if not isinstance(specs, list) or not specs:
         raise TrackError(f"{where}: 'tracks' must be a non-empty list")
-    keyframes = []
-    for i, spec in enumerate(specs):
-        kf = np.asarray(spec.get("keyframes", []) if isinstance(spec, dict) else [], dtype=np.float64)
-        if kf.ndim != 2 or kf.shape[0] < 1 or kf.shape[1] not in (3, 4):
-            raise TrackError(f"{where}: track {i} needs 'keyframes' as a list of [t, x, y, visible]")
-        if kf.shape[1] == 3:
-            kf = np.concatenate([kf, np.ones((len(kf), 1))], 1)
-        if not np.isfinite(kf).all():
-            raise TrackError(f"{where}: track {i} has NaN/inf keyframes")
-        keyframes.append(kf[np.argsort(kf[:, 0], kind="stable")])
+    keyframes = [_keyframe_array(spec, i, where) for i, spec in enumerate(specs)]
     last_t = max(int(np.ceil(kf[-1, 0])) for kf in keyframes)
-    num_frames = int(data.get("num_frames", last_t + 1))
+    num_frames = data.get("num_frames", last_t + 1)
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, float)) or num_frames != int(num_frames) \
+            or not 1 <= num_frames <= MAX_TRACK_FRAMES:
+        raise TrackError(f"{where}: num_frames must be a whole number within [1, {MAX_TRACK_FRAMES}] "
+                         f"(MAX_TRACK_FRAMES), got {num_frames!r}")
+    num_frames = int(num_frames)
+    check_size(num_frames, len(keyframes), where)
     times = np.arange(num_frames, dtype=np.float64)
     tracks = np.zeros((num_frames, len(keyframes), 2), np.float32)
     visibility = np.zeros((num_frames, len(keyframes)), bool)
@@ -218,11 +329,40 @@ def _from_keyframe_json(data: Any, where: str) -> TrackSet:
         tracks[:, n, 0] = np.interp(times, kf[:, 0], kf[:, 1])
         tracks[:, n, 1] = np.interp(times, kf[:, 0], kf[:, 2])
         visibility[:, n] = kf[_nearest_keyframe(kf[:, 0], times), 3] > 0.5
-    roles = [s.get("role") for s in specs]
-    ids = [s.get("id") for s in specs]
+    roles = [_optional_field(s, "role", str, i, where) for i, s in enumerate(specs)]
+    ids = [_optional_field(s, "id", int, i, where) for i, s in enumerate(specs)]
     return TrackSet(tracks=tracks, visibility=visibility, width=data["width"], height=data["height"],
-                    fps=data["fps"], ids=np.array(ids, np.int64) if all(i is not None for i in ids) else None,
+                    fps=check_fps(data["fps"], f"{where}: fps"),
+                    ids=np.array(ids, np.int64) if all(i is not None for i in ids) else None,
                     role=[r or "path" for r in roles] if any(r is not None for r in roles) else None)
+
+
+def _keyframe_array(spec: Any, i: int, where: str) -> np.ndarray:
+    """Track i's keyframes as float64 [K, 4] (t, x, y, visible) sorted by t, times within +-MAX_TRACK_FRAMES."""
+    shape_error = TrackError(f"{where}: track {i} needs 'keyframes' as a list of [t, x, y, visible]")
+    try:
+        kf = np.asarray(spec.get("keyframes", []) if isinstance(spec, dict) else [], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise shape_error from None
+    if kf.ndim != 2 or kf.shape[0] < 1 or kf.shape[1] not in (3, 4):
+        raise shape_error
+    if kf.shape[1] == 3:
+        kf = np.concatenate([kf, np.ones((len(kf), 1))], 1)
+    if not np.isfinite(kf).all():
+        raise TrackError(f"{where}: track {i} has NaN/inf keyframes")
+    if np.abs(kf[:, 0]).max() > MAX_TRACK_FRAMES:
+        raise TrackError(f"{where}: track {i} has a keyframe time beyond +-{MAX_TRACK_FRAMES} frames "
+                         "(MAX_TRACK_FRAMES)")
+    return kf[np.argsort(kf[:, 0], kind="stable")]
+
+
+def _optional_field(spec: Any, key: str, kind: type, i: int, where: str) -> Any:
+    """spec[key] when present (None otherwise), which must be a `kind` (bool is not an int here)."""
+    value = spec.get(key) if isinstance(spec, dict) else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise TrackError(f"{where}: track {i} '{key}' must be {'an integer' if kind is int else 'a string'}, "
+                         f"got {value!r:.{ERROR_DETAIL_CHARS}}")
+    return value
 
 
 def _nearest_keyframe(key_t: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -310,13 +450,14 @@ def from_ati(data: list, width: int, height: int, fps: float = WAN_FPS) -> Track
     if not isinstance(data, list) or not data or not all(isinstance(tr, list) and tr for tr in data):
         raise TrackError("ATI JSON must be a non-empty list of non-empty per-frame point lists")
     num_frames = max(len(tr) for tr in data)
+    check_size(num_frames, len(data), "ATI JSON")
     tracks = np.zeros((num_frames, len(data), 2), np.float32)
     visibility = np.zeros((num_frames, len(data)), bool)
     for n, tr in enumerate(data):
         try:
             pts = np.array([[p["x"], p["y"]] for p in tr], np.float32)
-        except (KeyError, TypeError) as err:
-            raise TrackError(f"ATI track {n}: every point needs 'x' and 'y'") from err
+        except (KeyError, TypeError, ValueError) as err:
+            raise TrackError(f"ATI track {n}: every point needs numbers 'x' and 'y'") from err
         tracks[:, n] = np.concatenate([pts, np.repeat(pts[-1:], num_frames - len(pts), 0)])
         visibility[: len(tr), n] = [bool(p.get("visible", True)) for p in tr]
     return TrackSet(tracks=tracks, visibility=visibility, width=width, height=height, fps=fps)
@@ -334,10 +475,10 @@ def resample(ts: TrackSet, fps: float) -> TrackSet:
     """The same motion at another frame rate: output frame k is at time k / fps, for every time
     inside [0, ts.duration]; positions are linearly interpolated in time, visibility is the nearest
     source frame's (ties: earlier)."""
-    if not np.isfinite(fps) or fps <= 0:
-        raise TrackError(f"fps must be a positive number, got {fps!r}")
+    fps = check_fps(fps, "resampling fps")
     # the epsilon keeps the last frame when duration * fps is an integer up to rounding
     num_out = int(np.floor(ts.duration * fps + 1e-6)) + 1
+    check_size(num_out, ts.num_tracks, f"resampled to {fps:g} fps")
     src = np.arange(num_out, dtype=np.float64) * (ts.fps / fps)  # fractional source frame of each output frame
     lo = np.floor(src).astype(int).clip(0, ts.num_frames - 1)
     hi = (lo + 1).clip(max=ts.num_frames - 1)

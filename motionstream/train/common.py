@@ -1,8 +1,13 @@
 """Pieces every training loop shares: resumable training state, EMA, learning-rate schedules,
 the run's log file and metrics lines.
 
-Training state (model, EMA, optimizer, step, RNG) is written as safetensors + JSON, never pickle,
-atomically, so `kill -9` at any moment loses at most the current step.
+Training state (model, EMA, optimizer, step, RNG, data position) is written as one safetensors file
+(never pickle) with its metadata inside, atomically (temp + rename), every `checkpoint_every` steps
+of a stage's config (`checkpoint_every_steps` for the codec stages). A `kill -9` at any moment
+therefore loses the steps since the last save: at most that interval (1 step by default for the
+teacher, ODE and DMD stages; the preset's interval, 25 steps, for the VAE and the tiny decoder),
+never a consistent state. Resuming replays the same data order (each stage saves its data cursor and
+RNG), so the resumed run's losses match the uninterrupted run's within float noise.
 """
 
 from __future__ import annotations
@@ -158,9 +163,15 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+STATE_META_KEY = "state"   # safetensors metadata entry holding the state.json content (one atomic file)
+ERROR_DETAIL_CHARS = 100   # of the reader's own error text, quoted in the one-line error
+
+
 def save_training_state(run_dir: str | Path, step: int, modules: dict[str, torch.nn.Module | EMA],
                         optimizers: dict[str, torch.optim.Optimizer], extra: dict[str, Any] | None = None) -> Path:
-    """Write `run_dir/state.safetensors` + `run_dir/state.json` atomically (temp + rename)."""
+    """Write `run_dir/state.safetensors` (tensors + the step, RNG and `extra` as metadata) atomically
+    (temp + rename), then `run_dir/state.json`, a readable copy of that metadata. The safetensors file
+    alone restores the run, so a kill between the two renames still resumes consistently."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -175,24 +186,47 @@ def save_training_state(run_dir: str | Path, step: int, modules: dict[str, torch
         tensors.update({f"{name}.{k}": v for k, v in t.items()})
         meta["optimizers"][name] = m
     tensors["torch_rng"] = torch.get_rng_state()
+    text = json.dumps(meta, default=str)
     tmp = run_dir / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={STATE_META_KEY: text})
     tmp_json = run_dir / "state.json.tmp"
-    tmp_json.write_text(json.dumps(meta, default=str))
-    # safetensors first, json second: state.json is the commit marker and always names a complete file.
+    tmp_json.write_text(text)
     os.replace(tmp, run_dir / "state.safetensors")
     os.replace(tmp_json, run_dir / "state.json")
     return run_dir
 
 
+def read_training_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """(metadata, tensors) that `save_training_state` wrote, or None when the run has no state yet.
+    A truncated or corrupt state is the user's to resolve (delete or restore it): a one-line UserError."""
+    from safetensors import safe_open
+
+    from motionstream.cli import UserError
+
+    run_dir = Path(run_dir)
+    path, json_path = run_dir / "state.safetensors", run_dir / "state.json"
+    if not path.is_file() and not json_path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(STATE_META_KEY)
+        tensors = load_file(str(path))
+        # states written before the metadata entry existed keep it in state.json only
+        meta = json.loads(text if text is not None else json_path.read_text())
+        int(meta["step"])
+    except Exception as err:  # SafetensorError, OSError, JSONDecodeError, KeyError: all mean a broken state
+        raise UserError(f"unreadable training state in {run_dir} ({type(err).__name__}: {str(err)[:ERROR_DETAIL_CHARS]}): "
+                        f"delete {run_dir} to start over, or restore its state.safetensors") from None
+    return meta, tensors
+
+
 def load_training_state(run_dir: str | Path, modules: dict[str, torch.nn.Module | EMA],
                         optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, dict[str, Any]] | None:
     """Restore what `save_training_state` wrote; returns (step, extra) or None when no state exists."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "state.json").is_file():
+    state = read_training_state(run_dir)
+    if state is None:
         return None
-    meta = json.loads((run_dir / "state.json").read_text())
-    tensors = load_file(str(run_dir / "state.safetensors"))
+    meta, tensors = state
     for name, mod in modules.items():
         prefix = f"{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -568,12 +568,12 @@ def _run_eval(ctx, cfg, tcfg, dcfg, dit_cfg, ema, param, run_dir, step, codec, t
 def _export_from_run(run_dir: Path, out_dir: Path, cfg, tcfg, dcfg, overrides: list[str]) -> int:
     """Write the run's EMA weights as a model folder (config.json + model.safetensors fp16); `overrides`
     (the export command's `--set`) stand in for a run that did not record its own."""
-    from safetensors.torch import load_file
+    from motionstream.train.common import read_training_state
 
-    if not (run_dir / "state.json").is_file():
+    state = read_training_state(run_dir)
+    if state is None:
         raise UserError(f"no training state in {run_dir} to export")
-    meta = json.loads((run_dir / "state.json").read_text())
-    tensors = load_file(str(run_dir / "state.safetensors"))
+    meta, tensors = state
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     _, dit_cfg = build_teacher(cfg)
     extra = meta.get("extra", {})

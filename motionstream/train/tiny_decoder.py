@@ -83,6 +83,7 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
     opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9))
     modules = {"tiny": tiny, "ema": ema, "disc": disc}
     optimizers = {"opt": opt, "opt_d": opt_d}
+    ema_tiny = TinyVideoAutoencoder(model_cfg)   # before the state: its init draws from the restored torch RNG
     resumed = load_training_state(run_dir, modules, optimizers)
     step, extra = resumed if resumed is not None else (0, {})
     elapsed0 = float(extra.get("elapsed_s", 0.0))
@@ -91,9 +92,8 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
     rng = np.random.default_rng(tc.seed + step)
     width, height = video_size
     pool = ClipPool(clip_fn, world_seeds("train", tc.train_seeds), tc.clip_pool, tc.clip_frames, width, height, rng,
-                    int(extra.get("cursor", 0)))
+                    int(extra.get("cursor", 0)), state=extra.get("pool"))
     val = eval_clips(clip_fn, "val", tc.eval_clips, tc.eval_frames, width, height)
-    ema_tiny = TinyVideoAutoencoder(model_cfg)
 
     def evaluate() -> dict[str, float]:
         ema.copy_to(ema_tiny)
@@ -103,7 +103,8 @@ def train_tiny_decoder(section: TinyDecoderSection, run_dir: str | Path, vae: st
     def save() -> None:
         from motionstream.config import to_dict
         save_training_state(run_dir, step, modules, optimizers, {
-            "cursor": pool.cursor, "elapsed_s": elapsed0 + time.time() - t_start, "model": to_dict(model_cfg),
+            "cursor": pool.cursor, "pool": pool.state(), "elapsed_s": elapsed0 + time.time() - t_start,
+            "model": to_dict(model_cfg),
             "vae": str(vae)})
 
     t_start = last_eval = time.time()

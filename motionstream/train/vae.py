@@ -10,7 +10,8 @@
 Data: [world] synthetic clips (`motionstream.data.synth.render_clip`) rendered at the model's native
 size; training takes random crops in space and random windows in time (the model is fully
 convolutional and causal, so any window start is a valid "frame 0"). Every run is resumable:
-re-running the same command continues from `RUN/state.json`.
+re-running the same command continues from `RUN/state.safetensors`, saved every
+`checkpoint_every_steps` (a kill loses at most that many steps), with the same data order.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CodecTrainConfig:
     eval_clips: int = 8
     eval_frames: int = 17
     eval_every_minutes: float = 4.0
-    checkpoint_every_steps: int = 25
+    checkpoint_every_steps: int = 25    # training-state saves: a kill -9 loses at most this many steps
     seed: int = 0
 
 
@@ -92,22 +93,41 @@ def world_seeds(split: str, n: int) -> list[int]:
 
 
 class ClipPool:
-    """A rolling pool of rendered clips; samples random space-time crops as float [-1, 1] tensors."""
+    """A rolling pool of rendered clips; samples random space-time crops as float [-1, 1] tensors.
+
+    `state()` (the cursor, which clip each slot holds, the RNG) goes into the training state; a pool
+    built from it re-renders the same clips (clip_fn is a function of the seed) and draws the same
+    crops next, so a resumed run sees the same data as an uninterrupted one."""
 
     def __init__(self, clip_fn: ClipFn, seeds: list[int], size: int, clip_frames: int, width: int, height: int,
-                 rng: np.random.Generator, cursor: int = 0):
+                 rng: np.random.Generator, cursor: int = 0, state: dict[str, Any] | None = None):
         self.clip_fn, self.seeds, self.rng = clip_fn, seeds, rng
         self.clip_frames, self.width, self.height = clip_frames, width, height
-        self.cursor = cursor
-        self.clips = [self._next() for _ in range(size)]
+        if state is not None:
+            self.cursor, self.slots = int(state["cursor"]), [int(k) for k in state["slots"]]
+            self.rng.bit_generator.state = state["rng"]
+            self.clips = [self._render(k) for k in self.slots]
+        else:
+            self.cursor, self.slots, self.clips = cursor, [], []
+            for _ in range(size):
+                self.slots.append(self.cursor)
+                self.clips.append(self._next())
+
+    def _render(self, index: int) -> np.ndarray:
+        return self.clip_fn(self.seeds[index % len(self.seeds)], self.clip_frames, self.width, self.height)
 
     def _next(self) -> np.ndarray:
-        seed = self.seeds[self.cursor % len(self.seeds)]
         self.cursor += 1
-        return self.clip_fn(seed, self.clip_frames, self.width, self.height)
+        return self._render(self.cursor - 1)
 
     def refresh(self) -> None:
-        self.clips[int(self.rng.integers(len(self.clips)))] = self._next()
+        slot = int(self.rng.integers(len(self.clips)))
+        self.slots[slot] = self.cursor
+        self.clips[slot] = self._next()
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this pool exactly (JSON-serialisable)."""
+        return {"cursor": self.cursor, "slots": list(self.slots), "rng": self.rng.bit_generator.state}
 
     def batch(self, n: int, frames: int, crop_h: int, crop_w: int):
         import torch
@@ -241,6 +261,7 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
     opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9))
     modules = {"vae": vae, "ema": ema, "disc": disc}
     optimizers = {"opt": opt, "opt_d": opt_d}
+    ema_vae = CausalVAE(model_cfg)   # before the state: its init draws from the torch RNG the state restores
     resumed = load_training_state(run_dir, modules, optimizers)
     step, extra = resumed if resumed is not None else (0, {})
     elapsed0 = float(extra.get("elapsed_s", 0.0))
@@ -250,9 +271,9 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
 
     rng = np.random.default_rng(tc.seed + step)
     width, height = video_size
-    pool = ClipPool(clip_fn, world_seeds("train", tc.train_seeds), tc.clip_pool, tc.clip_frames, width, height, rng, cursor)
+    pool = ClipPool(clip_fn, world_seeds("train", tc.train_seeds), tc.clip_pool, tc.clip_frames, width, height, rng, cursor,
+                    state=extra.get("pool"))
     val = eval_clips(clip_fn, "val", tc.eval_clips, tc.eval_frames, width, height)
-    ema_vae = CausalVAE(model_cfg)
 
     def evaluate() -> dict[str, float]:
         ema.copy_to(ema_vae)
@@ -280,7 +301,7 @@ def train_vae(section: VAESection, run_dir: str | Path, minutes: float | None = 
 
     def save() -> None:
         save_training_state(run_dir, step, modules, optimizers, {
-            "cursor": pool.cursor, "elapsed_s": elapsed0 + time.time() - t_start,
+            "cursor": pool.cursor, "pool": pool.state(), "elapsed_s": elapsed0 + time.time() - t_start,
             "model": dataclass_dict(model_cfg), "init": init, "freeze_encoder": freeze_encoder})
 
     while (stop_step is None or step < stop_step) and (budget_s is None or time.time() - t_start < budget_s):
@@ -337,16 +358,14 @@ def dataclass_dict(obj) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- export
 def load_run_ema_state(run_dir: str | Path) -> tuple[dict[str, Any], dict]:
     """(state.json extra, EMA state dict) of a training run folder."""
-    import json
-
-    from safetensors.torch import load_file
+    from motionstream.train.common import read_training_state
 
     run_dir = Path(run_dir)
-    if not (run_dir / "state.json").is_file():
+    state = read_training_state(run_dir)
+    if state is None:
         from motionstream.cli import UserError
-        raise UserError(f"no training state in {run_dir} (expected {run_dir / 'state.json'})")
-    meta = json.loads((run_dir / "state.json").read_text())
-    tensors = load_file(str(run_dir / "state.safetensors"))
+        raise UserError(f"no training state in {run_dir} (expected {run_dir / 'state.safetensors'})")
+    meta, tensors = state
     ema = {k[len("ema."):]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
     return {**meta.get("extra", {}), "step": meta["step"]}, ema
 
@@ -459,9 +478,14 @@ def cmd_roundtrip(args) -> int:
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
     from motionstream.train.losses_codec import psnr, ssim
-    from motionstream.video import VideoError, read_video, write_video
+    from motionstream.video import VideoError, check_output, probe_video, read_video, write_video
 
     torch.set_num_threads(args.threads)
+    try:   # the input and the output path are checked before the codec loads
+        check_output(args.output, what="--output")
+        probe_video(args.video)
+    except VideoError as err:
+        raise UserError(str(err)) from err
     try:
         codec = load_codec(args.vae, args.tiny_decoder if args.tiny else None)
     except WeightsNotFound as err:

@@ -19,7 +19,7 @@ const api = (path) => TOKEN ? `${path}${path.includes("?") ? "&" : "?"}token=${e
 
 // Everything the page knows; exposed for scripted clients and the browser tests.
 const S = window.studio = {
-  ws: null, session: null, model: null, width: 256, height: 144, fps: 16,
+  ws: null, session: null, sessionKey: null, model: null, width: 256, height: 144, fps: 16,
   status: "offline",            // offline | idle | queued | starting | streaming | paused
   position: 0, imageId: null, videoId: null, recording: false, recordingUrl: null,
   framesReceived: 0, lastFrame: -1, lastChunk: -1, latencyMs: null, frameTimes: [],
@@ -59,7 +59,7 @@ function send(msg, stamped = true) {
 function onMessage(m) {
   switch (m.type) {
     case "hello":
-      S.session = m.session; S.width = m.width; S.height = m.height; S.fps = m.fps; S.model = m.model;
+      S.session = m.session; S.sessionKey = m.session_key; S.width = m.width; S.height = m.height; S.fps = m.fps; S.model = m.model;
       $("model").textContent = `model: ${m.model.label}`;
       $("model").title = `${m.model.label} · decoder ${m.model.decoder} · ${m.width}x${m.height} @ ${m.fps} fps`;
       $("spacing").value = m.grid_spacing; $("spacing-out").textContent = m.grid_spacing;
@@ -166,7 +166,8 @@ function updateRecord() {
   const b = $("record");
   b.classList.toggle("active", S.recording || !!S.recordWanted);
   b.textContent = S.recording ? "Stop recording" : (S.recordWanted ? "Record (armed)" : "Record");
-  if (S.recording && S.session) setDownload(`/api/sessions/${S.session}/recording.mp4`);
+  // the session key proves the download is ours: the server serves a recording to its own session only
+  if (S.recording && S.session) setDownload(`/api/sessions/${S.session}/recording.mp4?key=${encodeURIComponent(S.sessionKey)}`);
 }
 
 // ------------------------------------------------------------------------------ image / video
