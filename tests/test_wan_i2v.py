@@ -297,3 +297,22 @@ def test_paper_size_diffusers_layout_on_meta(name):
         model = WanDiT(WAN_CHECKPOINTS[name].dit_config())
     ours = wan_state_to_dit(model, ref.state_dict())
     assert set(ours) == set(model.state_dict())
+
+
+def test_sampler_switches_experts_by_noise_level():
+    """diffusion.sampling.sample over NoiseExperts: every call with t >= 0.9 runs the high-noise expert,
+    every other one the low-noise expert, and both run in one sampling."""
+    from motionstream.diffusion.sampling import TeacherParam, sample
+
+    cfg = our_cfg(False, 4, 0)
+    high = load_wan_weights(WanDiT(cfg).eval(), reference_model(36, False, seed=1).state_dict())
+    low = load_wan_weights(WanDiT(cfg).eval(), reference_model(36, False, seed=2).state_dict())
+    experts = NoiseExperts(high, low, 0.9)
+    calls = []
+    for name, m in (("high", high), ("low", low)):
+        m.register_forward_pre_hook(lambda mod, args, name=name: calls.append((name, float(args[1].max()))))
+    _, _, text, mask, cond = inputs(cfg)
+    sample(experts, cond, (text, mask), (torch.zeros(1, 7, TEXT_DIM), mask[:1]), TeacherParam(), steps=6,
+           shift=3.0, generator=torch.Generator().manual_seed(0))
+    assert {n for n, _ in calls} == {"high", "low"}
+    assert all((t >= 0.9) == (n == "high") for n, t in calls), calls

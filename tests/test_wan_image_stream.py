@@ -142,3 +142,24 @@ def test_engine_carries_the_clip_tokens(codec, clip_dir):
     assert torch.isfinite(base).all()
     assert torch.equal(base, run(False))
     assert (base - run(True)).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_sampler_gives_every_guidance_branch_the_image_tokens():
+    """sample(): the text-dropped and motion-dropped branches of Eq. 2 keep the CLIP tokens (as upstream
+    Wan I2V keeps clip_fea in its unconditional branch)."""
+    from motionstream.diffusion.sampling import TeacherParam, sample
+
+    cfg = small_cfg(image_dim=6)
+    model = random_model(cfg, seed=5)
+    seen = []
+    model.img_emb.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    g = torch.Generator().manual_seed(2)
+    cond = replace(random_cond(cfg, 1, 3), image_embeds=torch.randn(1, 7, 6, generator=g))
+    text = (torch.randn(1, 5, cfg.text_dim, generator=g), None)
+    null = (torch.zeros(1, 5, cfg.text_dim), None)
+    out = sample(model, cond, text, null, TeacherParam(), steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 2 * 3 and all(torch.equal(s, cond.image_embeds) for s in seen)
+    other = sample(model, replace(cond, image_embeds=torch.zeros_like(cond.image_embeds)), text, null,
+                   TeacherParam(), steps=2, generator=torch.Generator().manual_seed(0))
+    assert (other - out).abs().max() > 1e-3
