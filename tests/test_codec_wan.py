@@ -121,7 +121,8 @@ def wan22_original_name(key: str) -> str:
     Up_ResidualBlock keep their residual blocks and Resample in one `downsamples` / `upsamples` list)."""
     import re
 
-    for diff, orig in (("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
+    for diff, orig in (("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."),
+                       ("norm2.gamma", "residual.3.gamma"),
                        ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut.")):
         if ".resnets." in key and f".{diff}" in key:
             key = key.replace(f".{diff}", f".{orig}")
@@ -131,8 +132,9 @@ def wan22_original_name(key: str) -> str:
     key = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.downsamples.\1.downsamples.\2.", key)
     key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.", r"decoder.upsamples.\1.upsamples.\2.", key)
     # the Resample follows the level's residual blocks: index num_res (encoder) / num_res + 1 (decoder)
-    key = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsampler\.", rf"encoder.downsamples.\1.downsamples.{WAN22_SMALL['num_res_blocks']}.", key)
-    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.upsampler\.", rf"decoder.upsamples.\1.upsamples.{WAN22_SMALL['num_res_blocks'] + 1}.", key)
+    n = WAN22_SMALL["num_res_blocks"]
+    key = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsampler\.", rf"encoder.downsamples.\1.downsamples.{n}.", key)
+    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.upsampler\.", rf"decoder.upsamples.\1.upsamples.{n + 1}.", key)
     for diff, orig in (("quant_conv.", "conv1."), ("post_quant_conv.", "conv2.")):
         if key.startswith(diff):
             key = orig + key[len(diff):]

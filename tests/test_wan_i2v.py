@@ -203,7 +203,8 @@ def test_load_wan_dit_reads_both_expert_folders(tmp_path, monkeypatch, keys, fol
     experts = load_wan_dit("small-a14b", tmp_path, base=our_cfg(False, 4, 0))
     assert isinstance(experts, NoiseExperts) and experts.boundary == 0.9
     for expert, ref in zip((experts.high, experts.low), refs):
-        torch.testing.assert_close(expert.state_dict()["blocks.1.self_attn.q.weight"], ref["blocks.1.attn1.to_q.weight"])
+        torch.testing.assert_close(expert.state_dict()["blocks.1.self_attn.q.weight"],
+                                   ref["blocks.1.attn1.to_q.weight"])
     with pytest.raises(FileNotFoundError, match="high_noise_model"):
         load_wan_dit("small-a14b", tmp_path / folders[0], base=our_cfg(False, 4, 0))
 

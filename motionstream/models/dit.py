@@ -123,7 +123,7 @@ class DiTConfig:
 
     @property
     def condition_channels(self) -> int:
-        """Channels concatenated after the noisy latent: image mask + control + image latent + track + guide (+ mask)."""
+        """Channels after the noisy latent: image mask + control + image latent + track + guide (+ mask)."""
         guide = self.latent_channels + 1 if self.use_guide else 0
         return self.image_conditioned_channels - self.latent_channels + self.track_channels + guide
 
