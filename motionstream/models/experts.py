@@ -22,6 +22,10 @@ from torch import nn
 from motionstream.models.dit import WanDiT
 
 
+NO_STREAMING = ("Wan 2.2 A14B's two experts are a teacher: stream with one distilled DiT "
+                "(a stream's KV cache would mix the two experts' keys)")
+
+
 class NoiseExperts(nn.Module):
     """High-noise and low-noise WanDiT of one config; `forward` routes by timestep (module docstring)."""
 
@@ -50,8 +54,7 @@ class NoiseExperts(nn.Module):
         return self.high.tokens_per_frame(latent_hw)
 
     def forward_chunk(self, *args, **kwargs):
-        raise NotImplementedError("Wan 2.2 A14B's two experts are a teacher: stream with one distilled DiT "
-                                  "(a stream's KV cache would mix the two experts' keys)")
+        raise NotImplementedError(NO_STREAMING)
 
     def new_cache(self, *args, **kwargs):
-        return self.forward_chunk()
+        raise NotImplementedError(NO_STREAMING)
