@@ -3,7 +3,8 @@
 Public API (other modules import exactly these from motionstream.models.dit)
 -----------------------------------------------------------------------------
 DiTConfig                     dataclass of section "dit" (every size comes from here)
-MotionCondition               image latent + mask, video-rate track map, optional guide (+ mask);
+MotionCondition               image latent + mask, video-rate track map, optional guide (+ mask),
+                              optional CLIP image tokens (image_embeds, for dit.image_dim > 0);
                               .chunk(a, b), .drop_motion(), .to(...), MotionCondition.cat([...])
 build_condition(first_latent [B,C,h,w], tracks: list[TrackSet], num_latent_frames, cfg, ids=None)
                               -> MotionCondition  (rasterizes Eq. 1 + builds the Wan-Move guide)
@@ -338,7 +339,7 @@ class WanDiT(nn.Module):
                        device=device or p.device, dtype=dtype or p.dtype)
 
     def condition_features(self, cond: MotionCondition) -> torch.Tensor:
-        """[B, condition_channels, F, h, w]: image mask, image latent, track features, guide (+ mask)."""
+        """[B, condition_channels, F, h, w]: image mask, control (zeros), image latent, track features, guide (+ mask)."""
         cond = cond.to(dtype=self.patch_embedding.weight.dtype)     # no-op unless the model runs in bf16
         lat = cond.image_latent
         zeros = lambda c: lat.new_zeros(lat.shape[0], c, *lat.shape[2:])  # noqa: E731
@@ -366,7 +367,11 @@ class WanDiT(nn.Module):
             raise ValueError(f"{context.shape[1]} text tokens do not fit dit.pad_text_to = {n}")
         if context_mask is not None:
             context = context * context_mask[..., None].to(context.dtype)
-        return F.pad(context, (0, 0, 0, n - context.shape[1])), None
+        return F.pad(context, (0, 0, 0, n - context.shape[1])), self.text_attention_mask(context_mask)
+
+    def text_attention_mask(self, context_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The text mask cross-attention uses: none with pad_text_to > 0 (every padded token is attended)."""
+        return None if self.cfg.pad_text_to else context_mask
 
     def embed_context(self, context: torch.Tensor, context_mask: torch.Tensor | None,
                       image_embeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -434,7 +439,7 @@ class WanDiT(nn.Module):
         else:
             plan = RopePlan(cos, sin, attn_mask)
         ctx = self.embed_context(context, context_mask, cond.image_embeds)
-        context_mask = self.text_inputs(context, context_mask)[1]
+        context_mask = self.text_attention_mask(context_mask)
         attend = lambda attn, h: attn(h, plan)  # noqa: E731
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
@@ -468,7 +473,7 @@ class WanDiT(nn.Module):
         image = cond_chunk.image_embeds
         kv = cache.context_kv(self.blocks, (context, image),
                               lambda c: self.embed_context(c[0], context_mask, c[1]))
-        context_mask = self.text_inputs(context, context_mask)[1]
+        context_mask = self.text_attention_mask(context_mask)
         for i, block in enumerate(self.blocks):
             attend = lambda attn, h, i=i: cache.attend(i, attn, h, write)  # noqa: E731
             tokens = block(tokens, e6, attend, kv[i], context_mask)
