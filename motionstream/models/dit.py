@@ -339,7 +339,8 @@ class WanDiT(nn.Module):
                        device=device or p.device, dtype=dtype or p.dtype)
 
     def condition_features(self, cond: MotionCondition) -> torch.Tensor:
-        """[B, condition_channels, F, h, w]: image mask, control (zeros), image latent, track features, guide (+ mask)."""
+        """[B, condition_channels, F, h, w]: image mask, control (zeros), image latent, track features,
+        guide (+ mask)."""
         cond = cond.to(dtype=self.patch_embedding.weight.dtype)     # no-op unless the model runs in bf16
         lat = cond.image_latent
         zeros = lambda c: lat.new_zeros(lat.shape[0], c, *lat.shape[2:])  # noqa: E731
