@@ -317,3 +317,15 @@ def test_sampler_switches_experts_by_noise_level():
            shift=3.0, generator=torch.Generator().manual_seed(0))
     assert {n for n, _ in calls} == {"high", "low"}
     assert all((t >= 0.9) == (n == "high") for n, t in calls), calls
+
+
+def test_readme_names_every_supported_checkpoint():
+    """The README's paper-scale table gives a load command for each WAN_CHECKPOINTS entry, and only those."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Paper scale"):]
+    section = section[:section.index("\n## ", 1)]
+    named = set(re.findall(r'"(wan2\.[12]-[a-z0-9.-]+)"', section))
+    assert named == set(WAN_CHECKPOINTS)
