@@ -209,6 +209,32 @@ def test_load_wan_dit_reads_both_expert_folders(tmp_path, monkeypatch, keys, fol
         load_wan_dit("small-a14b", tmp_path / folders[0], base=our_cfg(False, 4, 0))
 
 
+@pytest.mark.parametrize("keys", ["diffusers", "original"])
+def test_load_wan_dit_builds_the_checkpoint_and_reproduces_it(tmp_path, monkeypatch, keys):
+    """load_wan_dit (meta build, one allocation, strict load) on a small I2V entry: the model computes
+    what diffusers computes, and the track head (not in Wan) is initialised, not left empty."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setitem(WAN_CHECKPOINTS, "small-i2v", WanCheckpoint(dim=DIM, num_layers=2, num_heads=HEADS,
+                                                                    ffn_dim=FFN, in_dim=36, image_dim=IMAGE_DIM))
+    ref = reference_model(36, True)
+    sd = ref.state_dict()
+    if keys == "original":
+        sd = {original_name(k): v for k, v in sd.items()}
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    model = load_wan_dit("small-i2v", tmp_path, base=our_cfg(False, 0, 0)).eval()
+    assert model.cfg.image_dim == IMAGE_DIM and model.cfg.image_mask_channels == 4
+    assert not any(p.is_meta for p in model.parameters())
+    track = torch.cat([p.flatten() for p in model.track_head.parameters()])
+    assert torch.isfinite(track).all() and track.abs().max() > 0
+    x, t, text, mask, cond = inputs(model.cfg)
+    with torch.no_grad():
+        out = model(x, t[:, None].expand(-1, x.shape[2]), text, mask, cond)
+        assert (out - reference_forward(ref, model.cfg, x, t, text, cond)).abs().max() < 2e-4
+    half = load_wan_dit("small-i2v", tmp_path, dtype=torch.bfloat16, base=our_cfg(False, 0, 0))
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
 # ------------------------------------------------------------------------- paper sizes, meta device
 def upstream_keys(dim: int, ffn_dim: int, num_layers: int, in_dim: int, out_dim: int, image: bool,
                   text_dim: int = 4096, freq_dim: int = 256, clip_dim: int = 1280) -> dict[str, tuple[int, ...]]:

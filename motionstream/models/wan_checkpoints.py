@@ -171,8 +171,17 @@ def load_wan_dit(name: str, path: str | Path, device: torch.device | str = "cpu"
     cfg = ckpt.dit_config(base, **dit_overrides)
 
     def build(weights: Path) -> WanDiT:
-        model = load_wan_weights(WanDiT(cfg), weights)
-        return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+        # built without memory on the meta device, then allocated once on `device` in `dtype`: every
+        # parameter but the track head's is then overwritten by the checkpoint (strictly checked)
+        with torch.device("meta"):
+            model = WanDiT(cfg)
+        model = model.to_empty(device=device)
+        if dtype is not None:
+            model = model.to(dtype)
+        for m in model.track_head.modules():            # not in Wan: its fresh initialisation
+            if m is not model.track_head and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return load_wan_weights(model, weights)
 
     path = Path(path)
     if ckpt.experts is None:
