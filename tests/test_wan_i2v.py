@@ -324,6 +324,14 @@ def test_paper_size_diffusers_layout_on_meta(name):
         model = WanDiT(WAN_CHECKPOINTS[name].dit_config())
     ours = wan_state_to_dit(model, ref.state_dict())
     assert set(ours) == set(model.state_dict())
+    # the upstream census above, renamed by diffusers' own converter, is exactly diffusers' model
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    dim, ffn, layers, _, in_dim, out_dim, image = UPSTREAM[name]
+    upstream = {k: torch.empty(s, device="meta") for k, s in
+                upstream_keys(dim, ffn, layers, in_dim, out_dim, image).items()}
+    converted = {k: tuple(v.shape) for k, v in convert_wan_transformer_to_diffusers(upstream).items()}
+    assert converted == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
 
 
 def test_sampler_switches_experts_by_noise_level():
