@@ -101,7 +101,7 @@ def test_rename_table_matches_hand_written_names(reference):
 def test_wan_loading_is_strict(reference):
     state = {k: v.clone() for k, v in reference.state_dict().items()}
     with pytest.raises(KeyError, match="unknown diffusers"):
-        load_wan_weights(WanDiT(our_cfg()), {**state, "blocks.0.attn2.add_k_proj.weight": torch.zeros(1)})
+        load_wan_weights(WanDiT(our_cfg()), {**state, "vace_blocks.0.proj_out.weight": torch.zeros(1)})
     missing = {k: v for k, v in state.items() if k != "blocks.1.ffn.net.2.bias"}
     with pytest.raises(KeyError, match="missing"):
         load_wan_weights(WanDiT(our_cfg()), missing)

@@ -1,4 +1,4 @@
-"""Attention layers of the Wan DiT: self-attention with RMS qk-norm + 3D RoPE, text cross-attention.
+"""Attention layers of the Wan DiT: self-attention with RMS qk-norm + 3D RoPE, text (+ image) cross-attention.
 
 Parameter names follow Wan 2.1's original layout (q, k, v, o, norm_q, norm_k) so its checkpoints
 load by name. All attention goes through F.scaled_dot_product_attention (boolean masks: True =
@@ -90,8 +90,8 @@ class SelfAttention(nn.Module):
 class CrossAttention(SelfAttention):
     """Attention from video tokens to text tokens (no RoPE). The text K/V can be precomputed once."""
 
-    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v [B, H, L_text, d] of embedded text tokens context [B, L_text, dim]."""
+    def context_kv(self, context: torch.Tensor, image: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """k, v [B, H, L_text, d] of embedded text tokens context [B, L_text, dim] (`image`: unused here)."""
         return split_heads(self.norm_k(self.k(context)), self.num_heads), split_heads(self.v(context), self.num_heads)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
@@ -100,6 +100,37 @@ class CrossAttention(SelfAttention):
         q = split_heads(self.norm_q(self.q(x)), self.num_heads)
         mask = None if context_mask is None else context_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        return self.o(merge_heads(out))
+
+
+class ImageCrossAttention(CrossAttention):
+    """Cross-attention of Wan's image-to-video blocks: text tokens plus CLIP image tokens.
+
+    The image tokens have their own key / value projections (k_img, v_img, RMS norm_k_img; Wan 2.1
+    WanI2VCrossAttention). Queries attend to the text and to the image separately; the two results
+    are summed before the output projection. No mask on the image side: all its tokens are real.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
+        super().__init__(dim, num_heads, qk_norm, eps)
+        self.k_img = nn.Linear(dim, dim)
+        self.v_img = nn.Linear(dim, dim)
+        self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def context_kv(self, context: torch.Tensor, image: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(k, v, k_img, v_img) [B, H, L, d] of embedded text [B, L_text, dim] and image tokens [B, L_img, dim]."""
+        if image is None:
+            raise ValueError("this DiT has the CLIP image branch (dit.image_dim > 0): the condition needs image_embeds")
+        h = self.num_heads
+        return (*super().context_kv(context),
+                split_heads(self.norm_k_img(self.k_img(image)), h), split_heads(self.v_img(image), h))
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, ...], context_mask: torch.Tensor | None) -> torch.Tensor:
+        """x [B, L, dim], kv from context_kv, context_mask bool [B, L_text] (True = real token) | None."""
+        k, v, k_img, v_img = kv
+        q = split_heads(self.norm_q(self.q(x)), self.num_heads)
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask) + F.scaled_dot_product_attention(q, k_img, v_img)
         return self.o(merge_heads(out))
 
 

@@ -63,7 +63,8 @@ def load_model_dir(name_or_path: str | Path) -> tuple[dict[str, Any], dict[str, 
 
 # ------------------------------------------------------------------ Wan key maps
 # Wan 2.1 / 2.2 DiT checkpoints come in two key layouts: the original (Wan-Video/Wan2.1
-# wan/modules/model.py, which our DiT uses by name) and diffusers' WanTransformer3DModel. Each rule
+# wan/modules/model.py, which our DiT uses by name; VideoX-Fun's Wan2.1-Fun checkpoints use it too)
+# and diffusers' WanTransformer3DModel (names as in diffusers' convert_wan_to_diffusers.py). Each rule
 # maps a diffusers key prefix (regex, anchored) to the original one; `N` is the block index.
 WAN_DIFFUSERS_TO_ORIGINAL: list[tuple[str, str]] = [
     (r"condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
@@ -87,6 +88,13 @@ WAN_DIFFUSERS_TO_ORIGINAL: list[tuple[str, str]] = [
     (r"blocks\.(\d+)\.ffn\.net\.0\.proj\.", r"blocks.\1.ffn.0."),
     (r"blocks\.(\d+)\.ffn\.net\.2\.", r"blocks.\1.ffn.2."),
     (r"blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation"),
+    (r"blocks\.(\d+)\.attn2\.add_k_proj\.", r"blocks.\1.cross_attn.k_img."),       # image branch (I2V)
+    (r"blocks\.(\d+)\.attn2\.add_v_proj\.", r"blocks.\1.cross_attn.v_img."),
+    (r"blocks\.(\d+)\.attn2\.norm_added_k\.", r"blocks.\1.cross_attn.norm_k_img."),
+    (r"condition_embedder\.image_embedder\.norm1\.", "img_emb.proj.0."),
+    (r"condition_embedder\.image_embedder\.ff\.net\.0\.proj\.", "img_emb.proj.1."),
+    (r"condition_embedder\.image_embedder\.ff\.net\.2\.", "img_emb.proj.3."),
+    (r"condition_embedder\.image_embedder\.norm2\.", "img_emb.proj.4."),
     (r"scale_shift_table$", "head.modulation"),
     (r"proj_out\.", "head.head."),
     (r"patch_embedding\.", "patch_embedding."),
@@ -116,7 +124,8 @@ def wan_diffusers_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, 
                 out[new] = value
                 break
         else:
-            raise KeyError(f"unknown diffusers Wan key {key!r} (image-conditioned Wan I2V weights are not supported)")
+            raise KeyError(f"unknown diffusers Wan key {key!r} (not a WanTransformer3DModel of Wan 2.1 / 2.2 T2V, "
+                           "I2V or TI2V)")
     return out
 
 

@@ -7,6 +7,9 @@
                                          whole clip (4F for a chunk that does not start at frame 0)
       guide        [B, C_lat, F, h, w] | None   Wan-Move trajectory guide (see build_guide)
       guide_mask   [B, 1, F, h, w] | None       1 where the guide has content
+      image_embeds [B, L_img, image_dim] | None CLIP tokens of the conditioning image (Wan I2V's image
+                                         branch, dit.image_dim > 0): one per clip, not per frame, so
+                                         chunk() keeps them whole; part of the cross-attention context
 
 All values are float32 (or the model dtype). `h, w` is the latent grid (video size / VAE stride), the
 same grid as the noisy latents, so every part concatenates by channel before the patch embedding.
@@ -35,6 +38,7 @@ class MotionCondition:
     guide: torch.Tensor | None = None
     guide_mask: torch.Tensor | None = None
     prior: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
     temporal_factor: int = 4          # video frames per latent frame (VAE temporal compression)
 
     @property
@@ -46,7 +50,7 @@ class MotionCondition:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "temporal_factor"}
 
     def chunk(self, start: int, stop: int) -> "MotionCondition":
-        """Latent frames [start, stop) and the matching video frames of track_map.
+        """Latent frames [start, stop) and the matching video frames of track_map (image_embeds whole).
 
         Valid on a condition that starts at latent frame 0 (as build_condition returns)."""
         a, b = TrackHead.video_frames(start, stop, self.temporal_factor)
@@ -57,7 +61,8 @@ class MotionCondition:
 
     def drop_motion(self) -> "MotionCondition":
         """The null motion condition (motion CFG, Eq. 2): track map, guide and guide mask zeroed, and
-        no video prior (the prior falls back to the frozen first frame, see sampling.condition_prior)."""
+        no video prior (the prior falls back to the frozen first frame, see sampling.condition_prior).
+        The image (latent, mask, image_embeds) is not motion and stays."""
         zero = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
         return replace(self, track_map=zero(self.track_map), guide=zero(self.guide), guide_mask=zero(self.guide_mask),
                        prior=None)

@@ -3,7 +3,8 @@
 Public API (other modules import exactly these from motionstream.models.dit)
 -----------------------------------------------------------------------------
 DiTConfig                     dataclass of section "dit" (every size comes from here)
-MotionCondition               image latent + mask, video-rate track map, optional guide (+ mask);
+MotionCondition               image latent + mask, video-rate track map, optional guide (+ mask),
+                              optional CLIP image tokens (image_embeds, for dit.image_dim > 0);
                               .chunk(a, b), .drop_motion(), .to(...), MotionCondition.cat([...])
 build_condition(first_latent [B,C,h,w], tracks: list[TrackSet], num_latent_frames, cfg, ids=None)
                               -> MotionCondition  (rasterizes Eq. 1 + builds the Wan-Move guide)
@@ -27,11 +28,21 @@ frames for T = 1 + 4n video frames; token grid = (h / 2, w / 2) with patch (1, 2
 ordered (frame, row, column). Velocity is the rectified-flow target noise - data.
 
 Layout (Wan 2.1, parameter names as in its original checkpoints so they load by name):
-  inputs concatenated by channel [noisy x | image mask | image latent | track-head features |
-  guide | guide mask] -> patch_embedding (Conv3d, stride = patch) -> blocks (adaLN 6-way modulation
-  from the per-frame timestep, self-attention with RMS qk-norm and 3D RoPE, text cross-attention,
-  GELU FFN) -> head (2-way modulation) -> unpatchify. Extra input channels only widen the patch
+  inputs concatenated by channel [noisy x | image mask | control (zeros) | image latent |
+  track-head features | guide | guide mask] -> patch_embedding (Conv3d, stride = patch) -> blocks
+  (adaLN 6-way modulation from the per-frame timestep, self-attention with RMS qk-norm and 3D RoPE,
+  text cross-attention, GELU FFN) -> head (2-way modulation) -> unpatchify. The first channels are
+  those of Wan's own checkpoints (T2V: x; I2V and VideoX-Fun InP: x, mask, image latent; Fun
+  Control: x, control, image latent); the motion channels come after them and only widen the patch
   embedding; the DiT body is Wan's.
+
+Image branch (dit.image_dim > 0, Wan 2.1 I2V and VideoX-Fun): the CLIP tokens cond.image_embeds
+[B, 257, image_dim] go through img_emb (LayerNorm, Linear, GELU, Linear, LayerNorm) and join the
+cross-attention context next to the text (ImageCrossAttention: k_img / v_img). Like the text, they
+are context, computed once per stream in the KV cache; they never enter the self-attention cache.
+
+Text padding (dit.pad_text_to = N > 0): the text tokens are zero-padded to N and all N are attended
+to, as upstream Wan does (its text_len 512, context_lens None); 0 masks the padding instead.
 
 Causal training masks (chunk_attention_mask) and the sink position
 ------------------------------------------------------------------
@@ -61,10 +72,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from motionstream.models.attention import CrossAttention, FP32LayerNorm, RopePlan, SelfAttention
+from motionstream.models.attention import CrossAttention, FP32LayerNorm, ImageCrossAttention, RopePlan, SelfAttention
 from motionstream.models.conditioning import MotionCondition, build_condition
 from motionstream.models.kv_cache import KVCache
 from motionstream.models.rope import rope_tables
@@ -95,6 +107,9 @@ class DiTConfig:
     eps: float = 1e-6
     rope_theta: float = 10000.0
     timestep_scale: float = 1000.0    # flow time t in [0, 1] -> Wan's timestep t * 1000
+    image_dim: int = 0                # CLIP image token width (1280 for Wan I2V's ViT-H/14); 0 = no image branch
+    control_channels: int = 0         # VideoX-Fun Control's control-video latent channels (fed zeros); 0 = none
+    pad_text_to: int = 0              # >0: zero-pad text to this many tokens and attend to all (upstream Wan: 512)
 
     def __post_init__(self) -> None:
         self.patch_size = list(self.patch_size)
@@ -109,9 +124,15 @@ class DiTConfig:
 
     @property
     def condition_channels(self) -> int:
-        """Channels concatenated after the noisy latent: image mask + image latent + track + guide (+ mask)."""
+        """Channels after the noisy latent: image mask + control + image latent + track + guide (+ mask)."""
         guide = self.latent_channels + 1 if self.use_guide else 0
-        return self.image_mask_channels + self.latent_channels + self.track_channels + guide
+        return self.image_conditioned_channels - self.latent_channels + self.track_channels + guide
+
+    @property
+    def image_conditioned_channels(self) -> int:
+        """Input channels of a Wan image-conditioned checkpoint with this layout (I2V, Fun InP / Control):
+        noisy latent + image mask + control + image latent (36 for Wan 2.1 I2V, 48 for Fun Control)."""
+        return 2 * self.latent_channels + self.image_mask_channels + self.control_channels
 
     @property
     def in_channels(self) -> int:
@@ -216,7 +237,8 @@ class WanBlock(nn.Module):
         self.norm1 = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
         self.self_attn = SelfAttention(d, cfg.num_heads, cfg.qk_norm, cfg.eps)
         self.norm3 = FP32LayerNorm(d, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
-        self.cross_attn = CrossAttention(d, cfg.num_heads, cfg.qk_norm, cfg.eps)
+        cross = ImageCrossAttention if cfg.image_dim else CrossAttention
+        self.cross_attn = cross(d, cfg.num_heads, cfg.qk_norm, cfg.eps)
         self.norm2 = FP32LayerNorm(d, cfg.eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d))
         # learned offsets added to the timestep modulation: shift/scale/gate for attention and FFN
@@ -244,6 +266,24 @@ class Head(nn.Module):
         return self.head(modulate(self.norm(x), shift, scale))
 
 
+class ImageProjection(nn.Module):
+    """Wan's img_emb (MLPProj): CLIP tokens [B, L_img, image_dim] -> context tokens [B, L_img, dim].
+
+    proj = [LayerNorm(image_dim), Linear(image_dim, image_dim), GELU, Linear(image_dim, dim), LayerNorm(dim)]
+    (indices 0..4 as in the checkpoints; the LayerNorms are torch's default affine ones).
+    """
+
+    LAYER_NORM_EPS = 1e-5            # torch.nn.LayerNorm's default, which upstream uses
+
+    def __init__(self, image_dim: int, dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(FP32LayerNorm(image_dim, self.LAYER_NORM_EPS), nn.Linear(image_dim, image_dim),
+                                  nn.GELU(), nn.Linear(image_dim, dim), FP32LayerNorm(dim, self.LAYER_NORM_EPS))
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return self.proj(image_embeds)
+
+
 # ---------------------------------------------------------------------------------- model
 class WanDiT(nn.Module):
     """Motion-conditioned Wan DiT (see module docstring for the API and tensor shapes)."""
@@ -259,6 +299,8 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(cfg)
+        if cfg.image_dim:
+            self.img_emb = ImageProjection(cfg.image_dim, d)
         self.track_head = TrackHead(cfg.track_dim, cfg.track_channels, cfg.temporal_factor)
         self._rope_memo: dict = {}
         # recompute each block in backward instead of storing its activations (long clips on a GPU)
@@ -297,12 +339,14 @@ class WanDiT(nn.Module):
                        device=device or p.device, dtype=dtype or p.dtype)
 
     def condition_features(self, cond: MotionCondition) -> torch.Tensor:
-        """[B, condition_channels, F, h, w]: image mask, image latent, track features, guide (+ mask)."""
+        """[B, condition_channels, F, h, w]: image mask, control (zeros), image latent, track features,
+        guide (+ mask)."""
         cond = cond.to(dtype=self.patch_embedding.weight.dtype)     # no-op unless the model runs in bf16
-        parts = [cond.image_mask, cond.image_latent, self.track_head(cond.track_map)]
+        lat = cond.image_latent
+        zeros = lambda c: lat.new_zeros(lat.shape[0], c, *lat.shape[2:])  # noqa: E731
+        parts = [cond.image_mask] + ([zeros(self.cfg.control_channels)] if self.cfg.control_channels else [])
+        parts += [cond.image_latent, self.track_head(cond.track_map)]
         if self.cfg.use_guide:
-            lat = cond.image_latent
-            zeros = lambda c: lat.new_zeros(lat.shape[0], c, *lat.shape[2:])  # noqa: E731
             parts += [cond.guide if cond.guide is not None else zeros(self.cfg.latent_channels),
                       cond.guide_mask if cond.guide_mask is not None else zeros(1)]
         return torch.cat(parts, dim=1)
@@ -312,6 +356,33 @@ class WanDiT(nn.Module):
         tokens = self.patch_embedding(torch.cat([x, cond_feats.to(x.dtype)], dim=1))
         grid = tuple(tokens.shape[2:])
         return tokens.flatten(2).transpose(1, 2), grid
+
+    def text_inputs(self, context: torch.Tensor, context_mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(context, mask) as the cross-attention sees them: unchanged, or with pad_text_to > 0 the text
+        zero-padded to pad_text_to tokens (padding zeroed by the mask first) and no mask (upstream Wan)."""
+        n = self.cfg.pad_text_to
+        if not n:
+            return context, context_mask
+        if context.shape[1] > n:
+            raise ValueError(f"{context.shape[1]} text tokens do not fit dit.pad_text_to = {n}")
+        if context_mask is not None:
+            context = context * context_mask[..., None].to(context.dtype)
+        return F.pad(context, (0, 0, 0, n - context.shape[1])), self.text_attention_mask(context_mask)
+
+    def text_attention_mask(self, context_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The text mask cross-attention uses: none with pad_text_to > 0 (every padded token is attended)."""
+        return None if self.cfg.pad_text_to else context_mask
+
+    def embed_context(self, context: torch.Tensor, context_mask: torch.Tensor | None,
+                      image_embeds: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cross-attention context: (text tokens [B, L', D], image tokens [B, L_img, D] | None)."""
+        text = self.text_embedding(self.text_inputs(context, context_mask)[0])
+        if not self.cfg.image_dim:
+            return text, None
+        if image_embeds is None:
+            raise ValueError("this DiT has the CLIP image branch (dit.image_dim > 0): the condition needs image_embeds")
+        return text, self.img_emb(image_embeds.to(text.dtype))
 
     def embed_time(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """timesteps [B, F] in [0, 1] -> (e [B, F, D], e6 [B, F, 6, D]) in float32."""
@@ -368,7 +439,8 @@ class WanDiT(nn.Module):
             plan = RopePlan(cos, sin, attn_mask.mask, copies, attn_mask.sink_frames * rows * cols)
         else:
             plan = RopePlan(cos, sin, attn_mask)
-        ctx = self.text_embedding(context)
+        ctx = self.embed_context(context, context_mask, cond.image_embeds)
+        context_mask = self.text_attention_mask(context_mask)
         attend = lambda attn, h: attn(h, plan)  # noqa: E731
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
@@ -381,7 +453,7 @@ class WanDiT(nn.Module):
 
     @staticmethod
     def _block_forward(block, tokens, e6, attend, ctx, context_mask):
-        return block(tokens, e6, attend, block.cross_attn.context_kv(ctx), context_mask)
+        return block(tokens, e6, attend, block.cross_attn.context_kv(*ctx), context_mask)
 
     def forward_chunk(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                       context_mask: torch.Tensor | None, cond_chunk: MotionCondition, cache: KVCache,
@@ -399,7 +471,10 @@ class WanDiT(nn.Module):
         if tuple(grid[1:]) != cache.token_grid:
             raise ValueError(f"token grid {grid[1:]} does not match the cache's {cache.token_grid}")
         e, e6 = self.embed_time(timesteps)
-        kv = cache.context_kv(self.blocks, context, self.text_embedding)
+        image = cond_chunk.image_embeds
+        kv = cache.context_kv(self.blocks, (context, image),
+                              lambda c: self.embed_context(c[0], context_mask, c[1]))
+        context_mask = self.text_attention_mask(context_mask)
         for i, block in enumerate(self.blocks):
             attend = lambda attn, h, i=i: cache.attend(i, attn, h, write)  # noqa: E731
             tokens = block(tokens, e6, attend, kv[i], context_mask)

@@ -16,7 +16,8 @@ Layout of one layer's key/value buffer, in chunks of n = C * tokens_per_frame to
 * Denoising passes (write=False) put the current chunk's K/V in the current slot as scratch and
   never change what is filled; the one pass on the clean chunk (write=True) keeps it there and
   `commit()` advances the counters (rolling when full).
-* Cross-attention K/V of the text are computed once per stream and kept here.
+* Cross-attention K/V of the context (text; plus the CLIP image tokens of Wan I2V models) are
+  computed once per stream and kept here, apart from the sink / window buffers: they never roll.
 
 All counters are Python ints: no host syncs in the hot path, no allocation after construction
 (except the text K/V, once per stream). Under autograd (DMD self-rollout) the cached K/V are read
@@ -66,7 +67,7 @@ class KVCache:
                                model_cfg.rope_theta)                       # float32, applied in float32
         self.slot_cos, self.slot_sin = cos.view(slots, n, -1).to(device), sin.view(slots, n, -1).to(device)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.context_ref: torch.Tensor | None = None
+        self.context_ref: tuple[torch.Tensor | None, ...] | None = None
         self.num_written = 0
 
     # -------------------------------------------------------------- counters
@@ -149,13 +150,20 @@ class KVCache:
         self.keys[:, :, :, win] = apply_rope(self.window_raw, cos, sin)
 
     # ------------------------------------------------------------ text K/V
-    def context_kv(self, blocks, context: torch.Tensor, embed) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer text K/V; computed once per stream (per context tensor), kept unless training."""
+    def context_kv(self, blocks, context: tuple[torch.Tensor | None, ...], embed) -> list[tuple[torch.Tensor, ...]]:
+        """Per-layer cross-attention K/V of the context (text, and the CLIP image tokens of I2V models).
+
+        context: the tensors the context is made of, e.g. (text tokens, image embeds | None);
+        embed(context) -> the embedded context tuple each block's cross_attn.context_kv takes. Computed
+        once per stream (per context tensors, compared by identity), kept unless training. The context
+        K/V live here, apart from the self-attention sink / window: they never roll.
+        """
         if torch.is_grad_enabled():
             ctx = embed(context)
-            return [b.cross_attn.context_kv(ctx) for b in blocks]
-        if self.cross_kv is None or self.context_ref is not context:
+            return [b.cross_attn.context_kv(*ctx) for b in blocks]
+        same = self.context_ref is not None and all(a is b for a, b in zip(self.context_ref, context))
+        if self.cross_kv is None or not same:
             ctx = embed(context)
-            self.cross_kv = [b.cross_attn.context_kv(ctx) for b in blocks]
-            self.context_ref = context
+            self.cross_kv = [b.cross_attn.context_kv(*ctx) for b in blocks]
+            self.context_ref = tuple(context)
         return self.cross_kv

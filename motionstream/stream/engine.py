@@ -176,11 +176,17 @@ class StreamingGenerator:
 
     model: WanDiT (causal student weights; a random one works for tests); codec: VideoCodec;
     text_encoder: .encode(list[str]) -> (tokens [B, L, D], mask [B, L]); param: TeacherParam of the
-    weights (its output parameterisation; None = raw velocity output).
+    weights (its output parameterisation; None = raw velocity output); image_encoder: for DiTs with
+    the CLIP image branch (dit.image_dim > 0), .encode(image [1, 3, H, W] in [-1, 1]) -> tokens
+    (models/image_encoder.CLIPImageEncoder); its tokens ride in every chunk's condition.
     """
 
     def __init__(self, model: torch.nn.Module, codec: torch.nn.Module, text_encoder: Any,
-                 config: StreamConfig | None = None, param: Any = None, fps: float = 16.0):
+                 config: StreamConfig | None = None, param: Any = None, fps: float = 16.0,
+                 image_encoder: Any = None):
+        if getattr(model.cfg, "image_dim", 0) and image_encoder is None:
+            raise ValueError("this DiT has the CLIP image branch (dit.image_dim > 0): pass an image_encoder")
+        self.image_encoder = image_encoder
         self.model = model.eval()
         self.codec = codec.eval()
         self.text_encoder = text_encoder
@@ -215,6 +221,8 @@ class StreamingGenerator:
         self.device = device
         latent = self.codec.encode(frames_to_tensor(image).to(device))              # [1, C, 1, h, w]
         self.image_latent = latent[:, :, 0].to(torch.float32)
+        self.image_embeds = None if self.image_encoder is None else \
+            self.image_encoder.encode(frames_to_tensor(image)[:, :, 0]).to(device)
         tokens, mask = self.text_encoder.encode([prompt])
         self.text = (tokens.to(device), None if mask is None else mask.to(device))
         self.prompt = prompt
@@ -333,7 +341,8 @@ class StreamingGenerator:
         if self.prior_encoder is not None:
             frames = frames_to_tensor(chunk_video_frames(self.prior_image, chunk)).to(self.device)
             prior = self.prior_encoder.encode_chunk(frames)
-        cond = chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior)
+        cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
+                       image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
         b, ch, h, w = self.anchor_latent.shape
         noise = chunk_noise(self.noise_gen, self.sampler.cfg.num_steps, b, ch, c, (h, w), self.device)

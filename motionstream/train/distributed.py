@@ -103,7 +103,8 @@ def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
     for block in getattr(model, "blocks", []):
         cross = getattr(block, "cross_attn", None)
         if cross is not None and hasattr(cross, "context_kv"):
-            units += [m for m in (getattr(cross, n, None) for n in ("k", "v", "norm_k"))
+            names = ("k", "v", "norm_k", "k_img", "v_img", "norm_k_img")     # k_img...: Wan I2V image branch
+            units += [m for m in (getattr(cross, n, None) for n in names)
                       if m is not None and any(True for _ in m.parameters())]
         units.append(block)
     return units
