@@ -232,7 +232,6 @@ def test_drag_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_transfer, "METHODS", methods)
     import motionstream.eval.bench_drag as bench_drag
 
-    monkeypatch.setattr(bench_drag, "METHODS", methods)
     res = run_benchmark("drag", quick=True, out_root=tmp_path / "out", clips=2)
     assert res.status == "ok", res.reason
     got = res.raw["per_method"]

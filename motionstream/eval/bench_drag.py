@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from motionstream.eval import metrics
-from motionstream.eval.bench_transfer import METHODS, STUDENT_METHOD, WARP_METHOD
+from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
 from motionstream.tracks.trackset import TrackSet
 
@@ -156,7 +156,7 @@ def run_drag(ctx: BenchmarkContext) -> None:
     per_case: dict[str, list[dict[str, Any]]] = {}
     videos: dict[str, np.ndarray] = {"ground truth": cases[0].frames}
     skipped: dict[str, str] = {}
-    rows_fns = [(m.name, m.needs_weights, m.factory) for m in METHODS.values()]
+    rows_fns = [(m.name, m.needs_weights, m.factory) for m in methods_for(ctx)]
     rows_fns.append(("oracle: true motion, rigid paste", (), lambda _ctx: oracle_paste))
     for name, needs, factory in rows_fns:
         missing = missing_weights(needs)

@@ -19,6 +19,7 @@ raises gets a "failed" row; the other rows still run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -141,6 +142,15 @@ register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
                 description="the student after the ODE stage alone, c3s1w1, tiny decoder")
 
 
+def methods_for(ctx: BenchmarkContext) -> list[Method]:
+    """The registered methods, then one row per folder in eval.compare_students (a candidate and the
+    student it would replace, scored in the same run)."""
+    extra = [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",
+                    _student_factory(w), (VAE_WEIGHTS, TINY_WEIGHTS), f"the student in {w}")
+             for w in ctx.eval_cfg.compare_students]
+    return list(METHODS.values()) + extra
+
+
 def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
     import matplotlib
 
@@ -209,7 +219,7 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     per_clip: dict[str, dict[str, list]] = {s: {} for s in sources}
     skipped = {}
     sheet_fns: dict[str, GenerateFn] = {}
-    for method in METHODS.values():
+    for method in methods_for(ctx):
         missing = missing_weights(method.needs_weights)
         if missing:
             skipped[method.name] = f"missing {', '.join(missing)}"

@@ -60,6 +60,7 @@ class EvalConfig:
     full_clips: int = 8           # clips per data source in a full run
     max_points: int = 256         # EPE on a fixed random subset of the input tracks
     fast_clips: int = 4           # segments in the hard real set (eval.clips.fast_media_clips)
+    compare_students: list[str] = field(default_factory=list)   # extra student rows (folders) in transfer and drag
     track_grid: int = 50          # tracks for real clips come from a grid x grid on frame 0
     media_dir: str = "../shared/media"   # real clips, relative to the repo root
     lpips_weights: str | None = None     # local LPIPS-alex safetensors file; None = LPIPS skipped

@@ -75,8 +75,9 @@ def media_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: t
     return out[:n]
 
 
-def media_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
-    """Segments of the real videos with tracks from our tracker (eval_cfg.track_grid^2 grid)."""
+def tracked_media(segmenter, n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
+    """`segmenter(n, media_dir, num_frames, fps, (width, height))` -> [(name, frames, ...)] as EvalClips
+    with tracks from our tracker (eval_cfg.track_grid^2 grid on frame 0)."""
     from motionstream.eval.benchmarks import NotAvailable, require_module
 
     tracker = require_module("motionstream.tracks.tracker", "point tracker")
@@ -85,10 +86,15 @@ def media_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
         raise NotAvailable(f"sample media folder {media_dir} not found")
     width, height, fps = video_format(cfg)
     clips = []
-    for name, frames in media_segments(n, media_dir, eval_cfg.num_frames, fps, (width, height)):
+    for name, frames, *_ in segmenter(n, media_dir, eval_cfg.num_frames, fps, (width, height)):
         tracks = tracker.track_frames(frames, None, grid=eval_cfg.track_grid, fps=fps)
         clips.append(EvalClip(name, frames, tracks, caption="", effects=[], moving_mask=None))
     return clips
+
+
+def media_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
+    """Segments of the real videos (media_segments) with tracks from our tracker."""
+    return tracked_media(media_segments, n, cfg, eval_cfg)
 
 
 FAST_SPEEDS = (1, 2)          # playback speeds of the hard real set (2 = every other frame: twice the motion)
@@ -139,16 +145,5 @@ def fast_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: tu
 
 
 def fast_media_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
-    """The hard real set: fast_segments with tracks from our tracker (eval_cfg.track_grid^2 grid)."""
-    from motionstream.eval.benchmarks import NotAvailable, require_module
-
-    tracker = require_module("motionstream.tracks.tracker", "point tracker")
-    media_dir = (REPO_ROOT / eval_cfg.media_dir).resolve()
-    if not media_dir.is_dir():
-        raise NotAvailable(f"sample media folder {media_dir} not found")
-    width, height, fps = video_format(cfg)
-    clips = []
-    for name, frames, _ in fast_segments(n, media_dir, eval_cfg.num_frames, fps, (width, height)):
-        tracks = tracker.track_frames(frames, None, grid=eval_cfg.track_grid, fps=fps)
-        clips.append(EvalClip(name, frames, tracks, caption="", effects=[], moving_mask=None))
-    return clips
+    """The hard real set: fast_segments with tracks from our tracker."""
+    return tracked_media(fast_segments, n, cfg, eval_cfg)
