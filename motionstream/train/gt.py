@@ -185,16 +185,23 @@ def rollout_loss(model, param, scfg, batch: GTBatch, sink: int, window: int, exi
     return weighted_mse(roll.latents, batch.target, batch.weights), roll.latents
 
 
+VAL_KINDS = ("dense", "drag")
+
+
+def val_batches(source: ClipSource, scfg, dit_cfg, cfg: GTTrainConfig) -> dict[str, GTBatch]:
+    """The fixed held-out batches of `heldout` (built once per run: they never change)."""
+    return {kind: source.batch(0, list(range(cfg.eval_clips)), cfg.min_rollout_chunks, scfg, dit_cfg,
+                               salt=EVAL_SALT, kinds=[kind] * cfg.eval_clips) for kind in VAL_KINDS}
+
+
 @torch.no_grad()
-def heldout(model, param, scfg, source: ClipSource, dit_cfg, cfg: GTTrainConfig) -> dict[str, float]:
-    """Changed-cell latent error of full K-step streams (c{C}s1w1) on fixed clips of `source` (the
-    val split), per input kind, for the model and for its prior (the forward warp, encoded)."""
+def heldout(model, param, scfg, batches: dict[str, GTBatch]) -> dict[str, float]:
+    """Changed-cell latent error of full K-step streams (c{C}s1w1) on the val batches (val_batches),
+    per input kind, for the model and for its prior (the forward warp, encoded)."""
     from motionstream.train.losses_student import weighted_mse
 
     out = {}
-    for kind in ("dense", "drag"):
-        batch = source.batch(0, list(range(cfg.eval_clips)), cfg.min_rollout_chunks, scfg, dit_cfg,
-                             salt=EVAL_SALT, kinds=[kind] * cfg.eval_clips)
+    for kind, batch in batches.items():
         changed = (batch.weights > 1).float()
         _, lat = rollout_loss(model, param, scfg, batch, 1, 1, None, grad=False)
         out[f"val_{kind}"] = weighted_mse(lat, batch.target, changed).item()
@@ -226,7 +233,10 @@ def train_gt(args) -> int:
         raise UserError(str(err)) from err
     if param.output_skip != "video":
         raise UserError(f"{args.student} is not built around the video prior (output_skip {param.output_skip!r})")
-    video = (int(cfg["video"]["width"]), int(cfg["video"]["height"]), float(cfg["video"]["fps"]))
+    try:
+        video = (int(cfg["video"]["width"]), int(cfg["video"]["height"]), float(cfg["video"]["fps"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{args.config}: the video section needs width, height and fps ({err})") from err
     text_encoder = load_text_encoder(cfg)
     source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg)
     val_source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg, split="val")
@@ -244,6 +254,7 @@ def train_gt(args) -> int:
     max_steps = args.steps if args.steps is not None else mcfg.total_steps
     bar = tqdm(initial=step, total=max_steps, desc="gt", unit="step", disable=args.no_progress)
     window: list[dict[str, float]] = []
+    held: dict[str, GTBatch] | None = None
     while step < max_steps and (stop_at is None or time.time() < stop_at):
         t0 = time.time()
         n, sink, win, exit_step = plan_step(step, mcfg, scfg.num_steps)
@@ -268,7 +279,9 @@ def train_gt(args) -> int:
             window = []
         if mcfg.eval_every and step % mcfg.eval_every == 0:
             ema.copy_to(probe)
-            record.update(heldout(probe, param, scfg, val_source, model.cfg, mcfg))
+            if held is None:
+                held = val_batches(val_source, scfg, model.cfg, mcfg)
+            record.update(heldout(probe, param, scfg, held))
         if record:
             record.update(step=step, train_hours=train_seconds / 3600, time=time.time())
             append_jsonl(run_dir / "metrics.jsonl", record)
