@@ -88,3 +88,29 @@ def test_training_path_matches_and_keeps_cache_detached():
             model.forward_chunk(x, t * 0, ctx, None, cc, train_cache, True)
     assert not train_cache.keys.requires_grad
     torch.testing.assert_close(train_cache.keys, ref_cache.keys)
+
+
+def test_refresh_sink_moves_the_newest_window_chunk_into_the_sink():
+    """The sink becomes the newest window chunk: its value copied, its raw key rotated at sink positions."""
+    from motionstream.models.rope import apply_rope
+
+    cfg = small_cfg()
+    model = random_model(cfg)
+    cache = model.new_cache(1, LATENT_HW, 2, 1, 2)
+    cond = random_cond(cfg, 1, 2)
+    ctx = torch.randn(1, 3, cfg.text_dim)
+    n = cache.chunk_tokens
+    with torch.no_grad():
+        model.forward_chunk(torch.randn(1, cfg.latent_channels, 2, *LATENT_HW), torch.zeros(1, 2), ctx, None, cond,
+                            cache, True)
+        assert not cache.refresh_sink()                  # window empty: nothing to re-anchor
+        for _ in range(2):
+            model.forward_chunk(torch.randn(1, cfg.latent_channels, 2, *LATENT_HW), torch.zeros(1, 2), ctx, None,
+                                cond, cache, True)
+    newest_value = cache.values[:, :, :, 2 * n:3 * n].clone()
+    newest_raw = cache.window_raw[:, :, :, n:2 * n].clone()
+    assert cache.refresh_sink()
+    assert torch.equal(cache.values[:, :, :, :n], newest_value)
+    expected = apply_rope(newest_raw, cache.slot_cos[0], cache.slot_sin[0])
+    assert torch.allclose(cache.keys[:, :, :, :n], expected)
+    assert not torch.allclose(cache.keys[:, :, :, 2 * n:3 * n], expected)   # the same key at its window slot differs

@@ -149,6 +149,21 @@ class KVCache:
         sin = self.slot_sin[s:s + w].flatten(0, 1)
         self.keys[:, :, :, win] = apply_rope(self.window_raw, cos, sin)
 
+    def refresh_sink(self) -> bool:
+        """Re-anchor the sink on the newest S window chunks: their raw keys rotated at the sink's slot
+        positions, their values copied (dynamic sink refresh, stream/engine.py). False when the window
+        does not yet hold S chunks (nothing changed)."""
+        s, n = self.sink_chunks, self.chunk_tokens
+        filled = self.window_filled
+        if s == 0 or filled < s:
+            return False
+        raw = self.window_raw[:, :, :, (filled - s) * n:filled * n]
+        src = slice(filled * n, (s + filled) * n)        # cache slots s + filled - s .. s + filled - 1
+        sink_cos, sink_sin = self.slot_cos[:s].flatten(0, 1), self.slot_sin[:s].flatten(0, 1)
+        self.keys[:, :, :, :s * n] = apply_rope(raw, sink_cos, sink_sin)     # sink keys are stored rotated
+        self.values[:, :, :, :s * n] = self.values[:, :, :, src].clone()
+        return True
+
     # ------------------------------------------------------------ text K/V
     def context_kv(self, blocks, context: tuple[torch.Tensor | None, ...], embed) -> list[tuple[torch.Tensor, ...]]:
         """Per-layer cross-attention K/V of the context (text, and the CLIP image tokens of I2V models).

@@ -357,18 +357,8 @@ class StreamingGenerator:
     def refresh_sink(self) -> bool:
         """Re-anchor the sink on the newest window chunk(s) (see module docstring). False when the
         window does not yet hold S chunks (nothing changed)."""
-        cache = self.cache
-        s, n = cache.sink_chunks, cache.chunk_tokens
-        if s == 0 or cache.window_filled < s:
+        if not self.cache.refresh_sink():
             return False
-        from motionstream.models.rope import apply_rope
-
-        filled = cache.window_filled
-        raw = cache.window_raw[:, :, :, (filled - s) * n:filled * n]
-        src = slice(filled * n, (s + filled) * n)        # cache slots s + filled - s .. s + filled - 1
-        sink_cos, sink_sin = cache.slot_cos[:s].flatten(0, 1), cache.slot_sin[:s].flatten(0, 1)
-        cache.keys[:, :, :, :s * n] = apply_rope(raw, sink_cos, sink_sin)     # sink keys are stored rotated
-        cache.values[:, :, :, :s * n] = cache.values[:, :, :, src].clone()
         if self.last_latents is not None:
             self.anchor_latent = self.last_latents[:, :, -1].clone()
         self.controls.reanchor()
