@@ -676,7 +676,8 @@ def studio_from_args(args: argparse.Namespace) -> Studio:
 
     try:
         stack = load_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                           size=parse_size(args.size) if args.size else None, cache=args.cache)
+                           size=parse_size(args.size) if args.size else None, cache=args.cache,
+                           quality=args.quality)
     except WeightsNotFound as err:
         hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
                 "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
@@ -711,6 +712,8 @@ def add_studio_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny-decoder", help="tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")
     p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's)")
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's, c3s1w1)")
+    p.add_argument("--quality", default="auto", help="quality rung (default auto: step down the preset's "
+                   "stream.quality_ladder while the machine falls behind real time; full pins the top rung)")
     p.add_argument("--host", default=defaults.host, help=f"bind address (default {defaults.host}; others need --token)")
     p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
     p.add_argument("--token", default=None, help=f"access token every client must send (required off loopback); "

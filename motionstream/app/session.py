@@ -107,7 +107,7 @@ class ModelStack:
 
 def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None = None,
                tiny_decoder: str | None = None, size: tuple[int, int] | None = None,
-               text_encoder: Any = None, cache: str | None = None) -> ModelStack:
+               text_encoder: Any = None, cache: str | None = None, quality: str | None = None) -> ModelStack:
     """Load a streaming model folder ('student' = weights/student-tiny-cpu, 'teacher', or a path).
 
     Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
@@ -117,7 +117,7 @@ def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None
     from motionstream.stream.stack import load_stream_stack
 
     st = load_stream_stack(model, config, size, vae=vae, tiny_decoder=tiny_decoder, cache=cache,
-                           text_encoder=text_encoder)
+                           quality=quality, text_encoder=text_encoder)
     kind = st.meta.get("kind")
     where = resolve_model_dir(st.name)
     note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""

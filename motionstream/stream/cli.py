@@ -24,6 +24,8 @@ from motionstream.tracks.cli import user_errors
 
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
+QUALITY_HELP = ("quality rung: full (the student's own steps, default), a rung of the preset's "
+                "stream.quality_ladder (e.g. 2-step), or auto (step down while the machine falls behind real time)")
 
 SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
 
@@ -61,7 +63,7 @@ class Stack:
         from motionstream.tracks.cli import parse_size
         from motionstream.video import resize_crop
 
-        for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
+        for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps", "quality"):
             if not hasattr(args, name):
                 setattr(args, name, None)
         if args.threads:
@@ -71,7 +73,7 @@ class Stack:
         try:
             stack = load_stream_stack(args.model, args.config, size, vae=args.vae, tiny_decoder=args.tiny_decoder,
                                       decoder=args.decoder, seed=args.seed, sink_refresh_chunks=args.sink_refresh,
-                                      cache=args.cache, offline_teacher=True)
+                                      cache=args.cache, quality=args.quality, offline_teacher=True)
         except StreamModelNotFound as err:
             hint = (" The distilled student has not shipped yet: pass --model teacher or --model PATH to a "
                     "model folder." if args.model == "student" else "")
@@ -255,6 +257,7 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
         ("--sink-refresh", dict(type=int, default=None, metavar="N",
                                 help="student: " + SINK_REFRESH_HELP)),
         ("--tiny-decoder", dict(help="student: tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")),
+        ("--quality", dict(help="student: " + QUALITY_HELP)),
     ]
     for flag, kwargs in options:
         if flag not in known:
@@ -275,6 +278,7 @@ def _common(p: argparse.ArgumentParser, frames_help: str) -> None:
     p.add_argument("--decoder", choices=("tiny", "full"), help="streaming decoder (default tiny)")
     p.add_argument("--sink-refresh", type=int, default=None, metavar="N",
                    help=SINK_REFRESH_HELP)
+    p.add_argument("--quality", help=QUALITY_HELP)
     p.add_argument("--steps", type=int, help="teacher only: Euler steps (default: the preset's sample_steps)")
     p.add_argument("--seed", type=int, help="noise seed (default: the preset's stream.seed)")
     p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")

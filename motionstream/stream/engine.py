@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,6 +66,10 @@ from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, 
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
+FULL_QUALITY = "full"                 # the rung of the student's own denoising steps
+AUTO_QUALITY = "auto"                 # adaptive: step down the ladder until the stream keeps up
+DEFAULT_LADDER = {"2-step": [1.0, 1 / 3]}   # rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder)
+SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 
 @dataclass
@@ -89,6 +94,14 @@ class StreamConfig:
     vae: str = "vae-tiny-cpu"
     tiny_decoder: str = "tiny-decoder-tiny-cpu"
     max_tracks: int = 2500                # pushed TrackSets with more tracks are subsampled (conditioning cost)
+    # the write of the clean chunk's K/V rides on the last denoising pass (its noisy input at t_{K-1})
+    # instead of one more pass at t = 0: one DiT pass less per chunk (benchmarks/stream_levers.py)
+    fuse_cache_pass: bool = False
+    # quality rung: FULL_QUALITY (the student's own steps), a rung of quality_ladder, or AUTO_QUALITY
+    # (start at the top and step down while the machine cannot keep the video's fps; see `adapt`)
+    quality: str = "full"
+    # rung name -> unshifted denoising steps u, best first (measured: `eval transfer --set stream.quality=RUNG`)
+    quality_ladder: dict[str, list[float]] = field(default_factory=lambda: dict(DEFAULT_LADDER))
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -96,16 +109,27 @@ class StreamConfig:
             raise ValueError(f"bad cache shape {self.name}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
+        if self.quality not in self.rungs and self.quality != AUTO_QUALITY:
+            raise ValueError(f"stream.quality must be {AUTO_QUALITY} or one of {self.rungs}, got {self.quality!r}")
+
+    @property
+    def rungs(self) -> list[str]:
+        """Quality rungs, best first: FULL_QUALITY, then quality_ladder's."""
+        return [FULL_QUALITY, *(r for r in self.quality_ladder if r != FULL_QUALITY)]
+
+    def steps_of(self, rung: str) -> list[float]:
+        """Unshifted denoising steps of a rung (FULL_QUALITY: denoising_steps, the student's own)."""
+        return list(self.denoising_steps) if rung == FULL_QUALITY else [float(u) for u in self.quality_ladder[rung]]
 
     @property
     def name(self) -> str:
         return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
 
-    def student_config(self) -> StudentConfig:
-        """The train/rollout.StudentConfig the sampler runs with."""
+    def student_config(self, rung: str = FULL_QUALITY) -> StudentConfig:
+        """The train/rollout.StudentConfig the sampler runs with on quality `rung`."""
         if self.chunk_frames < 1:
             raise ValueError(f"stream.chunk_frames must be >= 1, got {self.chunk_frames}")
-        return StudentConfig(self.chunk_frames, self.sink_chunks, self.window_chunks, list(self.denoising_steps),
+        return StudentConfig(self.chunk_frames, self.sink_chunks, self.window_chunks, self.steps_of(rung),
                              self.shift, self.renoise)
 
     def with_cache_name(self, name: str) -> "StreamConfig":
@@ -198,6 +222,8 @@ class StreamingGenerator:
         self._lock = threading.Lock()
         self.started = False
         self.paused = False
+        self.quality = self.config.rungs[0] if self.config.quality == AUTO_QUALITY else self.config.quality
+        self.last_decode_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     @torch.inference_mode()
@@ -230,7 +256,9 @@ class StreamingGenerator:
         c = self.config
         self.cache = self.model.new_cache(1, tuple(self.image_latent.shape[2:]), c.chunk_frames, c.sink_chunks,
                                           c.window_chunks, device=device)
-        self.sampler = ChunkSampler(self.model, c.student_config(), self.param, self.text)
+        self.quality = c.rungs[0] if c.quality == AUTO_QUALITY else c.quality
+        self.sampler = ChunkSampler(self.model, c.student_config(self.quality), self.param, self.text)
+        self.slow_chunks = 0
         self.started = True
         self.reset()
 
@@ -317,17 +345,19 @@ class StreamingGenerator:
             done: futures.Future[np.ndarray] = futures.Future()
             done.set_result(np.zeros((0, self.height, self.width, 3), np.uint8))
             return done
+        t0 = time.perf_counter()
         latents = self.generate_latents()
+        self.adapt(time.perf_counter() - t0 + self.last_decode_s)
         if not self.config.overlap_decode:
             done = futures.Future()
-            done.set_result(self._decode(latents))
+            done.set_result(self.decode_now(latents))
             return done
         if self._worker is None:
             # OpenMP thread counts are per thread: give the worker the caller's torch thread count
             threads = torch.get_num_threads()
             self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode",
                                                       initializer=torch.set_num_threads, initargs=(threads,))
-        return self._worker.submit(self._decode, latents)
+        return self._worker.submit(self.decode_now, latents)
 
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
@@ -346,13 +376,39 @@ class StreamingGenerator:
         self.sampler.set_chunk(cond, self._prior(cond))
         b, ch, h, w = self.anchor_latent.shape
         noise = chunk_noise(self.noise_gen, self.sampler.cfg.num_steps, b, ch, c, (h, w), self.device)
-        x0 = self.sampler.denoise(noise, latent_start, self.cache)
-        self.sampler.write(x0, latent_start, self.cache)     # the clean pass: K/V into sink / window
+        if self.config.fuse_cache_pass:
+            x0 = self.sampler.denoise_writing(noise, latent_start, self.cache)
+        else:
+            x0 = self.sampler.denoise(noise, latent_start, self.cache)
+            self.sampler.write(x0, latent_start, self.cache)     # the clean pass: K/V into sink / window
         self.chunk_index += 1
         self.last_latents = x0
         if self.config.sink_refresh_chunks > 0 and self.chunk_index % self.config.sink_refresh_chunks == 0:
             self.refresh_sink()
         return x0
+
+    def adapt(self, chunk_seconds: float) -> None:
+        """Adaptive real time (quality AUTO_QUALITY): after SLOW_CHUNKS_TO_STEP_DOWN consecutive chunks
+        whose generation + decode took longer than the video they yield, step one rung down the ladder
+        (fewer denoising steps) from the next chunk on. Never steps back up within a stream: the load that
+        made it slow is usually still there, and flipping rungs would flicker. The first chunk (warm-up,
+        image encode) is not counted."""
+        if self.config.quality != AUTO_QUALITY or self.chunk_index <= 1:
+            return
+        rungs = self.config.rungs
+        video_seconds = self.chunk_num_frames(self.chunk_index - 1) / self.fps
+        self.slow_chunks = self.slow_chunks + 1 if chunk_seconds > video_seconds else 0
+        at = rungs.index(self.quality)
+        if self.slow_chunks >= SLOW_CHUNKS_TO_STEP_DOWN and at + 1 < len(rungs):
+            self.set_quality(rungs[at + 1])
+
+    def set_quality(self, rung: str) -> None:
+        """Run the next chunks on quality rung `rung` (the cache is kept: the rungs share the student)."""
+        if rung not in self.config.rungs:
+            raise ValueError(f"unknown quality rung {rung!r}; rungs: {self.config.rungs}")
+        self.quality = rung
+        self.slow_chunks = 0
+        self.sampler = ChunkSampler(self.model, self.config.student_config(rung), self.param, self.text)
 
     def refresh_sink(self) -> bool:
         """Re-anchor the sink on the newest window chunk(s) (see module docstring). False when the
@@ -385,12 +441,15 @@ class StreamingGenerator:
         return stream_prior(replace(cond, image_latent=first), self.param)
 
     @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode_now(self, latents: torch.Tensor) -> np.ndarray:
+        """Decode a chunk's latents [1, C_lat, C, h, w] on this thread: uint8 frames [T, H, W, 3]."""
         from motionstream.models.codec import tensor_to_frames
 
         with self._lock:
+            t0 = time.perf_counter()
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
             self.frames_out += len(frames)
+            self.last_decode_s = time.perf_counter() - t0
         return frames
 
     def _need_started(self) -> None:
@@ -439,11 +498,22 @@ class ChunkSampler(StudentSampler):
         self.model, self.cfg, self.param, self.text = model, student_cfg, param, text
         self.t = student_cfg.timesteps()
         self.cond, self.prior = None, None
+        self.write_at_last_step = False
 
     def set_chunk(self, cond: MotionCondition, prior: torch.Tensor | None) -> None:
         self.cond, self.prior = cond, prior
 
+    def denoise_writing(self, noise: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+        """denoise() whose last pass also writes the chunk's K/V into the cache (the fused cache pass:
+        the context is the chunk at t_{K-1}, not the clean chunk at t = 0; one pass less)."""
+        self.write_at_last_step = True
+        try:
+            return self.denoise(noise, start, cache)
+        finally:
+            self.write_at_last_step = False
+
     def velocity(self, z: torch.Tensor, t: float, start: int, cache: KVCache, write: bool) -> torch.Tensor:
+        write = write or (self.write_at_last_step and float(t) == float(self.t[-1]))
         tt = z.new_full((z.shape[0], z.shape[2]), float(t))
         out = self.model.forward_chunk(z, tt, self.text[0], self.text[1], self.cond, cache, write)
         return add_skip(out, z, tt, self.prior, self.param)

@@ -55,11 +55,11 @@ class StreamStack:
 def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tuple[int, int] | None = None, *,
                       vae: str | None = None, tiny_decoder: str | None = None, decoder: str | None = None,
                       seed: int | None = None, sink_refresh_chunks: int | None = None, cache: str | None = None,
-                      text_encoder: Any = None, offline_teacher: bool = False) -> StreamStack:
+                      quality: str | None = None, text_encoder: Any = None, offline_teacher: bool = False) -> StreamStack:
     """Load a streaming model stack.
 
     size: (width, height) of the output frames (None: the preset's `video` size). The overrides
-    (vae ... cache) replace the matching StreamConfig fields when not None; cache is a cXsYwZ name.
+    (vae ... quality) replace the matching StreamConfig fields when not None; cache is a cXsYwZ name.
     text_encoder: an object with .encode(prompts) (None: the preset's). offline_teacher: teacher
     weights will be sampled offline with the VAE, so no tiny decoder is loaded for them.
     Raises StreamModelNotFound (the model folder), WeightsNotFound (codec / text weights),
@@ -78,7 +78,8 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
         raise StreamModelNotFound(str(err)) from None
     is_teacher = meta.get("kind") == "teacher"
     stream_cfg = stream_config_for(cfg, None if is_teacher else meta, decoder=decoder, seed=seed, vae=vae,
-                                   tiny_decoder=tiny_decoder, sink_refresh_chunks=sink_refresh_chunks)
+                                   tiny_decoder=tiny_decoder, sink_refresh_chunks=sink_refresh_chunks,
+                                   quality=quality)
     if cache:
         stream_cfg = stream_cfg.with_cache_name(cache)
     video = cfg.get("video", {})

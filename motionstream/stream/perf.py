@@ -1,0 +1,121 @@
+"""Machine-normalised speed: the CPU's fp32 matmul peak and the model FLOPs of one streaming chunk.
+
+Machines of the same class differ 4x in matmul throughput (issue 21: 41.5 to 178 GFLOP/s on 2
+threads), so an fps figure alone says little. Every speed benchmark measures, in the same run:
+
+    peak        best fp32 GFLOP/s of square matmuls (1024^2 .. 2048^2) on the current torch threads
+    chunk FLOPs torch.utils.flop_counter over one chunk's DiT passes (K steps + the cache pass) and
+                its decode (FlopCounterMode counts matmuls, convolutions and attention, the ops that
+                cost; element-wise work is not counted, so utilisation is a lower bound of busy-ness)
+
+and derives fps / peak (fps per GFLOP/s: the engine's efficiency, comparable across machines) and
+utilisation = achieved model GFLOP/s / peak. `benchmarks/stream.py`, `eval speed` and
+`benchmarks/studio.py` use `matmul_peak_gflops` and `NormalisedSpeed` from here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+PEAK_SIZES = (1024, 1536, 2048)      # square fp32 matmuls: big enough to reach the BLAS kernel's peak
+PEAK_REPEATS = 3                     # best of this many timings per size (the cores are shared)
+GIGA = 1e9
+
+
+def matmul_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = PEAK_REPEATS,
+                       threads: int | None = None) -> float:
+    """Best fp32 matmul throughput in GFLOP/s (2 n^3 per n x n product) on `threads` torch threads
+    (None: the current torch.get_num_threads()). Takes about a second on a 40 GFLOP/s machine."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        best = 0.0
+        for n in sizes:
+            a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+            torch.mm(a, b)                                       # warm-up: allocation, thread pool
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                torch.mm(a, b)
+                best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / GIGA)
+        return best
+    finally:
+        torch.set_num_threads(before)
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), FLOPs it ran) counted by torch.utils.flop_counter on this thread."""
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+    return out, int(counter.get_total_flops())
+
+
+@dataclass
+class ChunkFlops:
+    """Model FLOPs of one steady-state streaming chunk: `dit` = K denoising passes + the cache pass,
+    `decode` = the streaming decoder; `frames` = video frames the chunk yields."""
+
+    dit: int
+    decode: int
+    frames: int
+
+    @property
+    def total(self) -> int:
+        return self.dit + self.decode
+
+
+def chunk_flops(gen: Any) -> ChunkFlops:
+    """Count one chunk of a started StreamingGenerator (it advances the stream by that chunk; call it
+    after the first chunk, whose cache is empty and whose attention is cheaper)."""
+    frames = gen.chunk_num_frames()
+    latents, dit = count_flops(gen.generate_latents)
+    _, decode = count_flops(lambda: gen.decode_now(latents))
+    return ChunkFlops(dit, decode, frames)
+
+
+@dataclass
+class NormalisedSpeed:
+    """fps and seconds of one measurement divided by the machine's peak (GFLOP/s)."""
+
+    peak_gflops: float
+    flops: ChunkFlops
+
+    def efficiency(self, fps: float) -> float:
+        """fps per GFLOP/s of peak (issue 21 target >= 0.4: 16 fps on a 40 GFLOP/s machine)."""
+        return fps / self.peak_gflops
+
+    def utilisation(self, fps: float) -> float:
+        """Achieved model GFLOP/s (chunk FLOPs x chunks per second) / peak, for the whole pipeline."""
+        return self.flops.total * fps / self.flops.frames / GIGA / self.peak_gflops
+
+    def dit_utilisation(self, dit_seconds_per_chunk: float) -> float:
+        """DiT FLOPs of a chunk / the seconds its passes took / peak (issue 21 target >= 0.6)."""
+        return self.flops.dit / dit_seconds_per_chunk / GIGA / self.peak_gflops
+
+    def latency_target_s(self) -> float:
+        """Issue 21's chunk latency target: 60 / peak seconds (0.4 s at 150 GFLOP/s)."""
+        return LATENCY_TARGET_GFLOP / self.peak_gflops
+
+    def summary(self, fps: float, latency_p50_s: float, dit_seconds_per_chunk: float) -> str:
+        """One printable line of the normalised figures."""
+        return (f"peak {self.peak_gflops:.1f} GFLOP/s; chunk {self.flops.dit / GIGA:.2f} GFLOP DiT + "
+                f"{self.flops.decode / GIGA:.2f} GFLOP decode for {self.flops.frames} frames; "
+                f"efficiency {self.efficiency(fps):.3f} fps per GFLOP/s (target >= {EFFICIENCY_TARGET}); "
+                f"utilisation {100 * self.utilisation(fps):.0f} % overall, "
+                f"{100 * self.dit_utilisation(dit_seconds_per_chunk):.0f} % in the DiT passes "
+                f"(target >= {100 * DIT_UTILISATION_TARGET:.0f} %); latency p50 {latency_p50_s:.3f} s "
+                f"(target <= 60/peak = {self.latency_target_s():.3f} s)")
+
+
+EFFICIENCY_TARGET = 0.4            # fps per GFLOP/s of peak (issue 21)
+DIT_UTILISATION_TARGET = 0.6       # achieved / peak in the DiT passes
+LATENCY_TARGET_GFLOP = 60.0        # chunk latency p50 <= this / peak seconds
+
+__all__ = ["matmul_peak_gflops", "count_flops", "chunk_flops", "ChunkFlops", "NormalisedSpeed",
+           "EFFICIENCY_TARGET", "DIT_UTILISATION_TARGET"]
