@@ -1,18 +1,26 @@
-"""Streaming speed of the student at the preset's size (tiny-cpu: 256x144, 16 fps), decode included.
+"""Streaming speed of the student at the preset's size (tiny-cpu: 256x144, 16 fps), decode included,
+normalised by the machine's measured matmul peak. Everything in one command (about 5 minutes idle):
 
-    .venv/bin/python benchmarks/stream.py [--chunks 110] [--long-chunks 1010] [--threads 2] [--teacher]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/stream.py --chunks 60 --long-chunks 0 --busy
+
+(--long-chunks 1010 adds the 1000-chunk flat-cost / flat-memory check; --teacher the offline teacher.)
 
 Uses weights/student-tiny-cpu when it exists, else a randomly initialised WanDiT of the preset's
 `dit` size (speed does not depend on the weights; the output says which). Likewise the codec
 (weights/vae-tiny-cpu + weights/tiny-decoder-tiny-cpu, else random ones of the preset's sizes) and
-the real text encoder. A moving grid of tracks is pushed every chunk, as in live use.
+the real text encoder. A moving grid of tracks is pushed every chunk, as in live use. The timing
+code is motionstream/eval/stream_speed.py, shared with `motionstream eval speed`.
 
 Prints, from one run:
-  - pipeline (cache c3s1w1, K steps, tiny decoder on the worker thread overlapping the next chunk):
-    throughput = frames out / wall time over --chunks chunks (first 3 excluded as warm-up);
-    latency = inputs of a chunk fixed (next_chunk_async called) -> its frames decoded (the first
-    frame is out when the chunk's decode returns); per-chunk wall time p50 / p99;
-  - the same chunk without overlap: generation and decode times separately;
+  - pipeline (the preset's cache and quality rung, tiny decoder on the worker thread overlapping the
+    next chunk): throughput = frames out / wall time over --chunks chunks (first 3 excluded as
+    warm-up); latency = inputs of a chunk fixed (next_chunk_async called) -> its frames decoded (the
+    first frame is out when the chunk's decode returns); per-chunk wall time p50 / p99;
+  - the same chunk without overlap: generation (and inside it the DiT passes) and decode separately;
+  - normalised: the fp32 matmul peak on the torch threads (GFLOP/s), the model FLOPs of a chunk
+    (DiT passes, the video prior's VAE encode, the decode; torch.utils.flop_counter), fps per GFLOP/s
+    of peak, utilisation overall and in the DiT passes, against issue 21's targets;
+  - with --busy: the pipeline again beside one busy process, as a ratio of the idle fps;
   - a long generation-only stream to --long-chunks: median time of chunks 10-29 vs the last 20,
     RSS at chunk 10 vs the end, peak RSS (ru_maxrss);
   - with --teacher: the offline teacher's fps on a clip of the same length as the first 3 chunks
@@ -28,6 +36,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from motionstream.config import WEIGHTS_DIR, load_config, section  # noqa: E402
+from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -92,19 +102,42 @@ def grid_tracks(width: int, height: int, fps: float, num_frames: int, count: int
     return TrackSet(xy, np.ones(xy.shape[:2], bool), width, height, fps, ids=np.arange(len(pts)) * 7 + 1)
 
 
-def main() -> None:
+PROMPT = "a calm lake at sunrise, gentle camera drift"
+SERIAL_CHUNKS = 12           # serial split: medians over the chunks after the warm-up
+LONG_EARLY = slice(10, 30)   # long stream: chunks compared against the last LONG_LATE
+LONG_LATE = 20
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="tiny-cpu")
     ap.add_argument("--chunks", type=int, default=110, help="pipeline chunks (>= 100 after warm-up)")
     ap.add_argument("--long-chunks", type=int, default=1010, help="generation-only stream length (0 = skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=None, help="cXsYwZ (default: the preset's student section, c3s1w1)")
+    ap.add_argument("--quality", default=None, help="quality rung (default: the preset's stream.quality)")
+    ap.add_argument("--busy", action="store_true", help="also run the pipeline beside one busy process "
+                    "(a CPU-bound loop) and print its fps / the idle fps")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()[0]
+    return ap.parse_args()
 
+
+@dataclass
+class Setup:
+    """What every section streams: the generator, its input image, tracks and the preset's video format."""
+
+    cfg: dict
+    gen: object
+    image: np.ndarray
+    tracks: object
+    width: int
+    height: int
+    fps: float
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    """Load the stack (shipped weights or random ones), print the header."""
     from motionstream.models.text import load_text_encoder
     from motionstream.stream.engine import StreamingGenerator, stream_config_for
     from motionstream.tracks.embed import TracksConfig, track_counts
@@ -113,112 +146,123 @@ def main() -> None:
     video = cfg.get("video", {})
     width, height, fps = int(video.get("width", 256)), int(video.get("height", 144)), float(video.get("fps", 16))
     model, param, codec, what = load_or_random(cfg)
-    text_encoder = load_text_encoder(cfg)
-    sc = stream_config_for(cfg)
+    sc = stream_config_for(cfg, quality=args.quality)
     if args.cache:
         sc = sc.with_cache_name(args.cache)
-    rng = np.random.default_rng(0)
-    image = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+    image = (np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8)
     cells = (width // codec.spatial_stride) * (height // codec.spatial_stride)
     n_tracks = track_counts(cells, TracksConfig().min_tracks, TracksConfig().max_tracks)[1]
-    print(f"# benchmarks/stream.py  {width}x{height} @ {fps:g} fps, cache {sc.name}, K = {len(sc.denoising_steps)} "
-          f"steps, decoder {sc.decoder}, torch threads {args.threads}, {n_tracks} tracks pushed per chunk")
+    total_frames = 1 + 4 * (sc.chunk_frames * (max(args.chunks, SERIAL_CHUNKS) + 1))
+    tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
+    gen = StreamingGenerator(model, codec, load_text_encoder(cfg), sc, param, fps=fps)
+    print(f"# benchmarks/stream.py  {width}x{height} @ {fps:g} fps, cache {sc.name}, quality {gen.quality} "
+          f"(K = {len(sc.steps_of(gen.quality))} steps), decoder {sc.decoder}, torch threads {args.threads}, "
+          f"{n_tracks} tracks pushed per chunk")
     for line in what:
         print(f"#   {line}")
-    print(f"# load average (1 min) before: {load0:.2f} on {os.cpu_count()} cores")
+    return Setup(cfg, gen, image, tracks, width, height, fps)
 
-    # ---------------------------------------------------------------- pipeline (overlapped decode)
-    gen = StreamingGenerator(model, codec, text_encoder, sc, param, fps=fps)
-    total_frames = 1 + 4 * (sc.chunk_frames * (args.chunks + 1))
-    tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
-    gen.start(image, "a calm lake at sunrise, gentle camera drift")
-    gen.push(tracks, start_frame=0)
-    warm = 3
-    starts, dones, sizes = [], {}, []
-    pending = []
-    t_begin = None
-    for i in range(args.chunks):
-        if i == warm:
-            for f in pending:
-                f.result()
-            pending.clear()
-            t_begin = time.perf_counter()
-        t0 = time.perf_counter()
-        fut = gen.next_chunk_async()
-        fut.add_done_callback(lambda f, i=i: dones.__setitem__(i, time.perf_counter()))
-        starts.append(t0)
-        pending.append(fut)
-        while len(pending) > 1:            # keep one decode in flight, like run_stream
-            sizes.append(len(pending.pop(0).result()))
-    for f in pending:
-        sizes.append(len(f.result()))
-    t_end = time.perf_counter()
-    gen.close()
-    measured = args.chunks - warm
-    frames_out = sum(sizes[warm:])
-    latency = np.array([dones[i] - starts[i] for i in range(warm, args.chunks)])
-    per_chunk = np.diff(np.array([dones[i] for i in range(warm - 1, args.chunks)]))
-    print(f"pipeline  {measured} chunks, {frames_out} frames in {t_end - t_begin:.1f} s: "
-          f"throughput {frames_out / (t_end - t_begin):.2f} fps (target >= {fps:g})")
-    print(f"          latency (chunk inputs fixed -> its first frame out): p50 {np.median(latency):.3f} s, "
-          f"p99 {np.percentile(latency, 99):.3f} s (target <= 1 s)")
-    print(f"          per-chunk time (between chunk completions): p50 {np.median(per_chunk):.3f} s, "
-          f"p99 {np.percentile(per_chunk, 99):.3f} s  ({4 * sc.chunk_frames} frames = "
-          f"{4 * sc.chunk_frames / fps:.2f} s of video)")
 
-    # ---------------------------------------------------------------- serial split
-    gen_t, dec_t, gen_cpu, dec_cpu = [], [], [], []
-    gen.start(image, "a calm lake at sunrise, gentle camera drift")
-    gen.push(tracks, start_frame=0)
-    for i in range(12):
-        t0, c0 = time.perf_counter(), time.process_time()
-        lat = gen.generate_latents()
-        t1, c1 = time.perf_counter(), time.process_time()
-        gen._decode(lat)
-        t2, c2 = time.perf_counter(), time.process_time()
-        if i >= 2:
-            gen_t.append(t1 - t0)
-            dec_t.append(t2 - t1)
-            gen_cpu.append(c1 - c0)
-            dec_cpu.append(c2 - c1)
-    print(f"serial    generation {np.median(gen_t):.3f} s/chunk ({len(sc.denoising_steps)} NFE + 1 cache pass), "
-          f"{sc.decoder} decode {np.median(dec_t):.3f} s/chunk (wall, medians of 10)")
-    g, d = np.median(gen_cpu), np.median(dec_cpu)
-    per_chunk = 4 * sc.chunk_frames
+def report_pipeline(st: Setup, chunks: int, label: str = "pipeline"):
+    """The overlapped-decode pipeline (time_pipeline), printed; returns its PipelineTiming."""
+    p = time_pipeline(st.gen, st.image, PROMPT, st.tracks, chunks)
+    c = st.gen.config.chunk_frames
+    print(f"{label:9s} {len(p.latency)} chunks, {p.frames} frames in {p.seconds:.1f} s: throughput {p.fps:.2f} fps "
+          f"(target >= {st.fps:g}); quality rung at the end: {st.gen.quality}")
+    print(f"          latency (chunk inputs fixed -> its first frame out): p50 {np.median(p.latency):.3f} s, "
+          f"p99 {np.percentile(p.latency, 99):.3f} s")
+    print(f"          per-chunk time (between chunk completions): p50 {np.median(p.per_chunk):.3f} s, "
+          f"p99 {np.percentile(p.per_chunk, 99):.3f} s  ({4 * c} frames = {4 * c / st.fps:.2f} s of video)")
+    return p
+
+
+def report_serial(st: Setup, threads: int):
+    """Generation and decode apart (time_serial), printed; returns its SerialTiming."""
+    s = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
+    steps = st.gen.sampler.cfg.num_steps
+    passes = steps if st.gen.config.fuse_cache_pass else steps + 1
+    print(f"serial    generation {s.median('generate_s'):.3f} s/chunk ({passes} DiT passes: {s.median('dit_s'):.3f} s), "
+          f"decode {s.median('decode_s'):.3f} s/chunk (wall, medians of {SERIAL_CHUNKS - 2})")
+    g, d = s.median("generate_cpu_s"), s.median("decode_cpu_s")
     print(f"cpu time  generation {g:.3f} CPU-s/chunk, decode {d:.3f} CPU-s/chunk (process CPU time: what the "
           f"work costs whatever the machine's load)")
-    if args.threads == 1:
+    if threads == 1:
         # one thread: CPU time ~ wall time on an idle core. Two idle cores: generation on one, decode on the other
+        per_chunk = s.frames[-1]
         print(f"          idle-core estimate (1 thread, CPU time as wall time): serial {per_chunk / (g + d):.1f} fps, "
               f"latency {g + d:.2f} s; 2 cores with overlapped decode {per_chunk / max(g, d):.1f} fps")
+    return s
 
-    # ---------------------------------------------------------------- long stream
-    if args.long_chunks > 0:
-        from tqdm import tqdm
 
-        gen.start(image, "a calm lake at sunrise, gentle camera drift")
-        d = gen.controls.pointer_down(0.0, width / 2, height / 2)
-        times, rss = [], {}
-        for i in tqdm(range(args.long_chunks), desc="long stream", unit="chunk", leave=False):
-            t = gen.stream_time
-            gen.push([(t + 0.5, width / 2 + 20 * np.sin(t), height / 2 + 10 * np.cos(t))], drag_id=d)
-            t0 = time.perf_counter()
-            gen.generate_latents()
-            times.append(time.perf_counter() - t0)
-            if i in (10, args.long_chunks - 1):
-                rss[i] = rss_mb()
-        early, late = np.median(times[10:30]), np.median(times[-20:])
-        last = args.long_chunks - 1
-        print(f"long      generation only, {args.long_chunks} chunks ({gen.next_frame} frames): chunk 10-29 median "
-              f"{early:.3f} s vs chunks {last - 19}-{last} median {late:.3f} s (ratio {late / early:.2f}); "
-              f"cache slot {gen.cache.current_slot} (<= S + W)")
-        print(f"          RSS at chunk 10: {rss[10]:.0f} MB, at chunk {last}: {rss[last]:.0f} MB")
+def report_normalised(st: Setup, pipeline, serial) -> None:
+    """Peak GFLOP/s, chunk FLOPs and the figures divided by the peak (stream/perf.py)."""
+    norm = normalise(st.gen, st.image, PROMPT, st.tracks)
+    print("normalised " + norm.summary(pipeline.fps, float(np.median(pipeline.latency)), serial.median("dit_s")))
+
+
+def report_busy(st: Setup, chunks: int, idle_fps: float) -> None:
+    """The pipeline again beside one busy process (a CPU-bound loop in a child process)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    hog = ctx.Process(target=busy_loop, daemon=True)
+    hog.start()
+    try:
+        busy = report_pipeline(st, chunks, label="busy")
+    finally:
+        hog.terminate()
+        hog.join()
+    print(f"          beside one busy process: {busy.fps / idle_fps:.2f}x the idle fps (target >= 0.5)")
+
+
+def busy_loop() -> None:
+    """One busy process: a pure-Python loop, forever (terminated by the parent)."""
+    x = 0
+    while True:
+        x = (x * 7 + 1) % 1000003
+
+
+def report_long(st: Setup, chunks: int) -> None:
+    """A generation-only stream of `chunks` chunks with a live drag: time and RSS early vs late."""
+    from tqdm import tqdm
+
+    gen, width, height = st.gen, st.width, st.height
+    gen.start(st.image, PROMPT)
+    d = gen.controls.pointer_down(0.0, width / 2, height / 2)
+    times, rss = [], {}
+    for i in tqdm(range(chunks), desc="long stream", unit="chunk", leave=False):
+        t = gen.stream_time
+        gen.push([(t + 0.5, width / 2 + 20 * np.sin(t), height / 2 + 10 * np.cos(t))], drag_id=d)
+        t0 = time.perf_counter()
+        gen.generate_latents()
+        times.append(time.perf_counter() - t0)
+        if i in (LONG_EARLY.start, chunks - 1):
+            rss[i] = rss_mb()
+    early, late = np.median(times[LONG_EARLY]), np.median(times[-LONG_LATE:])
+    last = chunks - 1
+    print(f"long      generation only, {chunks} chunks ({gen.next_frame} frames): chunk 10-29 median "
+          f"{early:.3f} s vs chunks {last - LONG_LATE + 1}-{last} median {late:.3f} s (ratio {late / early:.2f}); "
+          f"cache slot {gen.cache.current_slot} (<= S + W)")
+    print(f"          RSS at chunk {LONG_EARLY.start}: {rss[LONG_EARLY.start]:.0f} MB, at chunk {last}: {rss[last]:.0f} MB")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# load average (1 min) before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    st = setup(args)
+    pipeline = report_pipeline(st, args.chunks)
+    serial = report_serial(st, args.threads)
+    report_normalised(st, pipeline, serial)
+    if args.busy:
+        report_busy(st, args.chunks, pipeline.fps)
+    if args.long_chunks > LONG_EARLY.stop:
+        report_long(st, args.long_chunks)
+    st.gen.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"memory    peak RSS {peak:.0f} MB (whole process: model, codec, text encoder, Python)")
-
-    # ---------------------------------------------------------------- teacher
     if args.teacher:
-        bench_teacher(cfg, codec, text_encoder, image, tracks, args.teacher_steps)
+        bench_teacher(st.cfg, st.gen.codec, st.gen.text_encoder, st.image, st.tracks, args.teacher_steps)
     print(f"# load average (1 min) after: {os.getloadavg()[0]:.2f}")
 
 

@@ -8,14 +8,15 @@ Teacher (motionstream.generate.generate_teacher): offline, the whole clip at onc
 since no frame exists before the last Euler step. Decode excluded = minus the VAE decode time,
 measured inside the same call (TimedCodec).
 
-Student (stream.engine.StreamingGenerator, the preset's stream settings, c3s1w1): three streams of
+Student (stream.engine.StreamingGenerator, the preset's stream settings, c3s1w1): two streams of
 the clip's length from the same seed:
-    latents only        generate_latents() per chunk                         (decode excluded)
-    sequential decode   next_chunk() with overlap_decode off                 (decode included)
+    sequential decode   generate_latents() then the decode, each timed       (decode excluded / included)
     overlapped decode   next_chunk_async(): decode of chunk i on the worker while i+1 generates
                         (the engine's default; throughput only)
 Latency = seconds from asking for a chunk to holding its frames: first chunk (it includes the
-first-frame encode) and the median of the later ones (steady state).
+first-frame encode) and the median of the later ones (steady state). The student's timing is
+eval/stream_speed.py, the code benchmarks/stream.py runs; the summary adds the machine's matmul peak,
+the student's fps per GFLOP/s of it and its DiT utilisation (stream/perf.py).
 """
 
 from __future__ import annotations
@@ -99,66 +100,39 @@ def time_teacher(ctx: BenchmarkContext, clip: Any, steps: int | None, warmup_ste
             "latency_first_s": total, "latency_chunk_p50_s": total, "decode_ms_per_frame": 1e3 * codec.decode_s / frames}
 
 
-def _stream(gen, clip: Any, num_frames: int, step) -> tuple[list[float], int]:
-    """Start a stream on `clip` and call `step()` (-> frame count) until num_frames are out.
-    Returns (seconds per chunk, the first including start(), frames)."""
-    t0 = time.perf_counter()
-    gen.start(clip.frames[0], clip.caption)
-    gen.push(clip.tracks, start_frame=0)
-    times, count = [], 0
-    while count < num_frames:
-        count += step()
-        times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-    return times, count
-
-
 def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
-    """Rows for the student: latents only, sequential decode, overlapped decode."""
+    """Rows for the student (eval/stream_speed.py, the implementation benchmarks/stream.py runs too):
+    generation and decode timed apart (decode included / excluded), then the overlapped pipeline; plus
+    the machine-normalised figures (matmul peak, chunk FLOPs) in the first row."""
     from motionstream.eval.bench_long import load_student_stream
+    from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial
 
     num_frames = len(clip.frames)
     gen, _ = load_student_stream(ctx, STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS, overlap_decode=False)
     cfg = gen.config
     name = f"student {cfg.name} ({len(cfg.denoising_steps)} steps + 1 cache pass, {cfg.decoder} decoder)"
-    def latents_only() -> int:
-        n = gen.chunk_num_frames()
-        gen.generate_latents()
-        return n
-
-    _stream(gen, clip, 1, lambda: len(gen.next_chunk()))            # warm-up: one chunk, untimed
-    lat_times, lat_frames = _stream(gen, clip, num_frames, latents_only)
-    seq_times, seq_frames = _stream(gen, clip, num_frames, lambda: len(gen.next_chunk()))
-    gen.config = replace(cfg, overlap_decode=True)
-    futs: list = []
-
-    def submit() -> int:
-        n = gen.chunk_num_frames()
-        futs.append(gen.next_chunk_async())
-        return n
-
-    t0 = time.perf_counter()
-    _, ovl_frames = _stream(gen, clip, num_frames, submit)
-    ovl_out = sum(len(f.result()) for f in futs)
-    ovl_s = time.perf_counter() - t0
+    chunks = 1 + -(-(num_frames - gen.chunk_num_frames(0)) // gen.chunk_num_frames(1))
+    args = (clip.frames[0], clip.caption, clip.tracks)
+    time_serial(gen, *args, 1)                                       # warm-up: one chunk, untimed
+    serial = time_serial(gen, *args, chunks)
+    pipeline = time_pipeline(gen, *args, chunks, warmup=0)
+    norm = normalise(gen, *args)
     gen.close()
-    if ovl_out != ovl_frames:
-        raise RuntimeError(f"overlapped stream returned {ovl_out} frames, expected {ovl_frames}")
-
-    def row(label: str, times: list[float], frames: int, decode_s: float | None) -> dict[str, Any]:
-        later = times[1:] or times
-        return {"model": f"{name}, {label}", "frames": frames, "nfe": None, "total_s": sum(times),
-                "decode_s": decode_s, "encode_s": None, "fps": frames / sum(times), "fps_no_decode": None,
-                "latency_first_s": times[0], "latency_chunk_p50_s": float(np.median(later)),
-                "decode_ms_per_frame": None if decode_s is None else 1e3 * decode_s / frames}
-
-    decode_s = max(0.0, sum(seq_times) - sum(lat_times))
-    seq = row("decode included", seq_times, seq_frames, decode_s)
-    seq["fps_no_decode"] = lat_frames / sum(lat_times)
-    seq["nfe_per_chunk"] = len(cfg.denoising_steps) + 1
-    ovl = {"model": f"{name}, decode overlapped", "frames": ovl_frames, "nfe": None, "total_s": ovl_s,
-           "decode_s": None, "encode_s": None, "fps": ovl_frames / ovl_s, "fps_no_decode": None,
-           "latency_first_s": None, "latency_chunk_p50_s": None, "decode_ms_per_frame": None}
+    frames = sum(serial.frames)
+    per_chunk = [g + d for g, d in zip(serial.generate_s, serial.decode_s)]
+    later = per_chunk[1:] or per_chunk
+    decode_s = sum(serial.decode_s)
+    seq = {"model": f"{name}, decode included", "frames": frames, "nfe": None, "total_s": sum(per_chunk),
+           "decode_s": decode_s, "encode_s": None, "fps": serial.fps(skip=0),
+           "fps_no_decode": serial.fps(skip=0, decode=False), "latency_first_s": serial.start_s + per_chunk[0],
+           "latency_chunk_p50_s": float(np.median(later)), "decode_ms_per_frame": 1e3 * decode_s / frames,
+           "nfe_per_chunk": len(cfg.denoising_steps) + 1, "peak_gflops": norm.peak_gflops,
+           "fps_per_peak_gflops": norm.efficiency(serial.fps(skip=0)),
+           "dit_utilisation": norm.dit_utilisation(float(np.median(serial.dit_s[1:] or serial.dit_s)))}
+    ovl = {"model": f"{name}, decode overlapped", "frames": pipeline.frames, "nfe": None, "total_s": pipeline.seconds,
+           "decode_s": None, "encode_s": None, "fps": pipeline.fps, "fps_no_decode": None,
+           "latency_first_s": None, "latency_chunk_p50_s": None, "decode_ms_per_frame": None,
+           "fps_per_peak_gflops": norm.efficiency(pipeline.fps)}
     return [seq, ovl]
 
 
@@ -218,6 +192,9 @@ def run_speed(ctx: BenchmarkContext) -> None:
     ctx.summary["student fps"] = seq["fps"]
     ctx.summary["student latency p50 (s)"] = seq["latency_chunk_p50_s"]
     ctx.summary["teacher latency (s)"] = teacher["latency_first_s"]
+    ctx.summary["peak GFLOP/s"] = seq["peak_gflops"]
+    ctx.summary["student fps per GFLOP/s of peak"] = student[1]["fps_per_peak_gflops"]
+    ctx.summary["student DiT utilisation"] = seq["dit_utilisation"]
     _plot(ctx, rows)
     ctx.raw.update(rows=rows, teacher_steps=steps, shipped_teacher_steps=shipped_steps, clip=clip.name)
 

@@ -88,18 +88,18 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     return generate
 
 
-def _student_factory(weights: str | None = None) -> MethodFactory:
+def _student_factory(weights: str | None = None, quality: str | None = None) -> MethodFactory:
     """The causal student in folder `weights` (None: the preset's stream.student, which
     `eval --set stream.student=PATH` changes) streaming chunk by chunk
     (stream.engine.StreamingGenerator) with the preset's stream settings (c3s1w1, tiny decoder)
     overridden by what the student folder says it was trained for; the clip's tracks are pushed
     once, from frame 0, and chunks are pulled until the clip's length is covered."""
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS))
+        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS), quality)
     return factory
 
 
-def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
+def _student_generate(ctx: BenchmarkContext, weights: str, quality: str | None = None) -> GenerateFn:
     from motionstream.eval.benchmarks import require_module
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
@@ -115,7 +115,8 @@ def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
     text_encoder = load_text_encoder(ctx.cfg)
     fps = video_format(ctx.cfg)[2]
-    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta), param, fps)
+    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta, quality=quality),
+                                 param, fps)
 
     def generate(clip: Any) -> np.ndarray:
         gen.start(clip.frames[0], clip.caption)
@@ -143,9 +144,17 @@ register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
 
 
 def methods_for(ctx: BenchmarkContext) -> list[Method]:
-    """The registered methods, then one row per folder in eval.compare_students (a candidate and the
-    student it would replace, scored in the same run)."""
-    extra = [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",
+    """The registered methods, one row per quality rung of the streaming engine below the preset's
+    (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
+    folder in eval.compare_students (a candidate and the student it would replace, scored in the same run)."""
+    from motionstream.config import section
+    from motionstream.stream.engine import AUTO_QUALITY, StreamConfig
+
+    stream = section(ctx.cfg, "stream", StreamConfig)
+    rungs = [r for r in stream.rungs if r not in (stream.quality, AUTO_QUALITY)]
+    extra = [Method(f"{STUDENT_METHOD} {rung}", _student_factory(quality=rung), (VAE_WEIGHTS, TINY_WEIGHTS),
+                    f"the shipped student on quality rung {rung}") for rung in rungs]
+    extra += [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",
                     _student_factory(w), (VAE_WEIGHTS, TINY_WEIGHTS), f"the student in {w}")
              for w in ctx.eval_cfg.compare_students]
     return list(METHODS.values()) + extra

@@ -15,16 +15,28 @@ utilisation = achieved model GFLOP/s / peak. `benchmarks/stream.py`, `eval speed
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's table counts the CUDA attention kernels only; the CPU one does the same two matmuls
+ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
 
 PEAK_SIZES = (1024, 1536, 2048)      # square fp32 matmuls: big enough to reach the BLAS kernel's peak
 PEAK_REPEATS = 3                     # best of this many timings per size (the cores are shared)
 GIGA = 1e9
+EFFICIENCY_TARGET = 0.4            # fps per GFLOP/s of peak (issue 21)
+DIT_UTILISATION_TARGET = 0.6       # achieved / peak in the DiT passes
+LATENCY_TARGET_GFLOP = 60.0        # chunk latency p50 <= this / peak seconds
 
 
 def matmul_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = PEAK_REPEATS,
@@ -50,33 +62,72 @@ def matmul_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = PEAK_
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """(fn(), FLOPs it ran) counted by torch.utils.flop_counter on this thread."""
-    with FlopCounterMode(display=False) as counter:
+    """(fn(), FLOPs it ran) counted by torch.utils.flop_counter on this thread (attention included)."""
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
         out = fn()
     return out, int(counter.get_total_flops())
 
 
 @dataclass
+class PassMeter:
+    """Seconds, calls and (when counting) FLOPs of the calls of one wrapped method."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    flops: int = 0
+
+
+@contextlib.contextmanager
+def metered(obj: Any, method: str, count: bool = False) -> Iterator[PassMeter]:
+    """Time (and with count=True, count the FLOPs of) every call of obj.method inside the block; the
+    method is restored after. Used on WanDiT.forward_chunk: the DiT passes apart from the rest of a chunk."""
+    meter = PassMeter()
+    inner = getattr(obj, method)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        if count:
+            out, flops = count_flops(lambda: inner(*args, **kwargs))
+            meter.flops += flops
+        else:
+            out = inner(*args, **kwargs)
+        meter.seconds += time.perf_counter() - t0
+        meter.calls += 1
+        return out
+
+    setattr(obj, method, wrapper)
+    try:
+        yield meter
+    finally:
+        delattr(obj, method)          # the instance attribute goes; the class method shows again
+
+
+@dataclass
 class ChunkFlops:
-    """Model FLOPs of one steady-state streaming chunk: `dit` = K denoising passes + the cache pass,
+    """Model FLOPs of one steady-state streaming chunk: `dit` = its DiT passes (K denoising steps + the
+    cache pass), `other` = the rest of its generation (the "video" prior's VAE encode, conditioning),
     `decode` = the streaming decoder; `frames` = video frames the chunk yields."""
 
     dit: int
+    other: int
     decode: int
     frames: int
 
     @property
     def total(self) -> int:
-        return self.dit + self.decode
+        return self.dit + self.other + self.decode
 
 
 def chunk_flops(gen: Any) -> ChunkFlops:
-    """Count one chunk of a started StreamingGenerator (it advances the stream by that chunk; call it
-    after the first chunk, whose cache is empty and whose attention is cheaper)."""
+    """Count two chunks of a started StreamingGenerator (the stream advances by them; call it after the
+    first chunks, whose cache is not yet full and whose attention is cheaper). Steady-state chunks cost
+    the same, so one is counted whole and the next with its DiT passes apart."""
     frames = gen.chunk_num_frames()
-    latents, dit = count_flops(gen.generate_latents)
+    latents, generation = count_flops(gen.generate_latents)
     _, decode = count_flops(lambda: gen.decode_now(latents))
-    return ChunkFlops(dit, decode, frames)
+    with metered(gen.model, "forward_chunk", count=True) as dit:
+        gen.generate_latents()
+    return ChunkFlops(dit.flops, generation - dit.flops, decode, frames)
 
 
 @dataclass
@@ -104,8 +155,9 @@ class NormalisedSpeed:
 
     def summary(self, fps: float, latency_p50_s: float, dit_seconds_per_chunk: float) -> str:
         """One printable line of the normalised figures."""
-        return (f"peak {self.peak_gflops:.1f} GFLOP/s; chunk {self.flops.dit / GIGA:.2f} GFLOP DiT + "
-                f"{self.flops.decode / GIGA:.2f} GFLOP decode for {self.flops.frames} frames; "
+        f = self.flops
+        return (f"peak {self.peak_gflops:.1f} GFLOP/s; chunk {f.dit / GIGA:.2f} GFLOP DiT + {f.other / GIGA:.2f} "
+                f"prior/conditioning + {f.decode / GIGA:.2f} decode for {f.frames} frames; "
                 f"efficiency {self.efficiency(fps):.3f} fps per GFLOP/s (target >= {EFFICIENCY_TARGET}); "
                 f"utilisation {100 * self.utilisation(fps):.0f} % overall, "
                 f"{100 * self.dit_utilisation(dit_seconds_per_chunk):.0f} % in the DiT passes "
@@ -113,9 +165,5 @@ class NormalisedSpeed:
                 f"(target <= 60/peak = {self.latency_target_s():.3f} s)")
 
 
-EFFICIENCY_TARGET = 0.4            # fps per GFLOP/s of peak (issue 21)
-DIT_UTILISATION_TARGET = 0.6       # achieved / peak in the DiT passes
-LATENCY_TARGET_GFLOP = 60.0        # chunk latency p50 <= this / peak seconds
-
-__all__ = ["matmul_peak_gflops", "count_flops", "chunk_flops", "ChunkFlops", "NormalisedSpeed",
+__all__ = ["matmul_peak_gflops", "count_flops", "metered", "chunk_flops", "ChunkFlops", "NormalisedSpeed",
            "EFFICIENCY_TARGET", "DIT_UTILISATION_TARGET"]

@@ -1,0 +1,110 @@
+"""Speed features of the streaming engine: quality rungs (pinned and adaptive), the fused cache pass,
+and the machine-normalised measurements (stream/perf.py, eval/stream_speed.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stream_fixtures import FPS, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
+
+from motionstream.stream import perf  # noqa: E402
+from motionstream.stream.engine import AUTO_QUALITY, StreamConfig, StreamingGenerator, load_stream_model  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
+
+LADDER = {"2-step": [1.0, 1 / 3], "1-step": [1.0]}
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from motionstream.models.codec import load_codec
+
+    folders = make_model_folders(tmp_path_factory.mktemp("speed_models"))
+    model, param, _ = load_stream_model(folders["student"])
+    return model, param, load_codec(folders["vae"], folders["tiny"])
+
+
+def make_gen(parts, **cfg) -> StreamingGenerator:
+    model, param, codec = parts
+    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(quality_ladder=dict(LADDER), **cfg),
+                             param, fps=FPS)
+    gen.start(sample_image(), "a red square")
+    return gen
+
+
+def passes_per_chunk(gen: StreamingGenerator) -> int:
+    with perf.metered(gen.model, "forward_chunk") as meter:
+        gen.generate_latents()
+    return meter.calls
+
+
+def test_a_pinned_rung_runs_its_steps(parts):
+    assert passes_per_chunk(make_gen(parts)) == 4                       # full: 3 steps + the cache pass
+    gen = make_gen(parts, quality="2-step")
+    assert gen.quality == "2-step" and passes_per_chunk(gen) == 3
+    with pytest.raises(ValueError, match="stream.quality"):
+        StreamConfig(quality="no-such-rung")
+
+
+def test_the_fused_cache_pass_writes_the_cache_on_the_last_step(parts):
+    gen = make_gen(parts, fuse_cache_pass=True)
+    assert passes_per_chunk(gen) == 3 and gen.cache.num_written == 1
+    assert passes_per_chunk(gen) == 3 and gen.cache.num_written == 2
+    gen.reset()
+    frames = gen.next_chunk()
+    assert len(frames) == gen.chunk_num_frames(0) and frames.std() > 0 and gen.cache.num_written == 1
+
+
+def test_auto_steps_down_only_after_consecutive_slow_chunks(parts):
+    gen = make_gen(parts, quality=AUTO_QUALITY, overlap_decode=False)
+    assert gen.quality == "full"
+    for _ in range(2):
+        gen.next_chunk()
+    video_s = gen.chunk_num_frames(1) / FPS
+    gen.adapt(2 * video_s)                       # one slow chunk: could be noise
+    gen.adapt(0.1 * video_s)                     # a fast one resets the count
+    gen.adapt(2 * video_s)
+    assert gen.quality == "full"
+    gen.adapt(2 * video_s)                       # two in a row: one rung down
+    assert gen.quality == "2-step" and passes_per_chunk(gen) == 3
+    for _ in range(4):
+        gen.adapt(2 * video_s)
+    assert gen.quality == "1-step"               # the bottom rung stays
+    pinned = make_gen(parts, quality="full")
+    for _ in range(3):
+        pinned.adapt(10 * video_s)
+    assert pinned.quality == "full"              # a pinned rung never moves
+
+
+def test_count_flops_is_exact_for_a_matmul_and_counts_cpu_attention():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert perf.count_flops(lambda: a @ b)[1] == 2 * 8 * 16 * 4
+    q, k = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 7, 8)
+    _, flops = perf.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k))
+    assert flops == 2 * (2 * 2 * 5 * 8 * 7)                            # q k^T and p v
+
+
+def test_chunk_flops_and_normalised_figures(parts):
+    gen = make_gen(parts)
+    gen.next_chunk()
+    flops = perf.chunk_flops(gen)
+    assert flops.dit > 0 and flops.decode > 0 and flops.frames == gen.chunk_num_frames(1)
+    with perf.metered(gen.model, "forward_chunk", count=True) as one_pass:
+        gen.generate_latents()
+    assert one_pass.calls == 4 and one_pass.flops == flops.dit         # steady state: every chunk costs the same
+    norm = perf.NormalisedSpeed(peak_gflops=10.0, flops=flops)
+    fps = 5.0
+    assert norm.efficiency(fps) == pytest.approx(0.5)
+    assert norm.utilisation(fps) == pytest.approx(flops.total * fps / flops.frames / 1e9 / 10.0)
+
+
+def test_matmul_peak_is_positive_and_keeps_the_thread_count():
+    threads = torch.get_num_threads()
+    assert perf.matmul_peak_gflops(sizes=(64,), repeats=1, threads=1) > 0
+    assert torch.get_num_threads() == threads
