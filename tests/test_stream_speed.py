@@ -32,8 +32,8 @@ def parts(tmp_path_factory):
 
 def make_gen(parts, **cfg) -> StreamingGenerator:
     model, param, codec = parts
-    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(quality_ladder=dict(LADDER), **cfg),
-                             param, fps=FPS)
+    config = StreamConfig(**{"quality_ladder": dict(LADDER), **cfg})
+    gen = StreamingGenerator(model, codec, HashTextEncoder(), config, param, fps=FPS)
     gen.start(sample_image(), "a red square")
     return gen
 
@@ -80,6 +80,27 @@ def test_auto_steps_down_only_after_consecutive_slow_chunks(parts):
     for _ in range(3):
         pinned.adapt(10 * video_s)
     assert pinned.quality == "full"              # a pinned rung never moves
+
+
+def test_a_smaller_rung_generates_small_and_returns_frames_of_the_stream_size(parts):
+    small = {"small": [1.0]}
+    gen = make_gen(parts, quality_ladder=small, quality_scale={"small": 0.5}, quality="small")
+    full_grid = make_gen(parts).cache.token_grid
+    from stream_fixtures import VIDEO_H, VIDEO_W
+    from tests.test_stream import moving_square
+
+    assert (VIDEO_W, VIDEO_H) == (64, 48) and full_grid == (3, 4)
+    assert gen.work_size("small") == (32, 32) and gen.cache.token_grid == (2, 2)   # 24 px rounds up to 32
+
+    gen.push(moving_square(40), start_frame=0)
+    frames = gen.next_chunk()
+    assert frames.shape == (gen.chunk_num_frames(0), VIDEO_H, VIDEO_W, 3)
+    # auto reaching a rung of another size waits for the next start: the cache's grid is fixed per stream
+    auto = make_gen(parts, quality_ladder=small, quality_scale={"small": 0.5}, quality=AUTO_QUALITY)
+    auto.set_quality("small")
+    assert auto.quality == "full" and auto.pending_quality == "small" and auto.cache.token_grid == full_grid
+    auto.reset()
+    assert auto.quality == "small" and auto.cache.token_grid == gen.cache.token_grid
 
 
 def test_count_flops_is_exact_for_a_matmul_and_counts_cpu_attention():

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -68,7 +69,9 @@ STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 FULL_QUALITY = "full"                 # the rung of the student's own denoising steps
 AUTO_QUALITY = "auto"                 # adaptive: step down the ladder until the stream keeps up
-DEFAULT_LADDER = {"2-step": [1.0, 1 / 3]}   # rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder)
+# rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder / quality_scale): fewer steps, then smaller
+DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
+DEFAULT_SCALE = {"2-step-small": 0.75}
 SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 
@@ -102,6 +105,8 @@ class StreamConfig:
     quality: str = "full"
     # rung name -> unshifted denoising steps u, best first (measured: `eval transfer --set stream.quality=RUNG`)
     quality_ladder: dict[str, list[float]] = field(default_factory=lambda: dict(DEFAULT_LADDER))
+    # rung -> fraction of the video size it generates at (absent = 1); frames are scaled back up
+    quality_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SCALE))
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -184,6 +189,14 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
                            guide_mask=guide_mask, prior=prior, temporal_factor=tf)
 
 
+def scale_chunk(chunk: ChunkTracks, width: int, height: int) -> ChunkTracks:
+    """The chunk's tracks and anchors in a frame of width x height (a quality rung's working size)."""
+    ts = chunk.tracks
+    k = np.array([width / ts.width, height / ts.height], np.float32)
+    tracks = TrackSet(ts.tracks * k, ts.visibility, width, height, ts.fps, ids=ts.ids)
+    return replace(chunk, tracks=tracks, anchors=chunk.anchors * k)
+
+
 def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
     (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
@@ -224,6 +237,7 @@ class StreamingGenerator:
         self.paused = False
         self.quality = self.config.rungs[0] if self.config.quality == AUTO_QUALITY else self.config.quality
         self.last_decode_s = 0.0
+        self.pending_quality = None
 
     # ------------------------------------------------------------------ lifecycle
     @torch.inference_mode()
@@ -245,8 +259,6 @@ class StreamingGenerator:
         self.height, self.width = image.shape[:2]
         device = next(self.model.parameters()).device
         self.device = device
-        latent = self.codec.encode(frames_to_tensor(image).to(device))              # [1, C, 1, h, w]
-        self.image_latent = latent[:, :, 0].to(torch.float32)
         self.image_embeds = None if self.image_encoder is None else \
             self.image_encoder.encode(frames_to_tensor(image)[:, :, 0]).to(device)
         tokens, mask = self.text_encoder.encode([prompt])
@@ -254,24 +266,51 @@ class StreamingGenerator:
         self.prompt = prompt
         self.controls = MotionControls(self.width, self.height, self.fps, seed=self.config.seed)
         c = self.config
-        self.cache = self.model.new_cache(1, tuple(self.image_latent.shape[2:]), c.chunk_frames, c.sink_chunks,
-                                          c.window_chunks, device=device)
         self.quality = c.rungs[0] if c.quality == AUTO_QUALITY else c.quality
-        self.sampler = ChunkSampler(self.model, c.student_config(self.quality), self.param, self.text)
+        self.pending_quality: str | None = None
+        self._begin_rung()
         self.slow_chunks = 0
         self.started = True
         self.reset()
 
+    @torch.inference_mode()
+    def _begin_rung(self) -> None:
+        """Image latent, cache and sampler of the current rung. A rung with a smaller working size
+        (stream.quality_scale) generates from the image resized to it; the tracks are scaled to it per
+        chunk and the frames scaled back to the stream's size, so callers never see the working size."""
+        from motionstream.models.codec import frames_to_tensor
+
+        c = self.config
+        self.work_width, self.work_height = self.work_size(self.quality)
+        self.work_image = self.image if (self.work_width, self.work_height) == (self.width, self.height) else \
+            cv2.resize(self.image, (self.work_width, self.work_height), interpolation=cv2.INTER_AREA)
+        latent = self.codec.encode(frames_to_tensor(self.work_image).to(self.device))     # [1, C, 1, h, w]
+        self.image_latent = latent[:, :, 0].to(torch.float32)
+        self.cache = self.model.new_cache(1, tuple(self.image_latent.shape[2:]), c.chunk_frames, c.sink_chunks,
+                                          c.window_chunks, device=self.device)
+        self.sampler = ChunkSampler(self.model, c.student_config(self.quality), self.param, self.text)
+
+    def work_size(self, rung: str) -> tuple[int, int]:
+        """(width, height) the stream is generated at on `rung`: the stream's size times the rung's
+        stream.quality_scale, rounded to the VAE stride x patch size (at least one step)."""
+        step = self.codec.spatial_stride * self.model.cfg.patch_size[1]
+        scale = self.config.quality_scale.get(rung, 1.0)
+        return tuple(max(step, int(round(n * scale / step)) * step) for n in (self.width, self.height))
+
     def reset(self) -> None:
-        """Restart from frame 0 with the same image and prompt (cache, decoder and controls cleared)."""
+        """Restart from frame 0 with the same image and prompt (cache, decoder and controls cleared);
+        a rung of another working size chosen during the last stream (`set_quality`) starts here."""
         self._need_started()
         self.wait()
+        if self.pending_quality is not None:
+            self.quality, self.pending_quality = self.pending_quality, None
+            self._begin_rung()
         self.cache.reset()
         self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny")
         self.controls.reset()
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
-        self.prior_image = self.image
+        self.prior_image = self.work_image
         self.prior_encoder = self.codec.stream_encoder() if self.param.output_skip == "video" else None
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
@@ -367,6 +406,8 @@ class StreamingGenerator:
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
+        if (self.work_width, self.work_height) != (self.width, self.height):
+            chunk = scale_chunk(chunk, self.work_width, self.work_height)
         prior = None
         if self.prior_encoder is not None:
             frames = frames_to_tensor(chunk_video_frames(self.prior_image, chunk)).to(self.device)
@@ -396,6 +437,8 @@ class StreamingGenerator:
         if self.config.quality != AUTO_QUALITY or self.chunk_index <= 1:
             return
         rungs = self.config.rungs
+        if self.pending_quality is not None:
+            return                      # a smaller size is already chosen for the next start
         video_seconds = self.chunk_num_frames(self.chunk_index - 1) / self.fps
         self.slow_chunks = self.slow_chunks + 1 if chunk_seconds > video_seconds else 0
         at = rungs.index(self.quality)
@@ -403,11 +446,16 @@ class StreamingGenerator:
             self.set_quality(rungs[at + 1])
 
     def set_quality(self, rung: str) -> None:
-        """Run the next chunks on quality rung `rung` (the cache is kept: the rungs share the student)."""
+        """Run on quality rung `rung`: from the next chunk when it keeps the working size (the cache is
+        kept: the rungs share the student), else from the next reset() / start() (the cache's token grid
+        is fixed for a stream; `pending_quality` says which rung waits)."""
         if rung not in self.config.rungs:
             raise ValueError(f"unknown quality rung {rung!r}; rungs: {self.config.rungs}")
-        self.quality = rung
         self.slow_chunks = 0
+        if self.work_size(rung) != (self.work_width, self.work_height):
+            self.pending_quality = rung
+            return
+        self.quality = rung
         self.sampler = ChunkSampler(self.model, self.config.student_config(rung), self.param, self.text)
 
     def refresh_sink(self) -> bool:
@@ -448,6 +496,9 @@ class StreamingGenerator:
         with self._lock:
             t0 = time.perf_counter()
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
+            if (self.work_width, self.work_height) != (self.width, self.height):
+                frames = np.stack([cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+                                   for f in frames])
             self.frames_out += len(frames)
             self.last_decode_s = time.perf_counter() - t0
         return frames
