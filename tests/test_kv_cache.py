@@ -8,12 +8,16 @@ from motionstream.models.dit import chunk_attention_mask
 from tests.test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
 
 
-def test_denoising_passes_never_change_the_cache():
+def small_stream(window_chunks: int):
+    """(DiT config, random model, a c2s1wW cache, a 2-frame condition, text tokens [1, 3, text_dim])."""
     cfg = small_cfg()
     model = random_model(cfg)
-    cache = model.new_cache(1, LATENT_HW, 2, 1, 1)
-    cond = random_cond(cfg, 1, 2)
-    ctx = torch.randn(1, 3, cfg.text_dim)
+    return cfg, model, model.new_cache(1, LATENT_HW, 2, 1, window_chunks), random_cond(cfg, 1, 2), \
+        torch.randn(1, 3, cfg.text_dim)
+
+
+def test_denoising_passes_never_change_the_cache():
+    cfg, model, cache, cond, ctx = small_stream(1)
     x = torch.randn(1, cfg.latent_channels, 2, *LATENT_HW)
     with torch.no_grad():
         for _ in range(3):                              # fill sink and window, then roll once
@@ -94,11 +98,7 @@ def test_refresh_sink_moves_the_newest_window_chunk_into_the_sink():
     """The sink becomes the newest window chunk: its value copied, its raw key rotated at sink positions."""
     from motionstream.models.rope import apply_rope
 
-    cfg = small_cfg()
-    model = random_model(cfg)
-    cache = model.new_cache(1, LATENT_HW, 2, 1, 2)
-    cond = random_cond(cfg, 1, 2)
-    ctx = torch.randn(1, 3, cfg.text_dim)
+    cfg, model, cache, cond, ctx = small_stream(2)
     n = cache.chunk_tokens
     with torch.no_grad():
         model.forward_chunk(torch.randn(1, cfg.latent_channels, 2, *LATENT_HW), torch.zeros(1, 2), ctx, None, cond,
