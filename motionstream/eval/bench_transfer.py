@@ -88,18 +88,20 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     return generate
 
 
-def _student_factory(weights: str | None = None) -> MethodFactory:
+def _student_factory(weights: str | None = None, **stream_overrides: Any) -> MethodFactory:
     """The causal student in folder `weights` (None: the preset's stream.student, which
     `eval --set stream.student=PATH` changes) streaming chunk by chunk
     (stream.engine.StreamingGenerator) with the preset's stream settings (c3s1w1, tiny decoder)
     overridden by what the student folder says it was trained for; the clip's tracks are pushed
-    once, from frame 0, and chunks are pulled until the clip's length is covered."""
+    once, from frame 0, and chunks are pulled until the clip's length is covered. stream_overrides
+    replace StreamConfig fields (e.g. composite=[])."""
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS))
+        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS),
+                                 **stream_overrides)
     return factory
 
 
-def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
+def _student_generate(ctx: BenchmarkContext, weights: str, **stream_overrides: Any) -> GenerateFn:
     from motionstream.eval.benchmarks import require_module
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
@@ -115,7 +117,8 @@ def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
     text_encoder = load_text_encoder(ctx.cfg)
     fps = video_format(ctx.cfg)[2]
-    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta), param, fps)
+    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta, **stream_overrides),
+                                 param, fps)
 
     def generate(clip: Any) -> np.ndarray:
         gen.start(clip.frames[0], clip.caption)
@@ -137,6 +140,10 @@ register_method("teacher", _teacher_factory, needs_weights=(TEACHER_WEIGHTS, VAE
                 description="bidirectional teacher, joint guidance")
 register_method(STUDENT_METHOD, _student_factory(), needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS),
                 description="the shipped causal student (stream.student), c3s1w1, tiny decoder")
+register_method(f"{STUDENT_METHOD}, latents only", _student_factory(composite=[]),
+                needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS),
+                description="the same student showing its decoded latents alone (stream.composite off): "
+                            "the output the prior composite replaces")
 register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
                 needs_weights=(STUDENT_ODE_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS),
                 description="the student after the ODE stage alone, c3s1w1, tiny decoder")
