@@ -19,7 +19,7 @@ import torch
 
 
 def main() -> None:
-    from motionstream.config import load_config, section
+    from motionstream.config import load_config, section, video_config
     from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.diffusion.sampling import TeacherParam
     from motionstream.models.conditioning import MotionCondition
@@ -39,8 +39,8 @@ def main() -> None:
     dit_cfg = section(cfg, "dit", DiTConfig)
     scfg, dcfg = section(cfg, "student", StudentConfig), section(cfg, "diffusion", DiffusionConfig)
     ocfg, mcfg = section(cfg, "train_ode", ODETrainConfig), section(cfg, "train_dmd", DMDTrainConfig)
-    video = cfg.get("video", {})
-    h, w = args.latent_hw or (video.get("height", 144) // 8, video.get("width", 256) // 8)
+    video = video_config(cfg)
+    h, w = args.latent_hw or (video.height // 8, video.width // 8)
     param = TeacherParam(output_skip="guide")
     torch.manual_seed(0)
     teacher = WanDiT(dit_cfg).eval()

@@ -89,7 +89,7 @@ def load_student_stream(ctx: BenchmarkContext, student: str | None = None, vae: 
     decoder is used when its weights exist, else the full VAE decoder (noted in the context)."""
     student, vae, tiny = student or STUDENT_WEIGHTS, vae or VAE_WEIGHTS, tiny or TINY_WEIGHTS
     from motionstream.eval.benchmarks import require_module
-    from motionstream.eval.clips import video_format
+    from motionstream.config import video_config
     from motionstream.models.codec import load_codec
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
@@ -99,7 +99,7 @@ def load_student_stream(ctx: BenchmarkContext, student: str | None = None, vae: 
         ctx.note(f"tiny decoder missing ({tiny}): the student's frames are decoded with the full VAE decoder")
     codec = load_codec(vae, tiny_decoder=tiny if has_tiny else None)
     scfg = engine.stream_config_for(ctx.cfg, meta, decoder="tiny" if has_tiny else "full", **overrides)
-    fps = video_format(ctx.cfg)[2]
+    fps = video_config(ctx.cfg).fps
     return engine.StreamingGenerator(model, codec, text_encoder_for(ctx), scfg, param, fps), meta
 
 
@@ -260,7 +260,7 @@ def run_long(ctx: BenchmarkContext) -> None:
     tracker follows within 1 px on the ground truth). Drift = last tenth minus first tenth."""
     from motionstream.config import section
     from motionstream.eval.benchmarks import require_module
-    from motionstream.eval.clips import video_format
+    from motionstream.config import video_config
 
     lcfg = section(ctx.cfg, "eval_long", LongBenchConfig)
     synth = require_module("motionstream.data.synth", "[world] renderer")
@@ -269,7 +269,8 @@ def run_long(ctx: BenchmarkContext) -> None:
     horizon = training_horizon_frames(meta, ctx.cfg, ctx.eval_cfg.num_frames, gen.temporal_factor)
     multiple = lcfg.quick_horizon_multiple if ctx.quick else lcfg.horizon_multiple
     num_frames = multiple * horizon
-    width, height, fps = video_format(ctx.cfg)
+    vcfg = video_config(ctx.cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     edges = window_edges(num_frames, lcfg.num_windows)
     n = ctx.num_clips if (ctx.quick or ctx.clips_override is not None) else lcfg.full_clips
     base = gen.config

@@ -103,7 +103,7 @@ def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
     from motionstream.eval.benchmarks import require_module
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
-    from motionstream.eval.clips import video_format
+    from motionstream.config import video_config
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder
@@ -114,7 +114,7 @@ def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
         raise NotAvailable(str(err)) from err
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
     text_encoder = load_text_encoder(ctx.cfg)
-    fps = video_format(ctx.cfg)[2]
+    fps = video_config(ctx.cfg).fps
     gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta), param, fps)
 
     def generate(clip: Any) -> np.ndarray:

@@ -14,11 +14,6 @@ from typing import Any
 
 from motionstream.models.checkpoints import WeightsNotFound
 
-# fallbacks when a preset has no `video` section
-DEFAULT_WIDTH = 256
-DEFAULT_HEIGHT = 144
-DEFAULT_FPS = 16.0
-
 
 class StreamModelNotFound(WeightsNotFound):
     """The model folder itself is missing (as opposed to the codec's or the text encoder's weights)."""
@@ -64,7 +59,7 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
     weights will be sampled offline with the VAE, so no tiny decoder is loaded for them.
     Raises StreamModelNotFound (the model folder), WeightsNotFound (codec / text weights),
     ConfigError or ValueError (bad preset, override or size); callers turn them into one-line errors."""
-    from motionstream.config import load_config, section
+    from motionstream.config import load_config, section, video_config
     from motionstream.models.codec import load_codec
     from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
     from motionstream.tracks.embed import TracksConfig
@@ -81,8 +76,8 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
                                    tiny_decoder=tiny_decoder, sink_refresh_chunks=sink_refresh_chunks)
     if cache:
         stream_cfg = stream_cfg.with_cache_name(cache)
-    video = cfg.get("video", {})
-    width, height = size or (int(video.get("width", DEFAULT_WIDTH)), int(video.get("height", DEFAULT_HEIGHT)))
+    video = video_config(cfg)
+    width, height = size or video.size
     use_tiny = stream_cfg.decoder == "tiny" and not (is_teacher and offline_teacher)
     codec = load_codec(stream_cfg.vae, stream_cfg.tiny_decoder if use_tiny else None)
     if text_encoder is None:
@@ -93,4 +88,4 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
     if width % step or height % step:
         raise ValueError(f"size {width}x{height} must be a multiple of {step} in both directions")
     return StreamStack(cfg, name, net, param, meta, stream_cfg, codec, text_encoder,
-                       section(cfg, "tracks", TracksConfig), width, height, float(video.get("fps", DEFAULT_FPS)))
+                       section(cfg, "tracks", TracksConfig), width, height, video.fps)
