@@ -26,12 +26,11 @@ def timed(fn, *args, **kw) -> tuple[float, object]:
 
 
 def main() -> None:
-    from motionstream.config import load_config
+    from motionstream.config import load_config, video_config
     from motionstream.data.splits import split_seeds
     from motionstream.data.synth import render_clip
     from motionstream.eval import metrics
     from motionstream.eval.baselines import forward_warp
-    from motionstream.config import video_config
     from motionstream.eval.track_following import TrackFollowingEval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from motionstream.config import video_config
 from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
 
 
@@ -142,7 +143,6 @@ def run_camera(ctx: BenchmarkContext) -> None:
     import matplotlib.pyplot as plt
 
     camera = require_module("motionstream.tracks.camera", "camera tracks")
-    from motionstream.config import video_config
 
     vcfg = video_config(ctx.cfg)
     width, height, fps = vcfg.width, vcfg.height, vcfg.fps
