@@ -43,14 +43,15 @@ def serve_main(argv: list[str]) -> None:
     from stream_fixtures import HashTextEncoder, make_model_folders
 
     from motionstream.app.server import Studio, serve
-    from motionstream.app.session import StudioConfig, load_stack
+    from motionstream.app.session import StudioConfig
+    from motionstream.stream.stack import load_stream_stack
 
     torch.set_num_threads(1)
     port, root = int(argv[0]), Path(argv[1])
     folders = make_model_folders(root / "models")
     linear_codec(folders)
-    stack = load_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
-                       size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
+    stack = load_stream_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
+                              size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
     serve(Studio(stack, StudioConfig(record_dir=str(root / "rec"), grid_size=32.0)), "127.0.0.1", port)
 
 
@@ -635,7 +636,7 @@ def test_token_from_environment_or_file_never_printed_in_full(monkeypatch, tmp_p
 
     secret = "s3cret-token-0123456789"
     started = []
-    stack = SimpleNamespace(label="student x c3s1w1", source=str(tmp_path))
+    stack = SimpleNamespace(label="student x c3s1w1", folder=tmp_path)
     monkeypatch.setattr(srv, "studio_from_args", lambda args: SimpleNamespace(stack=stack, token=srv.resolve_token(args)))
     monkeypatch.setattr(srv, "serve", lambda studio, host, port: started.append(studio.token))
     monkeypatch.setenv(srv.TOKEN_ENV, secret)

@@ -39,14 +39,17 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from motionstream.app import protocol
-from motionstream.app.session import (GenerationWorker, ModelStack, Session, StreamSlot, StudioConfig, encode_jpeg,
+from motionstream.app.session import (GenerationWorker, Session, StreamSlot, StudioConfig, encode_jpeg,
                                       recording_url)
+
+if TYPE_CHECKING:   # loading it imports torch: this module stays light until a model loads
+    from motionstream.stream.stack import StreamStack
 
 log = logging.getLogger("motionstream.studio")
 
@@ -226,7 +229,7 @@ class MjpegHub:
 class Studio:
     """Server state: the model stack, the worker, the slot, the sessions, uploaded media."""
 
-    def __init__(self, stack: ModelStack, cfg: StudioConfig | None = None, token: str | None = None,
+    def __init__(self, stack: "StreamStack", cfg: StudioConfig | None = None, token: str | None = None,
                  allowed_hosts: tuple[str, ...] = ()):
         """allowed_hosts: host names the Host header may carry besides LOOPBACK_HOSTS (--allow-host,
         and the bind address when it is not a wildcard)."""
@@ -672,11 +675,11 @@ def studio_from_args(args: argparse.Namespace) -> Studio:
         cfg.record_dir = args.record_dir
     if args.threads:
         cfg.threads = args.threads
-    from motionstream.app.session import load_stack
+    from motionstream.stream.stack import load_stream_stack
 
     try:
-        stack = load_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                           size=parse_size(args.size) if args.size else None, cache=args.cache)
+        stack = load_stream_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
+                                  size=parse_size(args.size) if args.size else None, cache=args.cache)
     except WeightsNotFound as err:
         hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
                 "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
@@ -696,7 +699,7 @@ def run_studio(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     studio = studio_from_args(args)
     query = f"?token={shown_token(token)}  (the token elided: use the whole one)" if token else ""
-    print(f"motionstream studio: {studio.stack.label} [{studio.stack.source}]")
+    print(f"motionstream studio: {studio.stack.label} [{studio.stack.folder}]")
     print(f"open http://{args.host}:{args.port}/{query}  (Ctrl+C to stop)", flush=True)
     serve(studio, args.host, args.port)
     return 0

@@ -1,6 +1,6 @@
 """Studio sessions: one StreamingGenerator shared by every client, one stream generating at a time.
 
-    ModelStack        the loaded model (student folder), codec, text encoder, stream config
+    StreamStack       the loaded model, codec, text encoder, stream config (stream.stack, shared)
     Session           one WebSocket client: its start request, control inbox, latest-wins outboxes
     StreamSlot        who generates now; the others wait in FIFO order and are told their position
     GenerationWorker  the thread that runs the engine for the active session
@@ -34,11 +34,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from motionstream.app import protocol
+
+if TYPE_CHECKING:   # loading it imports torch: the server module stays light until a model loads
+    from motionstream.stream.stack import StreamStack
 
 log = logging.getLogger("motionstream.studio")
 
@@ -76,54 +79,6 @@ class StudioConfig:
     camera_fov: float = 60.0
     max_mjpeg_viewers: int = 4
     record_dir: str = "runs/studio"        # per-session recordings (deleted when the session closes)
-
-
-# ------------------------------------------------------------------------------- the model
-@dataclass
-class ModelStack:
-    """Everything the worker needs to stream, loaded once per server."""
-    model: Any
-    param: Any
-    meta: dict
-    codec: Any
-    text_encoder: Any
-    stream_cfg: Any                        # stream.engine.StreamConfig
-    tracks_cfg: Any                        # tracks.embed.TracksConfig
-    width: int
-    height: int
-    fps: float
-    label: str                             # what the page shows: which weights are running (no server path)
-    source: str = ""                       # the model folder, for the server's console only
-
-    @property
-    def latent_cells(self) -> int:
-        s = self.codec.spatial_stride
-        return (self.width // s) * (self.height // s)
-
-    def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
-                "decoder": self.stream_cfg.decoder}
-
-
-def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None = None,
-               tiny_decoder: str | None = None, size: tuple[int, int] | None = None,
-               text_encoder: Any = None, cache: str | None = None) -> ModelStack:
-    """Load a streaming model folder ('student' = weights/student-tiny-cpu, 'teacher', or a path).
-
-    Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
-    them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's).
-    The loading itself is stream.stack.load_stream_stack (shared with `motionstream stream`)."""
-    from motionstream.models.checkpoints import resolve_model_dir
-    from motionstream.stream.stack import load_stream_stack
-
-    st = load_stream_stack(model, config, size, vae=vae, tiny_decoder=tiny_decoder, cache=cache,
-                           text_encoder=text_encoder)
-    kind = st.meta.get("kind")
-    where = resolve_model_dir(st.name)
-    note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""
-    label = f"{kind} {where.name} {st.stream_cfg.name}{note}"   # clients see it: the folder name, not its path
-    return ModelStack(st.model, st.param, st.meta, st.codec, st.text_encoder, st.stream_cfg, st.tracks_cfg,
-                      st.width, st.height, st.fps, label, str(where))
 
 
 # ------------------------------------------------------------------------------- outboxes
@@ -343,7 +298,7 @@ class LoopedTracks:
                                       ts.role), start_frame=start)
 
 
-def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
+def camera_source(stack: StreamStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
     """Camera control without a depth network: a fronto-parallel plane unless a depth map is given."""
     from motionstream.stream.apps import conditioning_subset
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
@@ -360,7 +315,7 @@ def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: flo
 class GenerationWorker(threading.Thread):
     """Runs the engine for whichever session holds the slot (see module docstring)."""
 
-    def __init__(self, stack: ModelStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
+    def __init__(self, stack: StreamStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
                  on_jpeg: Callable[[bytes], None] | None = None):
         super().__init__(name="motionstream-studio-worker", daemon=True)
         from motionstream.stream.engine import StreamingGenerator
