@@ -380,6 +380,58 @@ def test_stream_pause_record_and_download(server, tmp_path):
     run(go())
 
 
+def test_pause_keeps_the_frames_generated_before_it(server):
+    """Space right after a drag: the frames generated before the pause (the chunk in flight, the
+    frames queued for playback) arrive on resume, none skipped, and the drag shows."""
+    image = sample_id(server)
+
+    async def go():
+        c = await Client.connect(server.ws_url)
+        await c.send(type="start", image=image, prompt="pause test")
+        await c.expect("started")
+        await c.frames_until(12)
+        await c.send(type="pointer_down", id=1, x=40.0, y=48.0, size=16.0, spacing=8.0)
+        for k in range(1, 6):
+            await c.send(type="pointer_move", id=1, x=40.0 + 4 * k, y=48.0)
+        await c.send(type="pointer_up", id=1)
+        drag_seq = c.seq
+        await c.send(type="pause")
+        await c.expect("state", status="paused")
+        n = len(c.frames)
+        await c.pump(1.0)
+        assert len(c.frames) == n                                           # paused: nothing plays
+        await c.send(type="resume")
+        end = time.monotonic() + 30
+        while not any(h["ack_seq"] is not None and h["ack_seq"] >= drag_seq for h, _ in c.frames):
+            assert time.monotonic() < end, "the drag never reached a frame"
+            await c.pump(0.2)
+        heads = [h for h, _ in c.frames]
+        assert [h["frame"] for h in heads] == list(range(len(heads)))       # nothing generated was skipped
+        await c.send(type="stop")
+        await c.expect("stopped")
+        await c.ws.close()
+
+    run(go())
+
+
+def test_stopped_counts_the_frames_the_client_received(server):
+    """A stop drops the frames still queued for playback: `stopped` reports what the client got."""
+    image = sample_id(server)
+
+    async def go():
+        c = await Client.connect(server.ws_url)
+        await c.send(type="start", image=image, prompt="stop test")
+        await c.expect("started")
+        await c.frames_until(15)
+        await c.send(type="stop")
+        stopped = await c.expect("stopped")
+        await c.pump(0.5)                                                   # nothing trails the stop
+        assert stopped["frames"] == len(c.frames)
+        await c.ws.close()
+
+    run(go())
+
+
 def test_uploads_over_http(server):
     import httpx
 

@@ -284,7 +284,9 @@ class Studio:
                 raise err("motion transfer needs an uploaded driving video ('video' id)", kind, seq)
             s.request = msg
             s.muted = False
+            s.held_since = None
             s.frames.clear()
+            s.frames_sent = 0
             position = self.slot.request(s)
             s.status = "starting" if position == 0 else "queued"
             if position:
@@ -295,7 +297,7 @@ class Studio:
             if s.status == "queued":
                 self.slot.release(s)
                 s.status, s.request = "idle", None
-                s.send(protocol.server_message("stopped", frames=0, recording=None))
+                s.send(protocol.server_message("stopped", frames=s.frames_sent, recording=None))
             elif s.status in ("starting", "streaming"):
                 s.muted = True
                 s.frames.clear()
@@ -311,10 +313,9 @@ class Studio:
                 raise err("queued: drags apply once your stream runs", kind, seq)
         else:
             if kind == "pause":
-                s.muted = True
-                s.frames.clear()
+                s.hold(time.monotonic())         # keep what was generated: it plays on resume
             elif kind == "resume":
-                s.muted = False
+                s.unhold(time.monotonic())
             s.add_command(msg)
 
     async def on_socket(self, ws: Any) -> None:
@@ -377,10 +378,10 @@ class Studio:
             while True:
                 await s.wake.wait()
                 s.wake.clear()
-                while s.messages or s.frames:
+                while s.messages or (s.frames and s.held_since is None):
                     while s.messages:
                         await ws.send_text(s.messages.popleft())
-                    if not s.frames:
+                    if not s.frames or s.held_since is not None:
                         break
                     item = s.frames.items[0]
                     wait = item.due - time.monotonic()
@@ -395,6 +396,7 @@ class Studio:
                     if -wait > self.cfg.max_frame_lateness_s and s.frames:
                         s.frames.dropped += 1
                         continue
+                    s.frames_sent += 1
                     await ws.send_bytes(protocol.pack_frame(item.jpeg, item.frame, item.chunk, item.ack_seq, item.flags,
                                                             time.time() * 1000, item.gen_ms))
         except asyncio.CancelledError:
