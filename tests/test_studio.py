@@ -432,6 +432,30 @@ def test_stopped_counts_the_frames_the_client_received(server):
     run(go())
 
 
+def test_status_messages_carry_the_engines_quality_rung_when_it_has_one():
+    """An engine with an adaptive ladder exposes `quality`: `started` / `state` carry it and a change of
+    rung is announced once; an engine without one adds nothing."""
+    from types import SimpleNamespace
+
+    from motionstream.app.session import GenerationWorker
+
+    worker = GenerationWorker.__new__(GenerationWorker)         # no engine: only the quality plumbing
+    worker.gen = SimpleNamespace(next_frame=9, chunk_index=1)
+    assert worker.quality_fields() == {}
+    worker.gen.quality = "full"
+    assert worker.quality_fields() == {"quality": "full"}
+    sent: list[str] = []
+    session = SimpleNamespace(send=sent.append)
+    worker.sent_quality = "full"
+    worker.send_quality_change(session)
+    assert sent == []
+    worker.gen.quality = "2-steps"
+    worker.send_quality_change(session)
+    worker.send_quality_change(session)
+    assert [json.loads(m) for m in sent] == [{"type": "state", "status": "streaming", "frame": 9, "chunk": 1,
+                                             "quality": "2-steps"}]
+
+
 def test_uploads_over_http(server):
     import httpx
 

@@ -105,6 +105,7 @@ class ModelStack:
     fps: float
     label: str                             # what the page shows: which weights are running (no server path)
     source: str = ""                       # the model folder, for the server's console only
+    name: str = ""                         # the model folder's name (the page's header), e.g. student-tiny-cpu
 
     @property
     def latent_cells(self) -> int:
@@ -112,8 +113,8 @@ class ModelStack:
         return (self.width // s) * (self.height // s)
 
     def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
-                "decoder": self.stream_cfg.decoder}
+        return {"name": self.name or Path(self.source).name, "label": self.label, "kind": self.meta.get("kind"),
+                "cache": self.stream_cfg.name, "decoder": self.stream_cfg.decoder}
 
 
 def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None = None,
@@ -134,7 +135,7 @@ def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None
     note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""
     label = f"{kind} {where.name} {st.stream_cfg.name}{note}"   # clients see it: the folder name, not its path
     return ModelStack(st.model, st.param, st.meta, st.codec, st.text_encoder, st.stream_cfg, st.tracks_cfg,
-                      st.width, st.height, st.fps, label, str(where))
+                      st.width, st.height, st.fps, label, str(where), where.name)
 
 
 # ------------------------------------------------------------------------------- outboxes
