@@ -6,6 +6,8 @@
 const FRAME_HEADER_BYTES = 32;          // = motionstream.app.protocol.FRAME_HEADER.size
 const FRAME_MAGIC = "MSF1";
 const NO_SEQ = 0xffffffff;
+const FLAG_CHUNK_START = 2;             // = protocol.FLAG_CHUNK_START: the frame carries its chunk's gen_ms
+const GEN_MS_OFFSET = 28;               // byte offset of the float32 gen_ms in the frame header
 const RECONNECT_MS = 2000;
 const PATH_SAMPLE_MS = 15;              // keep at most one path keyframe per this many ms
 const HUD_WINDOW_MS = 2000;            // the HUD's fps and latency: paints / samples of the last 2 s
@@ -28,7 +30,7 @@ const S = window.studio = {
   // honest HUD: a paint = the first animation frame after a new video frame was drawn (rAF time);
   // latency = a pointer event's time -> the paint of the first frame whose ack_seq covers it
   paintTimes: [], paintLog: [], latencySamples: [], latencyLog: [], latencyMs: null, pointerAt: new Map(),
-  drawn: null, streamPaintStart: null,
+  drawn: null, streamPaintStart: null, chunkGenLog: [],
   seq: 0, errors: [],
   pins: [], paths: [], drag: null, draft: null, hover: null, nextDragId: 1,
 };
@@ -110,6 +112,9 @@ async function onFrame(buf) {
   const frame = dv.getUint32(4, true), chunk = dv.getUint32(8, true), ack = dv.getUint32(12, true);
   S.framesReceived += 1;
   S.streamFrames += 1;
+  if (dv.getUint32(16, true) & FLAG_CHUNK_START && S.chunkGenLog.length < MEASURE_LOG_MAX) {
+    S.chunkGenLog.push(dv.getFloat32(GEN_MS_OFFSET, true));
+  }
   if (frame < S.lastFrame) return;
   S.lastFrame = frame; S.lastChunk = chunk;
   const bitmap = await createImageBitmap(new Blob([buf.slice(FRAME_HEADER_BYTES)], { type: "image/jpeg" }));
@@ -397,7 +402,7 @@ function updateHud(t) {
 // The stream stopped (or a new one starts): fps, latency, quality and their measurements clear.
 function clearHud() {
   S.paintTimes = []; S.paintLog = []; S.latencySamples = []; S.latencyLog = []; S.latencyMs = null;
-  S.pointerAt.clear(); S.drawn = null; S.streamPaintStart = null; S.fps = null;
+  S.pointerAt.clear(); S.drawn = null; S.streamPaintStart = null; S.fps = null; S.chunkGenLog = [];
   setQuality(null);
 }
 
