@@ -210,6 +210,14 @@ class Client:
         return [m for m in self.messages if m["type"] == "error"]
 
 
+async def streaming_client(server, image: str, prompt: str) -> Client:
+    """A client whose stream has started."""
+    c = await Client.connect(server.ws_url)
+    await c.send(type="start", image=image, prompt=prompt)
+    await c.expect("started")
+    return c
+
+
 def decode(jpeg: bytes) -> np.ndarray:
     import cv2
 
@@ -386,9 +394,7 @@ def test_pause_keeps_the_frames_generated_before_it(server):
     image = sample_id(server)
 
     async def go():
-        c = await Client.connect(server.ws_url)
-        await c.send(type="start", image=image, prompt="pause test")
-        await c.expect("started")
+        c = await streaming_client(server, image, "pause test")
         await c.frames_until(12)
         await c.send(type="pointer_down", id=1, x=40.0, y=48.0, size=16.0, spacing=8.0)
         for k in range(1, 6):
@@ -419,9 +425,7 @@ def test_stopped_counts_the_frames_the_client_received(server):
     image = sample_id(server)
 
     async def go():
-        c = await Client.connect(server.ws_url)
-        await c.send(type="start", image=image, prompt="stop test")
-        await c.expect("started")
+        c = await streaming_client(server, image, "stop test")
         await c.frames_until(15)
         await c.send(type="stop")
         stopped = await c.expect("stopped")
@@ -533,9 +537,7 @@ def test_fuzzed_controls_never_take_the_server_down(server):
     image = sample_id(server)
 
     async def go():
-        streamer = await Client.connect(server.ws_url)
-        await streamer.send(type="start", image=image, prompt="fuzz")
-        await streamer.expect("started")
+        streamer = await streaming_client(server, image, "fuzz")
         fuzzer = await Client.connect(server.ws_url)
         sent = 0
         for raw in fuzz_messages(random.Random(0), 400):
