@@ -315,6 +315,11 @@ def test_latest_wins_queue_and_slot_order(tmp_path):
     for k in range(10):
         q.put(FrameItem(0.0, k, 0, None, 0, 0.0, b""))
     assert [i.frame for i in q.items] == [7, 8, 9] and q.dropped == 7
+    for k in range(10, 13):                             # held by a pause: nothing is dropped ...
+        q.put(FrameItem(0.0, k, 0, None, 0, 0.0, b""), keep=True)
+    assert [i.frame for i in q.items] == [7, 8, 9, 10, 11, 12] and q.dropped == 7
+    q.put(FrameItem(0.0, 13, 0, None, 0, 0.0, b""))     # ... until frames come unheld again
+    assert [i.frame for i in q.items] == [11, 12, 13] and q.dropped == 11
 
     loop = asyncio.new_event_loop()
     try:

@@ -152,16 +152,19 @@ class FrameItem:
 
 
 class FrameQueue:
-    """Latest-wins bounded queue: put() beyond `maxlen` drops the oldest frame (counted)."""
+    """Latest-wins bounded queue: put() beyond `maxlen` drops the oldest frame (counted), except with
+    keep=True (a pause holds every generated frame; the paused worker adds at most one chunk)."""
 
     def __init__(self, maxlen: int):
-        self.items: deque[FrameItem] = deque(maxlen=maxlen)
+        self.items: deque[FrameItem] = deque()
+        self.maxlen = maxlen
         self.dropped = 0
 
-    def put(self, item: FrameItem) -> None:
-        if len(self.items) == self.items.maxlen:
-            self.dropped += 1
+    def put(self, item: FrameItem, keep: bool = False) -> None:
         self.items.append(item)
+        while not keep and len(self.items) > self.maxlen:
+            self.items.popleft()
+            self.dropped += 1
 
     def clear(self) -> None:
         self.dropped += len(self.items)
@@ -291,7 +294,7 @@ class Session:
         if self.closed or self.muted:
             return
         for item in items:
-            self.frames.put(item)
+            self.frames.put(item, keep=self.held_since is not None)
         self.wake.set()
 
     def add_command(self, msg: dict) -> None:
