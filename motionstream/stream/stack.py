@@ -61,7 +61,7 @@ class StreamStack:
 
     def describe(self) -> dict[str, Any]:
         """The model as the studio's status and hello messages report it."""
-        return {"label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
+        return {"name": self.folder.name, "label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
                 "decoder": self.stream_cfg.decoder}
 
 
