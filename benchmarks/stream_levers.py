@@ -56,7 +56,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.stream import PROMPT, busy_loop, load_or_random  # noqa: E402
-from motionstream.config import load_config  # noqa: E402
+from motionstream.config import load_config, video_config  # noqa: E402
 from motionstream.eval.stream_speed import begin, time_pipeline  # noqa: E402
 from motionstream.models.attention import merge_heads  # noqa: E402
 from motionstream.models.rope import apply_rope  # noqa: E402
@@ -320,8 +320,8 @@ def main() -> None:
     model, param, codec, what = load_or_random(cfg)
     print("# " + "; ".join(what))
     gen = StreamingGenerator(model, codec, load_text_encoder(cfg), stream_config_for(cfg), param)
-    video = cfg.get("video", {})
-    width, height = int(video.get("width", 256)), int(video.get("height", 144))
+    video = video_config(cfg)
+    width, height = video.width, video.height
     image = (np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8)
     tracks = grid_tracks(width, height, gen.fps, 1000, 231)
     groups = set(args.only or ("dit", "chunk", "threads", "jpeg"))

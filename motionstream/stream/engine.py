@@ -61,6 +61,7 @@ import torch
 from motionstream.diffusion.sampling import TeacherParam
 from motionstream.models.conditioning import MotionCondition
 from motionstream.models.kv_cache import KVCache
+from motionstream.stream.composite import composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.trackset import TrackSet
 from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, chunk_noise, stream_prior
@@ -107,6 +108,9 @@ class StreamConfig:
     quality_ladder: dict[str, list[float]] = field(default_factory=lambda: dict(DEFAULT_LADDER))
     # rung -> fraction of the video size it generates at (absent = 1); frames are scaled back up
     quality_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SCALE))
+    # [lo, hi] latent RMS gap: show the warp's pixels where the student keeps its "video" prior
+    # (stream/composite.py); [] = the decoded latents alone
+    composite: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -114,6 +118,8 @@ class StreamConfig:
             raise ValueError(f"bad cache shape {self.name}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
+        if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
+            raise ValueError(f"stream.composite must be [] or [lo, hi] with 0 <= lo < hi, got {self.composite}")
         if self.quality not in self.rungs and self.quality != AUTO_QUALITY:
             raise ValueError(f"stream.quality must be {AUTO_QUALITY} or one of {self.rungs}, got {self.quality!r}")
 
@@ -317,6 +323,7 @@ class StreamingGenerator:
         self.frames_out = 0
         self.paused = False
         self.last_latents: torch.Tensor | None = None
+        self.last_blend: tuple[np.ndarray, np.ndarray] | None = None
 
     def pause(self) -> None:
         """Stop generating: next_chunk returns no frames and the stream clock stands still."""
@@ -387,16 +394,17 @@ class StreamingGenerator:
         t0 = time.perf_counter()
         latents = self.generate_latents()
         self.adapt(time.perf_counter() - t0 + self.last_decode_s)
+        blend = self.last_blend
         if not self.config.overlap_decode:
             done = futures.Future()
-            done.set_result(self.decode_now(latents))
+            done.set_result(self.decode_now(latents, blend))
             return done
         if self._worker is None:
             # OpenMP thread counts are per thread: give the worker the caller's torch thread count
             threads = torch.get_num_threads()
             self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode",
                                                       initializer=torch.set_num_threads, initargs=(threads,))
-        return self._worker.submit(self.decode_now, latents)
+        return self._worker.submit(self.decode_now, latents, blend)
 
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
@@ -408,10 +416,10 @@ class StreamingGenerator:
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
         if (self.work_width, self.work_height) != (self.width, self.height):
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
-        prior = None
+        prior, warp = None, None
         if self.prior_encoder is not None:
-            frames = frames_to_tensor(chunk_video_frames(self.prior_image, chunk)).to(self.device)
-            prior = self.prior_encoder.encode_chunk(frames)
+            warp = chunk_video_frames(self.prior_image, chunk)
+            prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
         cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
                        image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -422,6 +430,12 @@ class StreamingGenerator:
         else:
             x0 = self.sampler.denoise(noise, latent_start, self.cache)
             self.sampler.write(x0, latent_start, self.cache)     # the clean pass: K/V into sink / window
+        self.last_blend = None
+        if warp is not None and self.config.composite:
+            lo, hi = self.config.composite
+            weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
+                                      self.temporal_factor, first_chunk=self.chunk_index == 0)
+            self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0
         if self.config.sink_refresh_chunks > 0 and self.chunk_index % self.config.sink_refresh_chunks == 0:
@@ -489,13 +503,16 @@ class StreamingGenerator:
         return stream_prior(replace(cond, image_latent=first), self.param)
 
     @torch.inference_mode()
-    def decode_now(self, latents: torch.Tensor) -> np.ndarray:
-        """Decode a chunk's latents [1, C_lat, C, h, w] on this thread: uint8 frames [T, H, W, 3]."""
+    def decode_now(self, latents: torch.Tensor, blend: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Decode a chunk's latents [1, C_lat, C, h, w] on this thread: uint8 frames [T, H, W, 3] of the
+        stream's size; blend = (warp frames, weight) of stream/composite.py, at the working size."""
         from motionstream.models.codec import tensor_to_frames
 
         with self._lock:
             t0 = time.perf_counter()
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
+            if blend is not None:
+                frames = composite_frames(frames, *blend)
             if (self.work_width, self.work_height) != (self.width, self.height):
                 frames = np.stack([cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
                                    for f in frames])
