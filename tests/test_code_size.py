@@ -16,7 +16,6 @@ MAX_FUNCTION_LINES = 80
 
 # "path::qualified.name": functions other branches are splitting (issue 20); remove each as it lands
 OVERSIZED = {
-    "benchmarks/stream.py::main",                        # one streaming-speed benchmark
     "motionstream/train/teacher.py::train_teacher",      # train/loop.py: one training-loop skeleton
     "motionstream/train/vae.py::train_vae",
     "motionstream/train/ode.py::train_ode",
