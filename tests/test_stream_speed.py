@@ -103,6 +103,17 @@ def test_a_smaller_rung_generates_small_and_returns_frames_of_the_stream_size(pa
     assert auto.quality == "small" and auto.cache.token_grid == gen.cache.token_grid
 
 
+def test_quality_auto_keeps_the_preset_rung_and_adapts():
+    from motionstream.stream.engine import stream_config_for
+
+    preset = {"stream": {"quality": "2-step", "quality_ladder": dict(LADDER)}}
+    assert (stream_config_for(preset).quality, stream_config_for(preset).adaptive) == ("2-step", False)
+    auto = stream_config_for(preset, quality=AUTO_QUALITY)
+    assert (auto.quality, auto.adaptive) == ("2-step", True)
+    pinned = stream_config_for(preset, quality="full")
+    assert (pinned.quality, pinned.adaptive) == ("full", False)
+
+
 def test_count_flops_is_exact_for_a_matmul_and_counts_cpu_attention():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     assert perf.count_flops(lambda: a @ b)[1] == 2 * 8 * 16 * 4

@@ -150,14 +150,14 @@ register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
 
 
 def methods_for(ctx: BenchmarkContext) -> list[Method]:
-    """The registered methods, one row per quality rung of the streaming engine below the preset's
-    (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
+    """The registered methods, one row per quality rung of the streaming engine other than the
+    preset's (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
     folder in eval.compare_students (a candidate and the student it would replace, scored in the same run)."""
     from motionstream.config import section
-    from motionstream.stream.engine import AUTO_QUALITY, StreamConfig
+    from motionstream.stream.engine import StreamConfig
 
     stream = section(ctx.cfg, "stream", StreamConfig)
-    rungs = [r for r in stream.rungs if r not in (stream.quality, AUTO_QUALITY)]
+    rungs = [r for r in stream.rungs if r != stream.quality]
     extra = [Method(f"{STUDENT_METHOD} {rung}", _student_factory(quality=rung), (VAE_WEIGHTS, TINY_WEIGHTS),
                     f"the shipped student on quality rung {rung}") for rung in rungs]
     extra += [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",

@@ -24,8 +24,9 @@ from motionstream.tracks.cli import user_errors
 
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
-QUALITY_HELP = ("quality rung: full (the student's own steps, default), a rung of the preset's "
-                "stream.quality_ladder (e.g. 2-step), or auto (step down while the machine falls behind real time)")
+QUALITY_HELP = ("quality rung: full (the student's own steps), a rung of the preset's stream.quality_ladder "
+                "(e.g. 2-step), or auto (the preset's rung, stepping down while the machine falls behind real "
+                "time); default: the preset's stream.quality")
 
 SUBCOMMANDS = ("generate", "transfer", "camera", "edit")
 

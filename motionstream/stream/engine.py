@@ -69,7 +69,7 @@ from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 FULL_QUALITY = "full"                 # the rung of the student's own denoising steps
-AUTO_QUALITY = "auto"                 # adaptive: step down the ladder until the stream keeps up
+AUTO_QUALITY = "auto"                 # `--quality auto`: adaptive from the preset's rung (StreamConfig.adaptive)
 # rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder / quality_scale): fewer steps, then smaller
 DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
 DEFAULT_SCALE = {"2-step-small": 0.75}
@@ -101,9 +101,11 @@ class StreamConfig:
     # the write of the clean chunk's K/V rides on the last denoising pass (its noisy input at t_{K-1})
     # instead of one more pass at t = 0: one DiT pass less per chunk (benchmarks/stream_levers.py)
     fuse_cache_pass: bool = False
-    # quality rung: FULL_QUALITY (the student's own steps), a rung of quality_ladder, or AUTO_QUALITY
-    # (start at the top and step down while the machine cannot keep the video's fps; see `adapt`)
+    # quality rung the stream starts on: FULL_QUALITY (the student's own steps) or a rung of
+    # quality_ladder (AUTO_QUALITY here = the top rung, adaptive)
     quality: str = "full"
+    # step down the ladder from `quality` while the machine cannot keep the video's fps (see `adapt`)
+    adaptive: bool = False
     # rung name -> unshifted denoising steps u, best first (measured: `eval transfer --set stream.quality=RUNG`)
     quality_ladder: dict[str, list[float]] = field(default_factory=lambda: dict(DEFAULT_LADDER))
     # rung -> fraction of the video size it generates at (absent = 1); frames are scaled back up
@@ -120,7 +122,9 @@ class StreamConfig:
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
         if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
             raise ValueError(f"stream.composite must be [] or [lo, hi] with 0 <= lo < hi, got {self.composite}")
-        if self.quality not in self.rungs and self.quality != AUTO_QUALITY:
+        if self.quality == AUTO_QUALITY:
+            self.quality, self.adaptive = self.rungs[0], True
+        if self.quality not in self.rungs:
             raise ValueError(f"stream.quality must be {AUTO_QUALITY} or one of {self.rungs}, got {self.quality!r}")
 
     @property
@@ -241,7 +245,7 @@ class StreamingGenerator:
         self._lock = threading.Lock()
         self.started = False
         self.paused = False
-        self.quality = self.config.rungs[0] if self.config.quality == AUTO_QUALITY else self.config.quality
+        self.quality = self.config.quality
         self.last_decode_s = 0.0
         self.pending_quality = None
 
@@ -272,7 +276,7 @@ class StreamingGenerator:
         self.prompt = prompt
         self.controls = MotionControls(self.width, self.height, self.fps, seed=self.config.seed)
         c = self.config
-        self.quality = c.rungs[0] if c.quality == AUTO_QUALITY else c.quality
+        self.quality = c.quality
         self.pending_quality: str | None = None
         self._begin_rung()
         self.slow_chunks = 0
@@ -443,12 +447,12 @@ class StreamingGenerator:
         return x0
 
     def adapt(self, chunk_seconds: float) -> None:
-        """Adaptive real time (quality AUTO_QUALITY): after SLOW_CHUNKS_TO_STEP_DOWN consecutive chunks
+        """Adaptive real time (stream.adaptive, `--quality auto`): after SLOW_CHUNKS_TO_STEP_DOWN consecutive chunks
         whose generation + decode took longer than the video they yield, step one rung down the ladder
         (fewer denoising steps) from the next chunk on. Never steps back up within a stream: the load that
         made it slow is usually still there, and flipping rungs would flicker. The first chunk (warm-up,
         image encode) is not counted."""
-        if self.config.quality != AUTO_QUALITY or self.chunk_index <= 1:
+        if not self.config.adaptive or self.chunk_index <= 1:
             return
         rungs = self.config.rungs
         if self.pending_quality is not None:
@@ -551,6 +555,8 @@ def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, *
     from_preset = {k: getattr(preset, k) for k in sampler_keys} if preset is not None else {}
     student = (meta or {}).get("student") or {}
     from_model = {k: student[k] for k in ("chunk_frames", "denoising_steps", "shift", "renoise") if k in student}
+    if overrides.get("quality") == AUTO_QUALITY:      # `--quality auto`: the preset's rung, adaptive
+        overrides = {**overrides, "quality": None, "adaptive": True}
     return replace(sc, **{**from_preset, **from_model}, **{k: v for k, v in overrides.items() if v is not None})
 
 
