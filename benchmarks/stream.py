@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import motionstream  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import torch  # noqa: E402
 
 from motionstream.config import WEIGHTS_DIR, load_config, section, video_config  # noqa: E402

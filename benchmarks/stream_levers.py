@@ -52,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import motionstream  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -66,6 +67,12 @@ JPEG_QUALITY = 85            # the studio's default (app/session.py StudioConfig
 CHUNK_ROUND = 3              # chunks per timed round of a whole-chunk lever (after one untimed chunk)
 PIPELINE_CHUNKS = 10         # chunks of a pipeline run in the thread-count rows
 THREAD_COUNTS = (1, 2, 3)
+GROUPS = ("dit", "chunk", "threads", "jpeg", "wait")
+PROBE_ROUNDS = 5             # alternating eager passes per thread count in a wait-policy child
+PROBE_TIMEOUT_S = 600
+TRACK_FRAMES = 1000          # frames of the pushed grid of tracks (longer than any stream here)
+TRACK_COUNT = 231            # tracks pushed: what benchmarks/stream.py pushes at 256x144 (tracks.track_counts)
+WARM_CHUNKS = 3              # chunks generated before any timing: sink and window full
 
 
 # ----------------------------------------------------------------------------- DiT pass
@@ -301,33 +308,70 @@ def jpeg_and_pacing(gen: Any, image: np.ndarray, tracks: Any) -> None:
           f"one-chunk buffer)")
 
 
+def wait_policy_rows() -> None:
+    """One eager DiT pass at 1 and 2 threads under each OpenMP wait policy (a child process each: the
+    policy is read when OpenMP starts). motionstream/__init__.py sets PASSIVE unless the user chose."""
+    import subprocess
+
+    for policy in ("ACTIVE", "PASSIVE"):
+        env = {**os.environ, "OMP_WAIT_POLICY": policy}
+        out = subprocess.run([sys.executable, __file__, "--probe-pass"], env=env, capture_output=True, text=True,
+                             timeout=PROBE_TIMEOUT_S)
+        line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else f"failed: {out.stderr[-200:]}"
+        print(f"OMP_WAIT_POLICY={policy:8s}           eager DiT pass {line}")
+
+
+def probe_pass() -> None:
+    """Child of wait_policy_rows: median seconds of an eager DiT pass at 1 and 2 threads, alternating."""
+    gen, _, _ = build(load_config("tiny-cpu"))
+    eager = BlockPass(gen.model.blocks).eval()
+    inputs = capture_pass_inputs(gen)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(PROBE_ROUNDS):
+        for n in times:
+            torch.set_num_threads(n)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                eager(*inputs)
+            times[n].append(time.perf_counter() - t0)
+    print(", ".join(f"{n} thread{'s' if n > 1 else ''} {1e3 * statistics.median(v):.0f} ms" for n, v in times.items())
+          + f" (load {os.getloadavg()[0]:.1f})")
+
+
+def build(cfg: dict) -> tuple[Any, np.ndarray, Any]:
+    """(started StreamingGenerator past its first chunks, image, tracks) on the preset's video size."""
+    from benchmarks.stream import grid_tracks
+    from motionstream.models.text import load_text_encoder
+    from motionstream.stream.engine import StreamingGenerator, stream_config_for
+
+    model, param, codec, what = load_or_random(cfg)
+    print("# " + "; ".join(what))
+    video = video_config(cfg)
+    gen = StreamingGenerator(model, codec, load_text_encoder(cfg), stream_config_for(cfg), param, fps=video.fps)
+    image = (np.random.default_rng(0).random((video.height, video.width, 3)) * 255).astype(np.uint8)
+    tracks = grid_tracks(video.width, video.height, video.fps, TRACK_FRAMES, TRACK_COUNT)
+    begin(gen, image, PROMPT, tracks)
+    for _ in range(WARM_CHUNKS):
+        gen.generate_latents()
+    return gen, image, tracks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="tiny-cpu")
     ap.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per lever")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=("dit", "chunk", "threads", "jpeg"), action="append",
-                    help="run only these groups (repeatable; default all)")
+    ap.add_argument("--only", choices=GROUPS, action="append", help="run only these groups (repeatable; default all)")
+    ap.add_argument("--probe-pass", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe_pass:
+        probe_pass()
+        return
     torch.set_num_threads(args.threads)
     print(f"# benchmarks/stream_levers.py  torch threads {args.threads}, load average (1 min) {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores")
-    from benchmarks.stream import grid_tracks
-    from motionstream.models.text import load_text_encoder
-    from motionstream.stream.engine import StreamingGenerator, stream_config_for
-
-    cfg = load_config(args.config)
-    model, param, codec, what = load_or_random(cfg)
-    print("# " + "; ".join(what))
-    gen = StreamingGenerator(model, codec, load_text_encoder(cfg), stream_config_for(cfg), param)
-    video = video_config(cfg)
-    width, height = video.width, video.height
-    image = (np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8)
-    tracks = grid_tracks(width, height, gen.fps, 1000, 231)
-    groups = set(args.only or ("dit", "chunk", "threads", "jpeg"))
-    begin(gen, image, PROMPT, tracks)
-    for _ in range(3):
-        gen.generate_latents()
+    gen, image, tracks = build(load_config(args.config))
+    groups = set(args.only or GROUPS)
     if "dit" in groups:
         dit_levers(gen, args.rounds)
     if "chunk" in groups:
@@ -336,6 +380,8 @@ def main() -> None:
         thread_levers(gen, image, tracks)
     if "jpeg" in groups:
         jpeg_and_pacing(gen, image, tracks)
+    if "wait" in groups:
+        wait_policy_rows()
     gen.close()
     print(f"# load average (1 min) after: {os.getloadavg()[0]:.2f}")
 
