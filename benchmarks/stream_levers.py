@@ -233,8 +233,9 @@ def alternate_configs(gen: Any, image: np.ndarray, tracks: Any, base_cfg, lever_
 def chunk_levers(gen: Any, image: np.ndarray, tracks: Any, rounds: int) -> None:
     base = gen.config
     per_frame = "(per frame, generation + decode)"
-    row("chunk: fused cache pass", *alternate_configs(gen, image, tracks, base, replace(base, fuse_cache_pass=True),
-                                                      rounds), per_frame)
+    unfused = replace(base, fuse_cache_pass=False)          # the preset may already fuse: compare both ways
+    row("chunk: fused cache pass", *alternate_configs(gen, image, tracks, unfused,
+                                                      replace(base, fuse_cache_pass=True), rounds), per_frame)
     if "2-step" in base.rungs:
         two = replace(base, quality="2-step")                 # the sampler follows the rung at start()
         row("chunk: 2 steps instead of 3", *alternate_starts(gen, image, tracks, base, two, rounds), per_frame)
