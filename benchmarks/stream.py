@@ -182,7 +182,8 @@ def report_serial(st: Setup, threads: int):
     s = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
     steps = st.gen.sampler.cfg.num_steps
     passes = steps if st.gen.config.fuse_cache_pass else steps + 1
-    print(f"serial    generation {s.median('generate_s'):.3f} s/chunk ({passes} DiT passes: {s.median('dit_s'):.3f} s), "
+    print(f"serial    generation {s.median('generate_s'):.3f} s/chunk "
+          f"({passes} DiT passes: {s.median('dit_s'):.3f} s), "
           f"decode {s.median('decode_s'):.3f} s/chunk (wall, medians of {SERIAL_CHUNKS - 2})")
     g, d = s.median("generate_cpu_s"), s.median("decode_cpu_s")
     print(f"cpu time  generation {g:.3f} CPU-s/chunk, decode {d:.3f} CPU-s/chunk (process CPU time: what the "
@@ -244,7 +245,8 @@ def report_long(st: Setup, chunks: int) -> None:
     print(f"long      generation only, {chunks} chunks ({gen.next_frame} frames): chunk 10-29 median "
           f"{early:.3f} s vs chunks {last - LONG_LATE + 1}-{last} median {late:.3f} s (ratio {late / early:.2f}); "
           f"cache slot {gen.cache.current_slot} (<= S + W)")
-    print(f"          RSS at chunk {LONG_EARLY.start}: {rss[LONG_EARLY.start]:.0f} MB, at chunk {last}: {rss[last]:.0f} MB")
+    print(f"          RSS at chunk {LONG_EARLY.start}: {rss[LONG_EARLY.start]:.0f} MB, "
+          f"at chunk {last}: {rss[last]:.0f} MB")
 
 
 def main() -> None:

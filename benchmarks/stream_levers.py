@@ -25,34 +25,37 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
 
   KEPT
     OpenMP passive waiting (motionstream/__init__.py sets OMP_WAIT_POLICY=PASSIVE unless the user did):
-        eager DiT pass at 2 threads 146 ms vs 2654 ms with ACTIVE (18x), 130 vs 252 ms at 1 thread,
-        load 5. The benchmarks used to import torch first and so ran with spinning threads; they now
-        import motionstream first.
-    fused cache pass (stream.fuse_cache_pass, on in tiny-cpu): 3 DiT passes a chunk instead of 4
-        (DiT 25.1 vs 33.5 GFLOP): 1.16x per frame (73.4 -> 63.2 ms, second run). Quality: eval transfer --quick PSNR world / media /
-        fast 14.732 / 20.716 / 21.566 vs 14.784 / 20.652 / 21.406 unfused; eval drag --quick --clips 4
-        changed / frame PSNR 16.206 / 20.281 vs 16.165 / 20.157, object EPE 13.1 vs 14.3.
-    2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times): 1.30x / 1.28x per frame in two runs
-        (75.4 -> 58.1, 79.4 -> 62.2 ms). Quality (fused): transfer 14.731 / 20.714 / 21.587, drag 16.221 / 20.267
-        (object EPE 17.7 vs 13.1: one clip's tracker fails). Shipped as the first rung of the adaptive
-        ladder, not the default (the EPE outlier).
+        eager DiT pass at 2 threads 146 ms vs 2654 ms with ACTIVE (18x), 130 vs 252 ms at 1 thread, load
+        5. The benchmarks used to import torch first and so ran with spinning threads; they now import
+        motionstream first.
+    fused cache pass (stream.fuse_cache_pass, on in tiny-cpu): 3 DiT passes a chunk instead of 4 (DiT
+        25.1 vs 33.5 GFLOP): 1.16x per frame (73.4 -> 63.2 ms, second run). Quality: eval transfer
+        --quick PSNR world / media / fast 14.732 / 20.716 / 21.566 vs 14.784 / 20.652 / 21.406 unfused;
+        eval drag --quick --clips 4 changed / frame PSNR 16.206 / 20.281 vs 16.165 / 20.157, object EPE
+        13.1 vs 14.3.
+    2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times): 1.30x / 1.28x per
+        frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms). Quality (fused): transfer 14.731 / 20.714 /
+        21.587, drag 16.221 / 20.267 (object EPE 17.7 vs 13.1: one clip's tracker fails). Shipped as the
+        first rung of the adaptive ladder, not the default (the EPE outlier).
     smaller size (rung `2-step-small`, 0.75x = 192x112, frames scaled back): 23 GFLOP a chunk vs 50;
-        quality (fused): transfer 14.740 / 20.308 / 21.096 (-0.4 to -0.5 dB on real clips), drag
-        16.281 / 20.203: the last rung, only where the machine cannot keep up otherwise.
-    2 torch threads beside one busy process: 1 / 2 / 3 threads 4.87 / 7.05 / 7.25 fps (3 is within noise).
+        quality (fused): transfer 14.740 / 20.308 / 21.096 (-0.4 to -0.5 dB on real clips), drag 16.281
+        / 20.203: the last rung, only where the machine cannot keep up otherwise.
+    2 torch threads beside one busy process: 1 / 2 / 3 threads 4.87 / 7.05 / 7.25 fps (3 is within
+        noise).
   NOT KEPT
-    torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass is
-        matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and
-        write flag (hit the limit of 8) and took 94-361 s to compile on this machine: not worth a
-        studio start.
-    int8 dynamic quantisation of the Linear layers: 1.38x on the pass (133 -> 96 ms) but the output moves
-        by up to 2.0 (max |diff|; latents have unit scale): not kept without a quality run and a
+    torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass
+        is matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and
+        write flag (hit the limit of 8) and took 94-361 s to compile on this machine: not worth a studio
+        start.
+    int8 dynamic quantisation of the Linear layers: 1.38x on the pass (133 -> 96 ms) but the output
+        moves by up to 2.0 (max |diff|; latents have unit scale): not kept without a quality run and a
         calibrated scheme.
-    ONNX Runtime 1.31.1 (CPU provider, same threads, pass exported with the TorchScript exporter):
-        0.85x (164 -> 193 ms).
+    ONNX Runtime 1.31.1 (CPU provider, same threads, pass exported with the TorchScript exporter): 0.85x
+        (164 -> 193 ms).
     channels_last(_3d) codec weights: 1.04x / 0.99x per frame in two runs (noise).
-    fewer tokens per chunk (2 latent frames, c2s1w1): 0.74x / 0.82x per frame in two runs (64.8 -> 87.8 ms): the per-chunk
-        costs (text, prior encoder start, decode) do not shrink, and the student was trained at 3.
+    fewer tokens per chunk (2 latent frames, c2s1w1): 0.74x / 0.82x per frame in two runs (64.8 -> 87.8
+        ms): the per-chunk costs (text, prior encoder start, decode) do not shrink, and the student was
+        trained at 3.
   COSTS, not levers
     JPEG encode (cv2, quality 85): 0.35 ms a frame, 0.6 % of the 62.5 ms frame budget.
     frame pacing: at load 5, chunks came every 0.93 s (p50) for 0.75 s of video: 71 % arrive after the

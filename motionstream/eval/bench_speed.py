@@ -127,7 +127,8 @@ def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
            "decode_s": decode_s, "encode_s": None, "fps": serial.fps(skip=0),
            "fps_no_decode": serial.fps(skip=0, decode=False), "latency_first_s": serial.start_s + per_chunk[0],
            "latency_chunk_p50_s": float(np.median(later)), "decode_ms_per_frame": 1e3 * decode_s / frames,
-           "nfe_per_chunk": len(cfg.steps_of(cfg.quality)) + (0 if cfg.fuse_cache_pass else 1), "peak_gflops": norm.peak_gflops,
+           "nfe_per_chunk": len(cfg.steps_of(cfg.quality)) + (0 if cfg.fuse_cache_pass else 1),
+           "peak_gflops": norm.peak_gflops,
            "fps_per_peak_gflops": norm.efficiency(serial.fps(skip=0)),
            "dit_utilisation": norm.dit_utilisation(float(np.median(serial.dit_s[1:] or serial.dit_s)))}
     ovl = {"model": f"{name}, decode overlapped", "frames": pipeline.frames, "nfe": None, "total_s": pipeline.seconds,
