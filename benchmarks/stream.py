@@ -157,7 +157,8 @@ def setup(args: argparse.Namespace) -> Setup:
     tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
     gen = StreamingGenerator(model, codec, load_text_encoder(cfg), sc, param, fps=fps)
     print(f"# benchmarks/stream.py  {width}x{height} @ {fps:g} fps, cache {sc.name}, quality {gen.quality} "
-          f"(K = {len(sc.steps_of(gen.quality))} steps), decoder {sc.decoder}, torch threads {args.threads}, "
+          f"(K = {len(sc.steps_of(gen.quality))} steps{', cache pass fused' if sc.fuse_cache_pass else ''}), "
+          f"decoder {sc.decoder}, torch threads {args.threads}, "
           f"{n_tracks} tracks pushed per chunk")
     for line in what:
         print(f"#   {line}")
