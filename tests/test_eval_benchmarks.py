@@ -196,6 +196,7 @@ def test_transfer_benchmark_rows(tmp_path, monkeypatch):
     methods["unshipped"] = bench_transfer.Method("unshipped", broken, ("no-such-model",))
     methods["broken"] = bench_transfer.Method("broken", broken)
     monkeypatch.setattr(bench_transfer, "METHODS", methods)   # the real models would be slow here
+    monkeypatch.setattr(bench_transfer, "rung_methods", lambda ctx: [])    # (the student's quality rungs too)
     res = run_benchmark("transfer", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     # the real clips live in ../shared/media beside the checkout; a bare clone has only the world
@@ -230,6 +231,7 @@ def test_drag_benchmark_rows(tmp_path, monkeypatch):
     methods = {k: bench_transfer.METHODS[k] for k in ("repeat-first-frame", "forward-warp")}
     methods["broken"] = bench_transfer.Method("broken", broken)
     monkeypatch.setattr(bench_transfer, "METHODS", methods)
+    monkeypatch.setattr(bench_transfer, "rung_methods", lambda ctx: [])    # the real student would be slow here
     import motionstream.eval.bench_drag as bench_drag
 
     res = run_benchmark("drag", quick=True, out_root=tmp_path / "out", clips=2)

@@ -149,17 +149,21 @@ register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
                 description="the student after the ODE stage alone, c3s1w1, tiny decoder")
 
 
-def methods_for(ctx: BenchmarkContext) -> list[Method]:
-    """The registered methods, one row per quality rung of the streaming engine other than the
-    preset's (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
-    folder in eval.compare_students (a candidate and the student it would replace, scored in the same run)."""
+def rung_methods(ctx: BenchmarkContext) -> list[Method]:
+    """A row of the shipped student on each quality rung of the preset other than its stream.quality."""
     from motionstream.config import section
     from motionstream.stream.engine import StreamConfig
 
     stream = section(ctx.cfg, "stream", StreamConfig)
-    rungs = [r for r in stream.rungs if r != stream.quality]
-    extra = [Method(f"{STUDENT_METHOD} {rung}", _student_factory(quality=rung), (VAE_WEIGHTS, TINY_WEIGHTS),
-                    f"the shipped student on quality rung {rung}") for rung in rungs]
+    return [Method(f"{STUDENT_METHOD} {rung}", _student_factory(quality=rung), (VAE_WEIGHTS, TINY_WEIGHTS),
+                   f"the shipped student on quality rung {rung}") for rung in stream.rungs if rung != stream.quality]
+
+
+def methods_for(ctx: BenchmarkContext) -> list[Method]:
+    """The registered methods, one row per quality rung of the streaming engine other than the
+    preset's (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
+    folder in eval.compare_students (a candidate and the student it would replace, scored in the same run)."""
+    extra = rung_methods(ctx)
     extra += [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",
                     _student_factory(w), (VAE_WEIGHTS, TINY_WEIGHTS), f"the student in {w}")
              for w in ctx.eval_cfg.compare_students]
