@@ -29,17 +29,20 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         5. The benchmarks used to import torch first and so ran with spinning threads; they now import
         motionstream first.
     fused cache pass (stream.fuse_cache_pass, on in tiny-cpu): 3 DiT passes a chunk instead of 4 (DiT
-        25.1 vs 33.5 GFLOP): 1.16x per frame (73.4 -> 63.2 ms, second run). Quality: eval transfer
-        --quick PSNR world / media / fast 14.732 / 20.716 / 21.566 vs 14.784 / 20.652 / 21.406 unfused;
-        eval drag --quick --clips 4 changed / frame PSNR 16.206 / 20.281 vs 16.165 / 20.157, object EPE
-        13.1 vs 14.3.
-    2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times): 1.30x / 1.28x per
-        frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms). Quality (fused): transfer 14.731 / 20.714 /
-        21.587, drag 16.221 / 20.267 (object EPE 17.7 vs 13.1: one clip's tracker fails). Shipped as the
-        first rung of the adaptive ladder, not the default (the EPE outlier).
-    smaller size (rung `2-step-small`, 0.75x = 192x112, frames scaled back): 23 GFLOP a chunk vs 50;
-        quality (fused): transfer 14.740 / 20.308 / 21.096 (-0.4 to -0.5 dB on real clips), drag 16.281
-        / 20.203: the last rung, only where the machine cannot keep up otherwise.
+        25.1 vs 33.5 GFLOP): 1.16x per frame (73.4 -> 63.2 ms, second run; the first run compared the
+        fused preset with itself). Quality, same seeds, stream.composite on (main as merged 06:00): eval
+        transfer --quick PSNR world / media / fast 14.525 / 21.184 / 22.428 vs 14.585 / 21.201 / 22.401
+        unfused, EPE 2.26 / 0.45 / 0.76 vs 2.43 / 0.52 / 0.98; eval drag --quick --clips 4 changed /
+        frame PSNR 16.030 / 20.455 vs 16.137 / 20.519, object EPE 5.6 vs 6.8.
+    2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times; the tiny-cpu
+        default since this run): 1.30x / 1.28x per frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms).
+        Quality (fused): transfer 14.532 / 21.201 / 22.444, EPE 2.28 / 0.43 / 0.77; drag 16.043 /
+        20.462, object EPE 5.4. (Without the composite, before the merge: transfer within 0.03 dB, drag
+        object EPE 17.7 vs 13.1 from one clip.)
+    smaller size (rung `2-step-small`, 0.75x = 192x112, frames scaled back): 23 GFLOP a chunk vs 50
+        (fused 2-step: 42); quality (fused): transfer 14.603 / 21.024 / 22.263 (-0.16 dB on media
+        against 2-step), drag 16.128 / 20.580: the last rung of the adaptive ladder (without the
+        composite it cost 0.4-0.5 dB on real clips).
     2 torch threads beside one busy process: 1 / 2 / 3 threads 4.87 / 7.05 / 7.25 fps (3 is within
         noise).
   NOT KEPT
