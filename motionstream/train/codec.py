@@ -205,18 +205,23 @@ class CodecStage(Stage):
     def extra(self) -> dict[str, Any]:
         return {"cursor": self.pool.cursor, "pool": self.pool.state()}
 
-    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[float, torch.Tensor]]]:
-        """(reconstruction of x in [-1, 1], the stage's own loss terms: name -> (weight, value))."""
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(reconstruction of x in [-1, 1], what `own_terms` needs besides it)."""
         raise NotImplementedError
+
+    def own_terms(self, rec: torch.Tensor, aux: Any) -> dict[str, tuple[float, torch.Tensor]]:
+        """The stage's own loss terms, name -> (weight, value). Built after the shared terms, as always:
+        the order of the graph fixes the order in which backward sums gradients (bit-identical runs)."""
+        return {}
 
     def train_step(self, step: int) -> dict[str, float]:
         tc = self.tc
         x = self.pool.batch(tc.batch_size, tc.num_frames, tc.crop_height, tc.crop_width)
-        rec, terms = self.reconstruct(x)
+        rec, aux = self.reconstruct(x)
         loss, parts = losses_codec.reconstruction_loss(rec, x, tc.l1_weight, tc.l2_weight, tc.ssim_weight,
                                                        tc.temporal_weight)
-        if self.lpips is not None:
-            terms = {"lpips": (tc.lpips_weight, self.lpips(rec, x)), **terms}
+        terms = {} if self.lpips is None else {"lpips": (tc.lpips_weight, self.lpips(rec, x))}
+        terms.update(self.own_terms(rec, aux))
         gan_on = step >= tc.gan_start_step and tc.gan_weight > 0
         if gan_on:
             terms["g"] = (tc.gan_weight, losses_codec.generator_adversarial_loss(self.disc, rec))

@@ -87,14 +87,17 @@ class TinyDecoderStage(CodecStage):
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "model": to_dict(self.model_cfg), "vae": str(self.vae_name)}
 
-    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[float, torch.Tensor]]]:
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(reconstruction, the full decoder's output when `teacher_weight` > 0)."""
         with torch.no_grad():
             z = self.codec.encode(x)
             teacher = self.codec.decode(z) if self.tc.teacher_weight > 0 else None
-        rec = to_signed(self.model.decode_video(z))
+        return to_signed(self.model.decode_video(z)), teacher
+
+    def own_terms(self, rec: torch.Tensor, teacher) -> dict[str, tuple[float, torch.Tensor]]:
         if teacher is None:
-            return rec, {}
-        return rec, {"teacher_l1": (self.tc.teacher_weight, (rec - teacher).abs().mean())}
+            return {}
+        return {"teacher_l1": (self.tc.teacher_weight, (rec - teacher).abs().mean())}
 
     def eval_codec(self):
         return self.codec.encode, lambda z: to_signed(self.ema_model.decode_video(z))

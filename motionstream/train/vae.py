@@ -130,11 +130,14 @@ class VAEStage(CodecStage):
         return {**super().extra(), "model": to_dict(self.model_cfg), "init": self.init,
                 "freeze_encoder": self.freeze_encoder}
 
-    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[float, torch.Tensor]]]:
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         rec, mean, logvar = self.model(x)
-        if self.freeze_encoder:
-            return rec, {}
-        return rec, {"kl": (self.tc.kl_weight, losses_codec.kl_divergence(mean, logvar))}
+        return rec, (mean, logvar)
+
+    def own_terms(self, rec: torch.Tensor, aux) -> dict[str, tuple[float, torch.Tensor]]:
+        if self.freeze_encoder:          # the latent space is fixed: no KL
+            return {}
+        return {"kl": (self.tc.kl_weight, losses_codec.kl_divergence(*aux))}
 
     def eval_codec(self):
         return (lambda x: self.ema_model.encode(x)[0]), self.ema_model.decode
