@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
 from motionstream.cli import UserError
 from motionstream.config import REPO_ROOT
@@ -345,7 +346,6 @@ def wrap_generator(model: torch.nn.Module, ctx) -> torch.nn.Module:
     with forward_chunk registered as a forward method so FSDP unshards for it."""
     if not ctx.enabled:
         return model
-    # torch.distributed.fsdp only under torchrun (it is not needed, and slow to import, otherwise)
     fully_shard(model)
     register_fsdp_forward_method(model, "forward_chunk")
     return model
