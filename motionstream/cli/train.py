@@ -80,7 +80,7 @@ def cmd_train_teacher(args) -> int:
 
 
 def cmd_teacher_cache(args) -> int:
-    from motionstream.train.teacher import TeacherCacheArgs, build_teacher_cache
+    from motionstream.train.teacher_cache import TeacherCacheArgs, build_teacher_cache
 
     return build_teacher_cache(typed(TeacherCacheArgs, args))
 
@@ -113,17 +113,19 @@ def cmd_train_gt(args) -> int:
 
 
 # ------------------------------------------------------------------------- parsers
-def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
-    def common(p: argparse.ArgumentParser, run: str) -> None:
-        add_config_arguments(p, default="tiny-cpu")
-        p.add_argument("--run", default=run, help=f"run folder (default: {run}); rerun to resume")
-        p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-        p.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
-        p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+def codec_common(p: argparse.ArgumentParser, run: str) -> None:
+    """The options both codec stages take."""
+    add_config_arguments(p, default="tiny-cpu")
+    p.add_argument("--run", default=run, help=f"run folder (default: {run}); rerun to resume")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
 
+
+def register_codec_stages(train: argparse._SubParsersAction) -> None:
     p = train.add_parser("vae", help="train the embedded causal video VAE",
                          description="Train the causal VAE (8x spatial, 4x temporal, 16 channels) on [world] clips.")
-    common(p, "runs/vae")
+    codec_common(p, "runs/vae")
     p.add_argument("--init", default=None, help="start from a shipped VAE folder (name in weights/ or path)")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder (latent space stays fixed)")
     p.add_argument("--gan-start", type=int, default=None, help="step at which the PatchGAN term turns on")
@@ -132,12 +134,14 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
 
     p = train.add_parser("tiny-decoder", help="distill the tiny streaming decoder from the frozen VAE",
                          description="Train the TAEHV-style tiny decoder on latents of the frozen shipped VAE.")
-    common(p, "runs/tiny-decoder")
+    codec_common(p, "runs/tiny-decoder")
     p.add_argument("--vae", default="vae-tiny-cpu", help="frozen VAE folder (name in weights/ or path)")
     p.add_argument("--init", default=None, help="start from a shipped tiny decoder folder")
     p.add_argument("--lpips-weights", default=None, help="optional local LPIPS-alex .safetensors; adds an LPIPS term")
     p.set_defaults(func=cmd_train_tiny_decoder)
 
+
+def register_teacher(train: argparse._SubParsersAction) -> None:
     p = train.add_parser("teacher", help="train the bidirectional motion-guided teacher (rectified flow)",
                          description="Train the teacher DiT on cached world clips. Re-running the same command "
                          "resumes from RUN. Under `torchrun --nproc_per_node N` the model is sharded with FSDP.")
@@ -170,6 +174,8 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_teacher_cache)
 
+
+def register_ode(train: argparse._SubParsersAction) -> None:
     p = train.add_parser("ode", help="distillation stage 1: teacher ODE pairs + causal regression (CausVid init)",
                          description="Generate ODE trajectories from the teacher under joint guidance (cached, "
                          "resumable), then regress the causal student onto them with randomly drawn sink/window "
@@ -194,6 +200,9 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_ode)
+
+
+def register_dmd(train: argparse._SubParsersAction) -> None:
     p = train.add_parser("dmd", help="distillation stage 2: Self-Forcing DMD with sink + rolling KV cache",
                          description="Self-rollout of the causal student with the inference KV cache past the "
                          "teacher's horizon; DMD against the frozen teacher under joint guidance (Eq. 4) with a "
@@ -215,6 +224,8 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_dmd)
 
+
+def register_gt(train: argparse._SubParsersAction) -> None:
     p = train.add_parser("gt", help="student stage 3: self-rollout regressed on the world's ground truth",
                          description="Stream the causal student with the inference KV cache on world clips rendered "
                          "on the fly, with dense, drag (studio-like) and sparse motion inputs, and regress every "
@@ -232,3 +243,8 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_gt)
 
+
+def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
+    """Every `motionstream train STAGE` parser (the order of `motionstream train --help`)."""
+    for add in (register_codec_stages, register_teacher, register_ode, register_dmd, register_gt):
+        add(train)

@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +35,28 @@ import torch
 
 from motionstream.cli import UserError
 from motionstream.config import REPO_ROOT, section, to_dict
-from motionstream.data.splits import split_seeds
-from motionstream.data.synth import render_clip
-from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
-from motionstream.diffusion.sampling import TeacherParam, predict_velocity, video_prior_for
-from motionstream.models.checkpoints import WeightsNotFound, load_model_dir, save_model_dir
+from motionstream.diffusion.flow import DiffusionConfig
+from motionstream.diffusion.sampling import TeacherParam
+from motionstream.models.checkpoints import load_model_dir, save_model_dir
 from motionstream.models.codec import load_codec
-from motionstream.models.conditioning import build_condition
 from motionstream.models.dit import DiTConfig, WanDiT
-from motionstream.models.text import load_text_encoder
-from motionstream.models.track_head import TrackHead
-from motionstream.tracks.embed import mid_frame_mask, sample_track_subset
-from motionstream.train.cache import TeacherCache, build_cache, cache_meta, text_key
-from motionstream.train.common import (EMA, WarmupSchedule, item_rng, load_run_config, optimizer_step,
-                                       read_training_state, repo_path, run_section, seed_everything)
-from motionstream.train.distributed import (DistContext, checkpoint_views, init_distributed, restore_views, shutdown,
-                                            wrap_model)
+from motionstream.train.cache import TeacherCache, text_key
+from motionstream.train.common import (EMA, WarmupSchedule, load_run_config, optimizer_step, read_training_state,
+                                       repo_path, run_section, seed_everything)
+from motionstream.train.distributed import DistContext, checkpoint_views, init_distributed, restore_views, shutdown, wrap_model
 from motionstream.train.loop import LoopResult, LoopSettings, Stage, run_stage, stage_logger
-from motionstream.train.teacher_eval import (VIDEO_DEFAULTS, TeacherEval, TeacherEvaluation, teacher_param,
-                                             tracks_section)
+from motionstream.train.teacher_batch import Batch, latent_frames_at, make_batch, pad_text, teacher_loss
+from motionstream.train.teacher_eval import TeacherEval, TeacherEvaluation, teacher_param, tracks_section
 
 TEACHER_KIND = "teacher"
 CACHE_REFRESH_EVERY = 50            # steps between re-listing the cache (a background builder adds clips)
 CACHE_POLL_SECONDS = 5              # while waiting for the first clips of the cache
 ADAM_BETA1 = 0.9
 
-__all__ = ["TeacherTrainConfig", "TeacherArgs", "TeacherCacheArgs", "TeacherEval", "teacher_param", "tracks_section",
-           "make_batch", "teacher_loss", "build_teacher", "export_teacher", "train_teacher", "build_teacher_cache"]
+# batch and loss live in train/teacher_batch.py, the eval in train/teacher_eval.py; importable from here too
+__all__ = ["TeacherTrainConfig", "TeacherArgs", "TeacherStage", "TeacherEval", "Batch", "teacher_param", "tracks_section",
+           "latent_frames_at", "make_batch", "pad_text", "teacher_loss", "build_teacher", "export_teacher",
+           "train_teacher"]
 
 
 @dataclass
@@ -106,101 +101,6 @@ class TeacherTrainConfig:
 
 
 # ---------------------------------------------------------------------- helpers
-def latent_frames_at(step: int, tcfg: TeacherTrainConfig) -> tuple[int, int]:
-    """(latent frames, global batch) of training step `step`."""
-    if step < tcfg.phase1_steps:
-        return tcfg.phase1_latent_frames, tcfg.phase1_batch_size
-    return tcfg.latent_frames, tcfg.batch_size
-
-
-def pad_text(tokens: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack [L_i, D] token sets into [B, L, D] + bool mask [B, L] (padding masked out)."""
-    length = max(t.shape[0] for t in tokens)
-    out = tokens[0].new_zeros(len(tokens), length, tokens[0].shape[1])
-    mask = torch.zeros(len(tokens), length, dtype=torch.bool)
-    for i, (t, m) in enumerate(zip(tokens, masks)):
-        out[i, :t.shape[0]] = t
-        mask[i, :t.shape[0]] = m
-    return out, mask
-
-
-def apply_motion_masks(cond, keep_motion: torch.Tensor, frame_keep: torch.Tensor | None):
-    """Zero the motion condition of dropped samples (keep_motion [B] float) and, in stage 2, of masked
-    mid latent frames (frame_keep [B, F] float; the track map's video frames follow the VAE layout)."""
-    b = keep_motion.shape[0]
-    lat_keep = keep_motion.view(b, 1, 1, 1, 1).expand(b, 1, cond.num_frames, 1, 1).clone()
-    if frame_keep is not None:
-        lat_keep = lat_keep * frame_keep.view(b, 1, -1, 1, 1)
-    # latent frame k covers video frames [a_k, b_k) of the track map (VAE layout: 1, then 4 each)
-    spans = [TrackHead.video_frames(k, k + 1, cond.temporal_factor) for k in range(cond.num_frames)]
-    vid_keep = lat_keep.repeat_interleave(torch.tensor([b - a for a, b in spans]), dim=2)
-    # a dropped sample's video prior is the frozen first frame, as for the null condition (drop_motion)
-    prior = cond.prior
-    if prior is not None:
-        prior = lat_keep * prior + (1 - lat_keep) * cond.image_latent[:, :, :1]
-    return replace(cond, track_map=cond.track_map * vid_keep,
-                   guide=None if cond.guide is None else cond.guide * lat_keep,
-                   guide_mask=None if cond.guide_mask is None else cond.guide_mask * lat_keep, prior=prior)
-
-
-@dataclass
-class Batch:
-    z0: torch.Tensor            # [B, C, F, h, w]
-    noise: torch.Tensor         # [B, C, F, h, w]
-    t: torch.Tensor             # [B] shifted flow time
-    text: torch.Tensor          # [B, L, D]
-    text_mask: torch.Tensor     # [B, L]
-    cond: Any                   # MotionCondition
-    moving: torch.Tensor        # [B, F, h, w]
-
-
-def make_batch(clips: list, indices: list[int], step: int, tcfg: TeacherTrainConfig, dcfg: DiffusionConfig,
-               dit_cfg, tracks_cfg, null_text: tuple[torch.Tensor, torch.Tensor], encode=None) -> Batch:
-    """Assemble the samples `indices` (global positions in the step's batch) of `clips` (CachedClip).
-
-    encode: VideoCodec.encode, needed when tcfg.output_skip is "video" (the prior is encoded per sample,
-    since it depends on the sample's random track subset)."""
-    num_f = clips[0].latents.shape[1]
-    h, w = clips[0].latents.shape[2:]
-    z0, noise, t, toks, tmasks, tracks, keep_m, frame_keep, moving = [], [], [], [], [], [], [], [], []
-    for clip, index in zip(clips, indices):
-        rng, gen = item_rng(tcfg.seed, step, index)
-        z0.append(clip.latents)
-        noise.append(torch.randn(clip.latents.shape, generator=gen))
-        t.append(shift_timesteps(torch.rand(1, generator=gen), dcfg.shift))
-        sub = sample_track_subset(clip.tracks, rng, min_tracks=tracks_cfg.min_tracks, max_tracks=tracks_cfg.max_tracks,
-                                  cells=h * w, id_range=tracks_cfg.id_range)
-        tracks.append(sub)  # carries fresh random track IDs (sinusoidal embedding seeds)
-        drop_text = rng.random() < tcfg.text_drop
-        drop_motion = rng.random() < tcfg.motion_drop
-        toks.append(null_text[0] if drop_text else clip.text_tokens)
-        tmasks.append(null_text[1] if drop_text else clip.text_mask)
-        keep_m.append(0.0 if drop_motion else 1.0)
-        if tcfg.stage >= 2:
-            masked = mid_frame_mask(num_f, rng, p=tracks_cfg.mask_prob)
-            frame_keep.append(torch.from_numpy(~np.asarray(masked)).float())
-        moving.append(clip.moving)
-    z0 = torch.stack(z0)
-    prior = video_prior_for(teacher_param(tcfg), encode, [c.first_frame for c in clips], tracks, num_f,
-                            dit_cfg.temporal_factor)
-    cond = build_condition(z0[:, :, 0], tracks, num_f, dit_cfg, prior=prior)
-    cond = apply_motion_masks(cond, torch.tensor(keep_m), torch.stack(frame_keep) if frame_keep else None)
-    text, text_mask = pad_text(toks, tmasks)
-    return Batch(z0=z0, noise=torch.stack(noise), t=torch.cat(t), text=text, text_mask=text_mask, cond=cond,
-                 moving=torch.stack(moving))
-
-
-def teacher_loss(model: torch.nn.Module, batch: Batch, param: TeacherParam, dcfg: DiffusionConfig,
-                 moving_weight: float) -> torch.Tensor:
-    """Weighted rectified-flow loss (Eq. A2) of one batch (mean over its samples)."""
-    f = batch.z0.shape[2]
-    t_frames = batch.t[:, None].expand(-1, f)
-    z_t = add_noise(batch.z0, batch.noise, t_frames)
-    pred = predict_velocity(model, z_t, t_frames, (batch.text, batch.text_mask), batch.cond, param)
-    err = (pred - velocity_target(batch.z0, batch.noise)).pow(2).mean(1)        # [B, F, h, w]
-    cell_w = 1 + moving_weight * batch.moving
-    per_sample = (err * cell_w).sum((1, 2, 3)) / cell_w.sum((1, 2, 3))
-    return (per_sample * loss_weight(batch.t, dcfg.shift, dcfg.loss_weighting)).mean()
 
 
 # ------------------------------------------------------------------- the model
@@ -405,38 +305,5 @@ def export_from_run(run_dir: Path, out_dir: Path, cfg, tcfg, dcfg, overrides: li
 
 
 # ------------------------------------------------------------------------ cache
-@dataclass
-class TeacherCacheArgs:
-    """`motionstream train teacher-cache`."""
-
-    config: str
-    overrides: list[str] = field(default_factory=list)
-    cache: str | None = None
-    n: int | None = None
-    vae: str | None = None
-    threads: int = 1
-    no_progress: bool = False
 
 
-def build_teacher_cache(args: TeacherCacheArgs) -> int:
-    cfg = load_run_config(args.config, args.overrides)
-    tcfg = run_section(cfg, "train_teacher", TeacherTrainConfig)
-    torch.set_num_threads(args.threads)
-    video = {**VIDEO_DEFAULTS, **cfg.get("video", {})}
-    width, height, fps = video["width"], video["height"], video["fps"]
-    try:
-        codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)
-    except WeightsNotFound as err:
-        raise UserError(str(err)) from err
-    codec.eval()
-    num_frames = 1 + codec.temporal_stride * (tcfg.latent_frames - 1)
-    text_encoder = load_text_encoder(cfg)
-    cache_dir = repo_path(args.cache or tcfg.cache_dir)
-    meta = cache_meta(str(args.vae or tcfg.vae), cfg.get("name", ""), width, height, num_frames, fps,
-                      type(text_encoder).__name__)
-    seeds = split_seeds("train", args.n or tcfg.cache_clips)
-    render = lambda s: render_clip(s, num_frames=num_frames, width=width, height=height, fps=fps)  # noqa: E731
-    n = build_cache(cache_dir, seeds, render, codec, text_encoder, meta, progress=not args.no_progress,
-                    log=lambda m: print(m, flush=True))
-    print(f"teacher cache {cache_dir}: wrote {n} clips")
-    return 0
