@@ -70,13 +70,19 @@ def cmd_train_tiny_decoder(args) -> int:
     return 0
 
 
+def run_typed(train_fn, args_cls, args, done: str) -> int:
+    """Run a stage's `train_fn` on its typed arguments; `done` (formatted with step, run, student) is
+    printed when it trained (not after an export)."""
+    result = train_fn(typed(args_cls, args))
+    if result is not None:
+        print(done.format(step=result.step, run=args.run, student=Path(args.run) / "student"))
+    return 0
+
+
 def cmd_train_teacher(args) -> int:
     from motionstream.train.teacher import TeacherArgs, train_teacher
 
-    result = train_teacher(typed(TeacherArgs, args))
-    if result is not None:
-        print(f"teacher: step {result.step}, state in {args.run}")
-    return 0
+    return run_typed(train_teacher, TeacherArgs, args, "teacher: step {step}, state in {run}")
 
 
 def cmd_teacher_cache(args) -> int:
@@ -88,28 +94,19 @@ def cmd_teacher_cache(args) -> int:
 def cmd_train_ode(args) -> int:
     from motionstream.train.ode import ODEArgs, train_ode
 
-    result = train_ode(typed(ODEArgs, args))
-    if result is not None:
-        print(f"ode: step {result.step}, student in {Path(args.run) / 'student'}")
-    return 0
+    return run_typed(train_ode, ODEArgs, args, "ode: step {step}, student in {student}")
 
 
 def cmd_train_dmd(args) -> int:
     from motionstream.train.dmd import DMDArgs, train_dmd
 
-    result = train_dmd(typed(DMDArgs, args))
-    if result is not None:
-        print(f"dmd: step {result.step}, EMA student in {Path(args.run) / 'student'}")
-    return 0
+    return run_typed(train_dmd, DMDArgs, args, "dmd: step {step}, EMA student in {student}")
 
 
 def cmd_train_gt(args) -> int:
     from motionstream.train.gt import GTArgs, train_gt
 
-    result = train_gt(typed(GTArgs, args))
-    if result is not None:
-        print(f"gt: step {result.step}, EMA student in {Path(args.run) / 'student'}")
-    return 0
+    return run_typed(train_gt, GTArgs, args, "gt: step {step}, EMA student in {student}")
 
 
 # ------------------------------------------------------------------------- parsers

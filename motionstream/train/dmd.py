@@ -47,12 +47,12 @@ from motionstream.diffusion.guidance import guided_prediction
 from motionstream.diffusion.sampling import predict_velocity, prior_encoder
 from motionstream.train.cache import TeacherCache
 from motionstream.train.common import EMA, WarmupSchedule, optimizer_step, repo_path, seed_everything
-from motionstream.train.distributed import DistContext, checkpoint_views, init_distributed, shutdown, wrap_model
+from motionstream.train.distributed import DistContext, checkpoint_views, shutdown, wrap_model
 from motionstream.train.dmd_inputs import (DMDInputs, PromptSource, StepPlan, grad_chunks, long_tracks, make_noise,
                                            plan_step, to_device, window_condition, write_samples)
-from motionstream.train.loop import LoopResult, LoopSettings, Stage, run_stage, stage_logger
+from motionstream.train.loop import LoopResult, Stage, run_stage
 from motionstream.train.rollout import StudentSampler, load_dit_folder, self_rollout
-from motionstream.train.student_stage import export_from_run, export_run_model, load_distill_config
+from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
 
 
 @dataclass
@@ -297,19 +297,13 @@ def build_dmd(args: DMDArgs, cfg, mcfg: DMDTrainConfig, scfg, dcfg, tcfg, ctx: D
 
 def train_dmd(args: DMDArgs) -> LoopResult | None:
     """Train (or resume) DMD in `args.run`; with `args.export`, copy its EMA student instead."""
-    cfg, mcfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_dmd", DMDTrainConfig, args.overrides)
-    torch.set_num_threads(args.threads or mcfg.threads)
-    ctx = init_distributed(args.device)
-    run_dir = Path(args.run)
-    log = stage_logger(run_dir, "dmd", ctx)
-    if args.export:
-        export_from_run(run_dir, Path(args.export), cfg, scfg, "dmd")
+    run = open_student_run(args, "dmd", DMDTrainConfig, args.device)
+    if run is None:
         return None
+    cfg, mcfg, scfg, dcfg, tcfg, ctx, log = run.cfg, run.section, run.scfg, run.dcfg, run.tcfg, run.ctx, run.log
     trainer, source, lineage = build_dmd(args, cfg, mcfg, scfg, dcfg, tcfg, ctx, log)
     stage = DMDStage(args, cfg, mcfg, scfg, trainer, source, lineage, ctx)
-    settings = LoopSettings(name="dmd", run_dir=run_dir, max_steps=args.steps if args.steps is not None
-                            else mcfg.total_steps, minutes=args.minutes, checkpoint_every=mcfg.checkpoint_every,
-                            log_every=mcfg.log_every, export_every=mcfg.export_every, progress=not args.no_progress)
+    settings = student_settings("dmd", args, mcfg)
     result = run_stage(stage, settings, ctx)
     shutdown(ctx)
     return result

@@ -50,10 +50,10 @@ from motionstream.models.text import load_text_encoder
 from motionstream.tracks.embed import sample_track_subset, with_ids
 from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step
 from motionstream.train.distributed import DistContext
-from motionstream.train.loop import LoopResult, LoopSettings, Stage, run_stage, stage_logger
+from motionstream.train.loop import LoopResult, Stage, run_stage
 from motionstream.train.losses_student import changed_cell_weights, weighted_mse
 from motionstream.train.rollout import StudentSampler, chunk_noise, load_dit_folder, self_rollout
-from motionstream.train.student_stage import export_from_run, export_run_model, load_distill_config
+from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
 
 INPUT_KINDS = ("dense", "drag", "sparse")
 GT_SALT = 7          # item_rng salt of this stage (ODE / DMD use others)
@@ -268,13 +268,10 @@ class GTStage(Stage):
 
 def train_gt(args: GTArgs) -> LoopResult | None:
     """Train (or resume) the ground-truth stage in `args.run`; with `args.export`, copy its EMA student."""
-    cfg, mcfg, scfg, _, tcfg = load_distill_config(args.config, "train_gt", GTTrainConfig, args.overrides)
-    torch.set_num_threads(args.threads or mcfg.threads)
-    run_dir = Path(args.run)
-    stage_logger(run_dir, "gt")
-    if args.export:
-        export_from_run(run_dir, Path(args.export), cfg, scfg, "gt")
+    run = open_student_run(args, "gt", GTTrainConfig, device="cpu")
+    if run is None:
         return None
+    cfg, mcfg, scfg, tcfg = run.cfg, run.section, run.scfg, run.tcfg
     try:
         model, param, meta = load_dit_folder(args.student)
         codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)
@@ -287,8 +284,5 @@ def train_gt(args: GTArgs) -> LoopResult | None:
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{args.config}: the video section needs width, height and fps ({err})") from err
     stage = GTStage(args, cfg, mcfg, scfg, model, param, meta, codec, video)
-    settings = LoopSettings(name="gt", run_dir=run_dir, max_steps=args.steps if args.steps is not None
-                            else mcfg.total_steps, minutes=args.minutes, checkpoint_every=mcfg.checkpoint_every,
-                            log_every=mcfg.log_every, eval_every_steps=mcfg.eval_every,
-                            export_every=mcfg.export_every, progress=not args.no_progress)
+    settings = student_settings("gt", args, mcfg, eval_every_steps=mcfg.eval_every)
     return run_stage(stage, settings)

@@ -42,12 +42,12 @@ from motionstream.diffusion.sampling import condition_prior, prior_encoder
 from motionstream.models.dit import chunk_attention_mask
 from motionstream.train.cache import TeacherCache, text_key
 from motionstream.train.common import WarmupSchedule, optimizer_step, repo_path, seed_everything
-from motionstream.train.distributed import DistContext, init_distributed, shutdown, wrap_model
-from motionstream.train.loop import LoopResult, LoopSettings, Stage, run_stage, stage_logger
+from motionstream.train.distributed import DistContext, shutdown, wrap_model
+from motionstream.train.loop import LoopResult, Stage, run_stage
 from motionstream.train.ode_pairs import (ODEPairs, generate_pairs, ode_schedule, open_pairs_dir, pair_batch, pair_meta,
                                           teacher_trajectory)
 from motionstream.train.rollout import add_skip, load_dit_folder
-from motionstream.train.student_stage import export_from_run, export_run_model, load_distill_config
+from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
 
 
 STEP_SALT = 2                       # numpy seed salt of the regression draws
@@ -243,17 +243,13 @@ def make_pairs(args: ODEArgs, cfg, ocfg: ODETrainConfig, scfg, dcfg, tcfg, teach
 
 def train_ode(args: ODEArgs) -> LoopResult | None:
     """Generate the missing ODE pairs, then regress the student on them in `args.run` (resumable)."""
-    cfg, ocfg, scfg, dcfg, tcfg = load_distill_config(args.config, "train_ode", ODETrainConfig, args.overrides)
+    run = open_student_run(args, "ode", ODETrainConfig, args.device)
+    if run is None:
+        return None
+    cfg, ocfg, scfg, dcfg, tcfg, ctx, log = run.cfg, run.section, run.scfg, run.dcfg, run.tcfg, run.ctx, run.log
     if ocfg.latent_frames % scfg.chunk_frames:
         raise UserError(f"train_ode.latent_frames {ocfg.latent_frames} is not a multiple of student.chunk_frames "
                         f"{scfg.chunk_frames}")
-    torch.set_num_threads(args.threads or ocfg.threads)
-    ctx = init_distributed(args.device)
-    run_dir = Path(args.run)
-    log = stage_logger(run_dir, "ode", ctx)
-    if args.export:
-        export_from_run(run_dir, Path(args.export), cfg, scfg, "ode")
-        return None
     pairs_dir = repo_path(args.pairs or ocfg.pairs_dir)
     try:
         teacher, param, teacher_meta = load_dit_folder(args.teacher, ctx.device)
@@ -271,9 +267,7 @@ def train_ode(args: ODEArgs) -> LoopResult | None:
     del teacher
     lineage = {"teacher_folder": str(args.teacher), "teacher_step": teacher_meta.get("step"), "ode_pairs": len(pairs)}
     stage = ODEStage(args, cfg, ocfg, scfg, pairs, lineage, ctx)
-    settings = LoopSettings(name="ode", run_dir=run_dir, max_steps=args.steps if args.steps is not None
-                            else ocfg.total_steps, minutes=args.minutes, checkpoint_every=ocfg.checkpoint_every,
-                            log_every=ocfg.log_every, export_every=ocfg.export_every, progress=not args.no_progress)
+    settings = student_settings("ode", args, ocfg)
     result = run_stage(stage, settings, ctx)
     shutdown(ctx)
     return result

@@ -4,14 +4,19 @@ they export (RUN/student, kind "student", what the streaming engine and the next
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from motionstream.cli import UserError
 from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.models.checkpoints import load_model_dir
 from motionstream.train.common import load_run_config, run_section
-from motionstream.train.distributed import checkpoint_views
+from motionstream.train.distributed import DistContext, checkpoint_views, init_distributed
+from motionstream.train.loop import LoopSettings, stage_logger
 from motionstream.train.rollout import StudentConfig, export_student, load_dit_folder
 from motionstream.train.teacher import TeacherTrainConfig
 
@@ -47,3 +52,38 @@ def export_from_run(run_dir: Path, out_dir: Path, cfg: dict[str, Any], scfg, sta
     export_student(out_dir, state, model.cfg, param, scfg, extra)
     print(f"exported {stage} student of step {meta.get('step')} to {out_dir}")
     return 0
+
+
+def student_settings(name: str, args, section, **more) -> LoopSettings:
+    """The loop settings of a student stage: stop at `--steps` (default: the section's total_steps) or
+    after `--minutes`; the section's checkpoint, log and export intervals."""
+    return LoopSettings(name=name, run_dir=Path(args.run), max_steps=args.steps if args.steps is not None
+                        else section.total_steps, minutes=args.minutes, checkpoint_every=section.checkpoint_every,
+                        log_every=section.log_every, export_every=section.export_every,
+                        progress=not args.no_progress, **more)
+
+
+@dataclass
+class StudentRun:
+    """What a student stage starts from: its preset sections, process context and run logger."""
+
+    cfg: dict[str, Any]
+    section: Any                        # the stage's own section (train_ode, train_dmd, train_gt)
+    scfg: StudentConfig
+    dcfg: DiffusionConfig
+    tcfg: TeacherTrainConfig
+    ctx: DistContext
+    log: logging.Logger
+
+
+def open_student_run(args, name: str, section_cls: type, device: str = "auto") -> StudentRun | None:
+    """Read the preset, set threads, join torchrun (if launched by it) and open the run's log; with
+    `args.export`, copy RUN/student to it and return None."""
+    cfg, sec, scfg, dcfg, tcfg = load_distill_config(args.config, f"train_{name}", section_cls, args.overrides)
+    torch.set_num_threads(args.threads or sec.threads)
+    ctx = init_distributed(device)
+    log = stage_logger(Path(args.run), name, ctx)
+    if args.export:
+        export_from_run(Path(args.run), Path(args.export), cfg, scfg, name)
+        return None
+    return StudentRun(cfg, sec, scfg, dcfg, tcfg, ctx, log)
