@@ -37,7 +37,9 @@ from motionstream.train.common import (append_jsonl, format_record, load_trainin
 from motionstream.train.distributed import DistContext, checkpoint_views, restore_views
 
 METRICS_FILE = "metrics.jsonl"
-EVAL_TAG = "eval"                  # TensorBoard tag prefix of evaluation figures (training figures: "train")
+EVAL_TAG = "eval"
+MISSING_TENSORBOARD = "tensorboard is not installed: no TensorBoard event files (pip install -r requirements.txt)"
+_warned_missing_tensorboard: list[bool] = []                  # TensorBoard tag prefix of evaluation figures (training figures: "train")
 
 
 @dataclass
@@ -113,8 +115,10 @@ def tensorboard_writer(run_dir: Path, purge_step: int | None, log: logging.Logge
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.warning("tensorboard is not installed: no TensorBoard event files (pip install -r requirements.txt)")
-        logging.getLogger("motionstream").warning("tensorboard is not installed: no TensorBoard event files")
+        log.warning(MISSING_TENSORBOARD)
+        if not _warned_missing_tensorboard:       # the console hears it once per process
+            _warned_missing_tensorboard.append(True)
+            logging.getLogger("motionstream").warning(MISSING_TENSORBOARD)
         return None
     return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
