@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from motionstream.cli import UserError
+from motionstream.config import video_config
 
 
 def fit_tracks(ts, width: int, height: int):
@@ -104,12 +105,12 @@ def checked_inputs(args) -> tuple[dict, np.ndarray, object]:
 
     try:
         cfg = load_config(args.config)
+        video = video_config(cfg)
     except ConfigError as err:
         raise UserError(str(err)) from err
-    video = cfg.get("video", {})
     try:
         check_output(args.output, what="--output")
-        image = read_image(args.image, size=(video.get("width", 256), video.get("height", 144)))
+        image = read_image(args.image, size=video.size)
         ts = load_tracks(args.tracks)
     except (VideoError, TrackError) as err:
         raise UserError(str(err)) from err
@@ -135,8 +136,8 @@ def run_generate(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    video = cfg.get("video", {})
-    width, height, fps = video.get("width", 256), video.get("height", 144), float(video.get("fps", 16))
+    video = video_config(cfg)
+    width, height, fps = video.width, video.height, video.fps
     try:
         model, param, dcfg, _ = load_teacher("teacher-tiny-cpu" if args.model == "teacher" else args.model)
         codec = load_codec(args.vae, tiny_decoder=None)

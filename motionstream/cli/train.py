@@ -21,10 +21,11 @@ def typed(cls, args: argparse.Namespace):
 
 
 def video_size(cfg: dict) -> tuple[int, int]:
-    from motionstream.train.codec import VIDEO_SIZE
+    """(width, height) of the preset's video section (a bad section is a one-line error)."""
+    from motionstream.config import VideoConfig
+    from motionstream.train.common import run_section
 
-    video = cfg.get("video", {})
-    return int(video.get("width", VIDEO_SIZE[0])), int(video.get("height", VIDEO_SIZE[1]))
+    return run_section(cfg, "video", VideoConfig).size
 
 
 # ------------------------------------------------------------------------- handlers

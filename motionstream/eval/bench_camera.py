@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from motionstream.config import video_config
 from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
 
 
@@ -66,11 +67,12 @@ def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]
     """Conditioning images at the model's size: media first frames, then skimage's bundled photos."""
     import skimage.data
 
-    from motionstream.config import REPO_ROOT
-    from motionstream.eval.clips import media_paths, video_format
+    from motionstream.config import REPO_ROOT, video_config
+    from motionstream.eval.clips import media_paths
     from motionstream.video import read_video, resize_crop
 
-    width, height, fps = video_format(ctx.cfg)
+    vcfg = video_config(ctx.cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     images = []
     media_dir = (REPO_ROOT / ctx.eval_cfg.media_dir).resolve()
     for path in media_paths(media_dir)[:n]:
@@ -141,9 +143,9 @@ def run_camera(ctx: BenchmarkContext) -> None:
     import matplotlib.pyplot as plt
 
     camera = require_module("motionstream.tracks.camera", "camera tracks")
-    from motionstream.eval.clips import video_format
 
-    width, height, fps = video_format(ctx.cfg)
+    vcfg = video_config(ctx.cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     T, grid = ctx.eval_cfg.num_frames, ctx.eval_cfg.track_grid
     paths = CFG.quick_paths if ctx.quick else camera.CAMERA_PATHS
     # one "clip" = one (image, camera path) case: every path on as many images as the count needs

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from motionstream.config import video_config
 from motionstream.eval import metrics
 from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
@@ -66,9 +67,9 @@ def drag_cases(n: int, cfg: dict[str, Any], num_frames: int, max_points: int | N
     from motionstream.data.drags import changed_mask, drag_input, drag_world
     from motionstream.data.splits import held_out_seeds
     from motionstream.data.synth import render_clip
-    from motionstream.eval.clips import video_format
 
-    width, height, fps = video_format(cfg)
+    vcfg = video_config(cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     world = drag_world()
     cases = []
     for seed in held_out_seeds():

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
+from motionstream.config import VideoConfig
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import render_clip
 from motionstream.models.codec import frames_to_tensor
@@ -31,7 +32,7 @@ CODEC_LOG_EVERY = 10                # steps between log lines
 ADAM_BETAS = (0.9, 0.99)            # the codec networks
 DISC_ADAM_BETAS = (0.5, 0.9)        # the PatchGAN discriminator (GAN practice: low beta1)
 FLIP_PROBABILITY = 0.5              # horizontal flips of training crops
-VIDEO_SIZE = (256, 144)             # (width, height) of the rendered clips when no preset says otherwise
+VIDEO_SIZE = VideoConfig().size     # (width, height) of the rendered clips when no preset says otherwise
 
 
 @dataclass

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT
+from motionstream.config import REPO_ROOT, VideoConfig
 from motionstream.data.drags import drag_input, drag_world
 from motionstream.data.splits import SPLIT_SIZE, split_seeds
 from motionstream.data.synth import WorldConfig, render_clip
@@ -48,7 +48,7 @@ from motionstream.models.codec import frames_to_tensor, load_codec
 from motionstream.models.conditioning import build_condition, video_prior
 from motionstream.models.text import load_text_encoder
 from motionstream.tracks.embed import sample_track_subset, with_ids
-from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step
+from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step, run_section
 from motionstream.train.distributed import DistContext
 from motionstream.train.loop import LoopResult, Stage, run_stage
 from motionstream.train.losses_student import changed_cell_weights, weighted_mse
@@ -279,10 +279,8 @@ def train_gt(args: GTArgs) -> LoopResult | None:
         raise UserError(str(err)) from err
     if param.output_skip != "video":
         raise UserError(f"{args.student} is not built around the video prior (output_skip {param.output_skip!r})")
-    try:
-        video = (int(cfg["video"]["width"]), int(cfg["video"]["height"]), float(cfg["video"]["fps"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{args.config}: the video section needs width, height and fps ({err})") from err
+    vcfg = run_section(cfg, "video", VideoConfig)
+    video = (vcfg.width, vcfg.height, vcfg.fps)
     stage = GTStage(args, cfg, mcfg, scfg, model, param, meta, codec, video)
     settings = student_settings("gt", args, mcfg, eval_every_steps=mcfg.eval_every)
     return run_stage(stage, settings)

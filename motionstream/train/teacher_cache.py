@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from motionstream.cli import UserError
+from motionstream.config import VideoConfig
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import render_clip
 from motionstream.models.checkpoints import WeightsNotFound
@@ -16,7 +17,6 @@ from motionstream.models.text import load_text_encoder
 from motionstream.train.cache import build_cache, cache_meta
 from motionstream.train.common import load_run_config, repo_path, run_section
 from motionstream.train.teacher import TeacherTrainConfig
-from motionstream.train.teacher_eval import VIDEO_DEFAULTS
 
 
 @dataclass
@@ -36,8 +36,8 @@ def build_teacher_cache(args: TeacherCacheArgs) -> int:
     cfg = load_run_config(args.config, args.overrides)
     tcfg = run_section(cfg, "train_teacher", TeacherTrainConfig)
     torch.set_num_threads(args.threads)
-    video = {**VIDEO_DEFAULTS, **cfg.get("video", {})}
-    width, height, fps = video["width"], video["height"], video["fps"]
+    video = run_section(cfg, "video", VideoConfig)
+    width, height, fps = video.width, video.height, video.fps
     try:
         codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)
     except WeightsNotFound as err:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.config import section
+from motionstream.config import section, video_config
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import render_clip
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, velocity_target
@@ -27,7 +27,6 @@ from motionstream.tracks.draw import draw_tracks
 from motionstream.tracks.embed import TracksConfig, sample_track_subset
 from motionstream.video import write_video
 
-VIDEO_DEFAULTS = {"width": 256, "height": 144, "fps": 16}   # a preset without a video section
 TRACK_SUBSET_SALT = 12345           # seed offset of the fixed conditioning track subsets
 SAMPLE_NOISE_SALT = 777             # seed offset of the fixed sampling noise
 LOSS_NOISE_SALT = 778               # seed offset of the fixed noise of the held-out loss
@@ -66,14 +65,14 @@ class TeacherEval:
         # eval sits above train in the layer order: its scorer is imported where it is used
         from motionstream.eval.track_following import TrackFollowingEval
 
-        video = {**VIDEO_DEFAULTS, **cfg.get("video", {})}
+        video = video_config(cfg)
         tracks_cfg = tracks_section(cfg)
         self.tcfg, self.dcfg, self.codec = tcfg, dcfg, codec
         self.num_latent_frames = num_latent_frames
         num_video = 1 + codec.temporal_stride * (num_latent_frames - 1)
         t0 = time.time()
-        self.clips = [render_clip(s, num_frames=num_video, width=video["width"],
-                                  height=video["height"], fps=video["fps"])
+        self.clips = [render_clip(s, num_frames=num_video, width=video.width, height=video.height,
+                                  fps=video.fps)
                       for s in (seeds if seeds is not None else split_seeds("val", tcfg.val_clips))]
         self._index = {id(c): i for i, c in enumerate(self.clips)}  # clips hold arrays: look up by identity
         self.evaluator = TrackFollowingEval(self.clips, max_points=tcfg.eval_max_points)
