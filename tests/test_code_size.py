@@ -16,12 +16,6 @@ MAX_FUNCTION_LINES = 80
 
 # "path::qualified.name": functions other branches are splitting (issue 20); remove each as it lands
 OVERSIZED = {
-    "motionstream/train/teacher.py::train_teacher",      # train/loop.py: one training-loop skeleton
-    "motionstream/train/vae.py::train_vae",
-    "motionstream/train/ode.py::train_ode",
-    "motionstream/train/tiny_decoder.py::train_tiny_decoder",
-    "motionstream/train/dmd.py::train_dmd",
-    "motionstream/train/gt.py::train_gt",
 }
 
 

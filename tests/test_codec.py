@@ -214,12 +214,13 @@ def test_export_and_load_codec_roundtrip(tmp_path, vae):
 TRAIN_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, torch
     torch.set_num_threads(1)
+    import motionstream.train.codec as tc
     import motionstream.train.vae as tv
     from motionstream.models.vae import VAEConfig
     def clip(seed, n, w, h):
         r = np.random.default_rng(seed)
         return r.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-    tv.world_seeds = lambda split, n: list(range(n)) if split == "train" else [10**6 + i for i in range(n)]
+    tc.world_seeds = lambda split, n: list(range(n)) if split == "train" else [10**6 + i for i in range(n)]
     sec = tv.VAESection(model=VAEConfig(encoder_widths=[8, 8], decoder_widths=[8, 8]))
     t = sec.train
     t.crop_width = t.crop_height = 16; t.num_frames = 5; t.batch_size = 1; t.clip_pool = 2; t.clip_frames = 5
@@ -276,14 +277,14 @@ def test_tiny_decoder_training_and_export(tmp_path, vae):
     def clip(seed, n, w, h):
         return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
 
-    import motionstream.train.vae as tv
-    orig = tv.world_seeds
-    tv.world_seeds = lambda split, n: list(range(n))
+    import motionstream.train.codec as tc
+    orig = tc.world_seeds
+    tc.world_seeds = lambda split, n: list(range(n))
     try:
         res = tt.train_tiny_decoder(sec, tmp_path / "run", tmp_path / "vae", steps=2, clip_fn=clip,
                                     video_size=(16, 16), progress=False)
     finally:
-        tv.world_seeds = orig
+        tc.world_seeds = orig
     assert res["step"] == 2 and np.isfinite(res["psnr"])
     out = tt.export_tiny_decoder(tmp_path / "run", tmp_path / "tiny")
     codec = load_codec(tmp_path / "vae", out)

@@ -39,10 +39,10 @@ def small_train(t) -> None:
 @pytest.fixture
 def recorded_losses(monkeypatch):
     """The reconstruction loss of every step, in order; `kill_at` makes that step's loss raise Killed."""
+    import motionstream.train.codec as tc
     import motionstream.train.losses_codec as lc
-    import motionstream.train.vae as tv
 
-    monkeypatch.setattr(tv, "world_seeds", lambda split, n: list(range(n)) if split == "train"
+    monkeypatch.setattr(tc, "world_seeds", lambda split, n: list(range(n)) if split == "train"
                         else [10 ** 6 + i for i in range(n)])
     record = {"losses": [], "kill_at": None}
     real = lc.reconstruction_loss

@@ -50,19 +50,29 @@ def run_section(cfg: dict[str, Any], name: str, cls: type):
         raise UserError(str(err)) from err
 
 
-def run_logger(run_dir: Path, name: str, is_main: bool) -> logging.Logger:
+LOG_FORMAT = ("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")   # train.log lines: time, message
+
+
+def run_logger(run_dir: Path, name: str, is_main: bool = True) -> logging.Logger:
     """The logger `motionstream.<name>`, writing `run_dir/train.log` on the main process only
     (other torchrun ranks get a logger with no handler)."""
     log = logging.getLogger(f"motionstream.{name}")
     log.setLevel(logging.INFO)
+    for handler in log.handlers:
+        handler.close()
     log.handlers.clear()
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(run_dir / "train.log")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        fh.setFormatter(logging.Formatter(*LOG_FORMAT))
         log.addHandler(fh)
     log.propagate = False
     return log
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One log line of a metrics record: `key=value` pairs, floats to 4 significant digits, no time."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "time")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -72,24 +82,65 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- EMA
+EMA_WARMUP = (1, 10)        # decay_n = min(decay, (1 + n) / (10 + n)): short runs still get a useful average
+
+
+def floating_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The floating-point entries of `model.state_dict()` (parameters and buffers the EMA averages)."""
+    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+class _TensorBag(torch.nn.Module):
+    """Tensors held as buffers, in a fixed key order: what `AveragedModel` averages. Built around the
+    live model's state-dict tensors (no copy) it is the `model` side of an update; around float copies,
+    the averaged side. Plain buffers (not the model itself) so that a sharded (FSDP) model needs no
+    deep copy and frozen parameters are averaged like the others."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        self.names = list(tensors)
+        for i, name in enumerate(self.names):
+            self.register_buffer(f"t{i}", tensors[name])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"t{i}") for i, name in enumerate(self.names)}
+
+
 class EMA:
-    """Exponential moving average of parameters with warm-up: decay_n = min(decay, (1 + n) / (10 + n)).
+    """Exponential moving average of parameters with warm-up: decay_n = min(decay, (1 + n) / (10 + n)),
+    n the number of updates so far (1 for the first). The averaging is torch's
+    `torch.optim.swa_utils.AveragedModel` with that decay; `shadow` (float32, keyed like the model's
+    state dict) is what checkpoints store under `ema.`."""
 
-    The warm-up makes short runs still have a useful average.
-    """
+    def __init__(self, model: torch.nn.Module | None, decay: float = 0.999, num_updates: int = 0):
+        from torch.optim.swa_utils import AveragedModel
 
-    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
         self.decay = decay
-        self.num_updates = 0
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.num_updates = num_updates
+        start = {} if model is None else {k: v.detach().clone().float() for k, v in floating_state(model).items()}
+        self._averaged = AveragedModel(_TensorBag(start), avg_fn=self._average, use_buffers=True)
+        self._averaged.n_averaged.fill_(1)   # the copy above counts as the first average: never copy again
+
+    def _average(self, averaged: torch.Tensor, current: torch.Tensor, _count: torch.Tensor) -> torch.Tensor:
+        # the decay comes from the Python counter, not from AveragedModel's device tensor (no host sync);
+        # one lerp per tensor, as before (torch._foreach_lerp_ differs in the last bit)
+        return averaged.lerp(current.float(), 1 - self._decay_now)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.num_updates += 1
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].lerp_(v.detach().float(), 1 - d)
+        warm_a, warm_b = EMA_WARMUP
+        self._decay_now = min(self.decay, (warm_a + self.num_updates) / (warm_b + self.num_updates))
+        live = floating_state(model)
+        self._averaged.update_parameters(_TensorBag({k: live[k] for k in self._averaged.module.names}))
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        return self._averaged.module.tensors()
+
+    @shadow.setter
+    def shadow(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._averaged.module = _TensorBag({k: v.float() for k, v in tensors.items()})
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)
@@ -99,7 +150,11 @@ class EMA:
 
 
 # ----------------------------------------------------------------------- schedules
-def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine", min_ratio: float = 0.1) -> float:
+LR_MIN_RATIO = 0.1          # cosine decays to this fraction of the base rate
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "cosine",
+          min_ratio: float = LR_MIN_RATIO) -> float:
     """Linear warm-up, then `constant` or `cosine` decay to `min_ratio * base_lr` at `total`."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
@@ -109,6 +164,37 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, schedule: str = "c
         raise ValueError(f"unknown lr schedule {schedule!r} (constant | cosine)")
     p = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class WarmupSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """`lr_at` as a torch LR scheduler: every group's rate at step `last_epoch` is
+    lr_at(step, base_lr, ...) x the group's "lr_scale" (1 when it has none).
+
+    The loop sets the step explicitly (`jump_to`) before each update instead of counting calls to
+    `step()`: a resumed run starts mid-schedule, and an optimizer that does not step every global step
+    (DMD's generator) keeps its rate a function of the global step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup: int, total: int,
+                 schedule: str = "cosine"):
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr schedule {schedule!r} (constant | cosine)")
+        self.base_lr, self.warmup, self.total, self.schedule = base_lr, warmup, total, schedule
+        super().__init__(optimizer)
+
+    def rate(self) -> float:
+        """The base rate (before lr_scale) of the current step."""
+        return lr_at(self.last_epoch, self.base_lr, self.warmup, self.total, self.schedule)
+
+    def get_lr(self) -> list[float]:
+        rate = self.rate()
+        return [rate * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]
+
+    def jump_to(self, step: int) -> None:
+        """Set every group's learning rate to that of global step `step`."""
+        self.last_epoch = step
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -130,6 +216,22 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Itera
         norm = norm.full_tensor()
     opt.step()
     return norm
+
+
+def item_rng(seed: int, key: int, index: int, salt: int | None = None) -> tuple[np.random.Generator, torch.Generator]:
+    """The random streams (numpy, torch) of one sample: keyed by (seed, [salt,] step or pair index, global
+    sample index), never by process or resume, so 1 or N processes and a resumed run draw the same.
+    Each stage has its own salt (the teacher none), so stages never share a stream."""
+    rng = np.random.default_rng([seed, key, index] if salt is None else [seed, salt, key, index])
+    return rng, torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+
+
+def repo_path(path: str | Path) -> Path:
+    """`path`, relative paths taken from the repository root (presets name cache folders that way)."""
+    from motionstream.config import REPO_ROOT
+
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def seed_everything(seed: int) -> None:

@@ -177,8 +177,7 @@ def checkpoint_views(ctx: DistContext, modules: dict[str, torch.nn.Module | EMA]
     mods: dict[str, Any] = {}
     for name, mod in modules.items():
         if isinstance(mod, EMA):
-            snap = EMA.__new__(EMA)
-            snap.decay, snap.num_updates = mod.decay, mod.num_updates
+            snap = EMA(None, mod.decay, mod.num_updates)
             snap.shadow = {k: _full(v) for k, v in mod.shadow.items()}
             mods[name] = snap
         else:
@@ -198,7 +197,7 @@ def restore_views(ctx: DistContext, modules: dict[str, torch.nn.Module | EMA],
     real (sharded) objects. Single process: the objects themselves and a no-op."""
     if not ctx.enabled:
         return modules, optimizers, lambda: None
-    mods = {name: (EMA.__new__(EMA) if isinstance(m, EMA) else _Snapshot()) for name, m in modules.items()}
+    mods = {name: (EMA(None, m.decay) if isinstance(m, EMA) else _Snapshot()) for name, m in modules.items()}
     opts = {name: _OptimizerSnapshot() for name in optimizers}
 
     def finish() -> None:

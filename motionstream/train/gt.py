@@ -30,9 +30,8 @@ Run folder: train.log, metrics.jsonl, state.safetensors + state.json (re-run to 
 
 from __future__ import annotations
 
-import argparse
 import copy
-import time
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +40,26 @@ import numpy as np
 import torch
 
 from motionstream.cli import UserError
-from motionstream.config import REPO_ROOT, VideoConfig, add_config_arguments
+from motionstream.config import REPO_ROOT, VideoConfig
+from motionstream.data.drags import drag_input, drag_world
+from motionstream.data.splits import SPLIT_SIZE, split_seeds
+from motionstream.data.synth import WorldConfig, render_clip
+from motionstream.models.codec import frames_to_tensor, load_codec
+from motionstream.models.conditioning import build_condition, video_prior
+from motionstream.models.text import load_text_encoder
+from motionstream.tracks.embed import sample_track_subset, with_ids
+from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step, run_section
+from motionstream.train.distributed import DistContext
+from motionstream.train.loop import LoopResult, Stage, run_stage
+from motionstream.train.losses_student import changed_cell_weights, weighted_mse
+from motionstream.train.rollout import StudentSampler, chunk_noise, load_dit_folder, self_rollout
+from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
 
 INPUT_KINDS = ("dense", "drag", "sparse")
 GT_SALT = 7          # item_rng salt of this stage (ODE / DMD use others)
 EVAL_SALT = 8
+ADAM_BETA1 = 0.9
+VAL_SINK, VAL_WINDOW = 1, 1        # the held-out streams run c{C}s1w1
 
 
 @dataclass
@@ -93,9 +107,6 @@ def user_tracks(clip, kind: str, rng: np.random.Generator, tracks_cfg: dict[str,
                 sparse_range: list[int]):
     """The motion input of one sample (module docstring), with track IDs; "drag" falls back to
     "dense" when no object moves."""
-    from motionstream.data.drags import drag_input
-    from motionstream.tracks.embed import sample_track_subset, with_ids
-
     if kind == "drag":
         made = drag_input(clip, rng)
         if made is not None:
@@ -119,13 +130,6 @@ class ClipSource:
 
     def sample(self, rng: np.random.Generator, kind: str, num_latent: int, dit_cfg):
         """(first latent [C, h, w], tracks, prior [C, F, h, w], target [C, F, h, w], weights [1, F, h, w], caption)."""
-        from motionstream.data.drags import drag_world
-        from motionstream.data.splits import SPLIT_SIZE, split_seeds
-        from motionstream.data.synth import WorldConfig, render_clip
-        from motionstream.models.codec import frames_to_tensor
-        from motionstream.models.conditioning import video_prior
-        from motionstream.train.losses_student import changed_cell_weights
-
         tf = dit_cfg.temporal_factor
         num_video = 1 + tf * (num_latent - 1)
         seed = split_seeds(self.split, 1, start=int(rng.integers(SPLIT_SIZE)))[0]
@@ -143,10 +147,6 @@ class ClipSource:
 
     def batch(self, step: int, indices: list[int], num_chunks: int, scfg, dit_cfg, salt: int = GT_SALT,
               kinds: list[str] | None = None) -> GTBatch:
-        from motionstream.models.conditioning import build_condition
-        from motionstream.train.ode import item_rng
-        from motionstream.train.rollout import chunk_noise
-
         frames = num_chunks * scfg.chunk_frames
         parts, gens, picked = [], [], []
         for j, index in enumerate(indices):
@@ -174,9 +174,6 @@ def plan_step(step: int, cfg: GTTrainConfig, num_steps: int) -> tuple[int, int, 
 def rollout_loss(model, param, scfg, batch: GTBatch, sink: int, window: int, exit_step: int | None,
                  grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(weighted MSE of the rollout against the truth, the rollout's latents)."""
-    from motionstream.train.losses_student import weighted_mse
-    from motionstream.train.rollout import StudentSampler, self_rollout
-
     sampler = StudentSampler(model, scfg, param, batch.cond, batch.text)
     b, _, _, h, w = batch.target.shape
     cache = sampler.new_cache(b, (h, w), sink, window)
@@ -198,35 +195,83 @@ def val_batches(source: ClipSource, scfg, dit_cfg, cfg: GTTrainConfig) -> dict[s
 def heldout(model, param, scfg, batches: dict[str, GTBatch]) -> dict[str, float]:
     """Changed-cell latent error of full K-step streams (c{C}s1w1) on the val batches (val_batches),
     per input kind, for the model and for its prior (the forward warp, encoded)."""
-    from motionstream.train.losses_student import weighted_mse
-
     out = {}
     for kind, batch in batches.items():
         changed = (batch.weights > 1).float()
-        _, lat = rollout_loss(model, param, scfg, batch, 1, 1, None, grad=False)
+        _, lat = rollout_loss(model, param, scfg, batch, VAL_SINK, VAL_WINDOW, None, grad=False)
         out[f"val_{kind}"] = weighted_mse(lat, batch.target, changed).item()
         out[f"val_{kind}_prior"] = weighted_mse(batch.cond.prior, batch.target, changed).item()
     return out
 
 
-def train_gt(args) -> int:
-    from tqdm import tqdm
+@dataclass
+class GTArgs:
+    """`motionstream train gt` (see cli/train.py for each option's meaning)."""
 
-    from motionstream.models.codec import load_codec
-    from motionstream.models.text import load_text_encoder
-    from motionstream.train.common import (EMA, append_jsonl, load_training_state, lr_at, optimizer_step, run_logger,
-                                           run_section, set_lr)
-    from motionstream.train.distributed import init_distributed
-    from motionstream.train.ode import export_from_run, export_run_model, load_distill_config, save_run
-    from motionstream.train.rollout import load_dit_folder
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    student: str = "student-tiny-cpu"
+    run: str = str(REPO_ROOT / "runs" / "gt")
+    vae: str | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    export: str | None = None
+    threads: int | None = None
+    no_progress: bool = False
 
-    cfg, mcfg, scfg, _, tcfg = load_distill_config(args.config, "train_gt", GTTrainConfig, args.set)
-    torch.set_num_threads(args.threads or mcfg.threads)
-    ctx = init_distributed("cpu")
-    run_dir = Path(args.run)
-    log = run_logger(run_dir, "gt", True)
-    if args.export:
-        return export_from_run(run_dir, Path(args.export), cfg, scfg, "gt")
+
+class GTStage(Stage):
+    """The student's self-rollout regressed on the true clip (module docstring), EMA every step."""
+
+    def __init__(self, args: GTArgs, cfg, mcfg: GTTrainConfig, scfg, model, param, meta, codec, video):
+        self.args, self.cfg, self.mcfg, self.scfg, self.param, self.meta = args, cfg, mcfg, scfg, param, meta
+        text_encoder = load_text_encoder(cfg)
+        self.source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg)
+        self.val_source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg, split="val")
+        self.probe = copy.deepcopy(model).eval()
+        self.model = model.train()
+        self.opt = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, betas=(ADAM_BETA1, mcfg.adam_beta2),
+                                     weight_decay=mcfg.weight_decay)
+        self.ema = EMA(model, mcfg.ema_decay)
+        self.modules, self.optimizers = {"model": model, "ema": self.ema}, {"opt": self.opt}
+        self.schedulers = [WarmupSchedule(self.opt, mcfg.lr, mcfg.warmup_steps, mcfg.total_steps, mcfg.lr_schedule)]
+        self.held: dict[str, GTBatch] | None = None
+        self.lineage = {"init_student": str(args.student), "init_stage": meta.get("stage"), "init_step": meta.get("step")}
+        self.plan = (0, 0)
+
+    def restore(self, step: int, extra: dict[str, Any], resumed: bool, log: logging.Logger) -> None:
+        log.info(f"student {self.args.student} (stage {self.meta.get('stage')}, step {self.meta.get('step')}), "
+                 f"inputs {dict(zip(INPUT_KINDS, self.mcfg.input_probs))}")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        n, sink, win, exit_step = plan_step(step, self.mcfg, self.scfg.num_steps)
+        batch = self.source.batch(step, list(range(self.mcfg.batch_size)), n, self.scfg, self.model.cfg)
+        loss, _ = rollout_loss(self.model, self.param, self.scfg, batch, sink, win, exit_step, grad=True)
+        grad_norm = optimizer_step(self.opt, loss, self.model.parameters(), self.mcfg.grad_clip)
+        self.ema.update(self.model)
+        self.plan = (n, exit_step)
+        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+
+    def bar_postfix(self, figures: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{figures['loss']:.4f}", "n": str(self.plan[0]), "k": str(self.plan[1])}
+
+    def evaluate(self, step: int, log: logging.Logger) -> dict[str, float]:
+        self.ema.copy_to(self.probe)
+        if self.held is None:
+            self.held = val_batches(self.val_source, self.scfg, self.model.cfg, self.mcfg)
+        return heldout(self.probe, self.param, self.scfg, self.held)
+
+    def export(self, step: int, train_seconds: float) -> None:
+        export_run_model(DistContext(), Path(self.args.run), self.ema, self.model.cfg, self.param, self.scfg, "gt",
+                         step, train_seconds, self.mcfg.seed, self.cfg, name="ema", extra=self.lineage)
+
+
+def train_gt(args: GTArgs) -> LoopResult | None:
+    """Train (or resume) the ground-truth stage in `args.run`; with `args.export`, copy its EMA student."""
+    run = open_student_run(args, "gt", GTTrainConfig, device="cpu")
+    if run is None:
+        return None
+    cfg, mcfg, scfg, tcfg = run.cfg, run.section, run.scfg, run.tcfg
     try:
         model, param, meta = load_dit_folder(args.student)
         codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)
@@ -236,77 +281,6 @@ def train_gt(args) -> int:
         raise UserError(f"{args.student} is not built around the video prior (output_skip {param.output_skip!r})")
     vcfg = run_section(cfg, "video", VideoConfig)
     video = (vcfg.width, vcfg.height, vcfg.fps)
-    text_encoder = load_text_encoder(cfg)
-    source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg)
-    val_source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg, split="val")
-    probe = copy.deepcopy(model).eval()
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, betas=(0.9, mcfg.adam_beta2), weight_decay=mcfg.weight_decay)
-    ema = EMA(model, mcfg.ema_decay)
-    resumed = load_training_state(run_dir, {"model": model, "ema": ema}, {"opt": opt})
-    step, extra = resumed if resumed is not None else (0, {})
-    log.info(f"{'resumed at step ' + str(step) if resumed else 'new run'}: student {args.student} "
-             f"(stage {meta.get('stage')}, step {meta.get('step')}), inputs {dict(zip(INPUT_KINDS, mcfg.input_probs))}")
-    train_seconds = float(extra.get("train_seconds", 0.0))
-    lineage = {"init_student": str(args.student), "init_stage": meta.get("stage"), "init_step": meta.get("step")}
-    stop_at = time.time() + args.minutes * 60 if args.minutes else None
-    max_steps = args.steps if args.steps is not None else mcfg.total_steps
-    bar = tqdm(initial=step, total=max_steps, desc="gt", unit="step", disable=args.no_progress)
-    window: list[dict[str, float]] = []
-    held: dict[str, GTBatch] | None = None
-    while step < max_steps and (stop_at is None or time.time() < stop_at):
-        t0 = time.time()
-        n, sink, win, exit_step = plan_step(step, mcfg, scfg.num_steps)
-        batch = source.batch(step, list(range(mcfg.batch_size)), n, scfg, model.cfg)
-        set_lr(opt, lr_at(step, mcfg.lr, mcfg.warmup_steps, mcfg.total_steps, mcfg.lr_schedule))
-        loss, _ = rollout_loss(model, param, scfg, batch, sink, win, exit_step, grad=True)
-        grad_norm = optimizer_step(opt, loss, model.parameters(), mcfg.grad_clip)
-        ema.update(model)
-        step += 1
-        train_seconds += time.time() - t0
-        window.append({"loss": loss.item(), "grad_norm": float(grad_norm)})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", n=n, k=exit_step)
-        if step % mcfg.checkpoint_every == 0:
-            save_run(ctx, run_dir, step, {"model": model, "ema": ema}, {"opt": opt}, {"train_seconds": train_seconds})
-        if step % mcfg.export_every == 0:
-            export_run_model(ctx, run_dir, ema, model.cfg, param, scfg, "gt", step, train_seconds, mcfg.seed, cfg,
-                             name="ema", extra=lineage)
-        record: dict[str, float] = {}
-        if step % mcfg.log_every == 0:
-            record = {k: float(np.mean([r[k] for r in window])) for k in window[0]}
-            window = []
-        if mcfg.eval_every and step % mcfg.eval_every == 0:
-            ema.copy_to(probe)
-            if held is None:
-                held = val_batches(val_source, scfg, model.cfg, mcfg)
-            record.update(heldout(probe, param, scfg, held))
-        if record:
-            record.update(step=step, train_hours=train_seconds / 3600, time=time.time())
-            append_jsonl(run_dir / "metrics.jsonl", record)
-            log.info(" ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "time"))
-    bar.close()
-    save_run(ctx, run_dir, step, {"model": model, "ema": ema}, {"opt": opt}, {"train_seconds": train_seconds})
-    export_run_model(ctx, run_dir, ema, model.cfg, param, scfg, "gt", step, train_seconds, mcfg.seed, cfg,
-                     name="ema", extra=lineage)
-    print(f"gt: step {step}, EMA student in {run_dir / 'student'}")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
-    p = train.add_parser("gt", help="student stage 3: self-rollout regressed on the world's ground truth",
-                         description="Stream the causal student with the inference KV cache on world clips rendered "
-                         "on the fly, with dense, drag (studio-like) and sparse motion inputs, and regress every "
-                         "chunk on the true clip's latents, weighted toward the pixels that change. Re-running the "
-                         "same command resumes.")
-    add_config_arguments(p)
-    p.add_argument("--student", default="student-tiny-cpu", help="student folder to start from (name in weights/ or path)")
-    p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "gt"),
-                   help="run folder (state, logs, student/)")
-    p.add_argument("--vae", default=None, help="VAE folder (default: train_teacher.vae)")
-    p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--export", default=None, metavar="DIR", help="copy RUN/student (EMA) to DIR and exit")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=train_gt)
+    stage = GTStage(args, cfg, mcfg, scfg, model, param, meta, codec, video)
+    settings = student_settings("gt", args, mcfg, eval_every_steps=mcfg.eval_every)
+    return run_stage(stage, settings)
