@@ -32,10 +32,6 @@ COMMAND_MODULES = {
 }
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, no traceback."""
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or (`command` given and known) only what that command needs."""
     parser = argparse.ArgumentParser(

@@ -73,7 +73,7 @@ def tracking_demo(args: argparse.Namespace) -> int:
     """Track a grid through the sample clip and write the tracks drawn over the video."""
     import time
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.cli import parse_size
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import save_tracks

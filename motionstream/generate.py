@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 
 
 def fit_tracks(ts, width: int, height: int):

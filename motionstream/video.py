@@ -17,23 +17,13 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from motionstream.errors import VideoError, ImageFormatError, ImageTooLarge  # noqa: F401 (re-exported)
+
 MAX_IMAGE_PIXELS = 40_000_000              # decoded images and video frames: 120 MB as RGB (CLI and studio)
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # images we write
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the H.264 stream VideoWriter writes
 JPEG_SOF_SKIP = (0xC4, 0xC8, 0xCC)          # markers in the SOF range that are not frame headers
-
-
-class VideoError(ValueError):
-    """A video or image file is missing, unreadable or empty, or an output path cannot be written."""
-
-
-class ImageFormatError(VideoError):
-    """The bytes are not an image in one of IMAGE_FORMATS."""
-
-
-class ImageTooLarge(VideoError):
-    """The image header announces more than the allowed pixels."""
 
 
 def _check_path(path: str | Path) -> Path:

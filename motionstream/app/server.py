@@ -613,7 +613,7 @@ def create_app(studio: Studio):
 
 def check_host(host: str, token: str | None) -> None:
     """Non-loopback hosts need a token (anyone on the network could otherwise drive the server)."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     if host not in LOOPBACK_HOSTS and not token:
         raise UserError(f"--host {host} exposes the studio beyond this machine: set a token as well "
@@ -624,7 +624,7 @@ def check_host(host: str, token: str | None) -> None:
 def resolve_token(args: argparse.Namespace) -> str | None:
     """The access token from --token-file, else the MOTIONSTREAM_TOKEN environment variable, else
     --token (visible in the process list, so the other two are preferred); None when none is set."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     if args.token_file:
         try:
@@ -659,7 +659,7 @@ def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> N
 # ------------------------------------------------------------------------------- the command
 def studio_from_args(args: argparse.Namespace) -> Studio:
     """Load the model stack named by the arguments; UserError for anything the user can fix."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import ConfigError, load_config, section
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.tracks.cli import parse_size

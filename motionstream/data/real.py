@@ -26,14 +26,11 @@ import numpy as np
 from motionstream.config import REPO_ROOT
 from motionstream.data.synth import Clip
 from motionstream.tracks.trackset import TrackSet
+from motionstream.errors import VideoFolderError  # noqa: F401 (re-exported)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_CACHE = REPO_ROOT / "cache" / "real"
 MOVING_THRESHOLD_PX = 0.5  # estimated mask: per-frame motion unlike the median that counts as moving
-
-
-class VideoFolderError(ValueError):
-    """The folder has no usable videos (missing, too short, unreadable)."""
 
 
 @dataclass

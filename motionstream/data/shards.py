@@ -33,16 +33,13 @@ from motionstream.data.shard_worker import atomic_json, init_worker, shard_seeds
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import Clip, WorldConfig
 from motionstream.tracks.trackset import TrackSet
+from motionstream.errors import ShardError  # noqa: F401 (re-exported)
 
 FORMAT = "motionstream-shards"
 FORMAT_VERSION = 1
 CORE_ARRAYS = ("frames", "tracks", "visibility", "moving_mask")
 # manifest fields that must match for write_shards to add to an existing folder
 SHAPE_KEYS = ("split", "start", "num_frames", "width", "height", "fps", "clips_per_shard", "world")
-
-
-class ShardError(ValueError):
-    """A shard folder is missing, incomplete or does not match what was asked for."""
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
 
 
 def run(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import ConfigError
     from motionstream.eval import benchmarks
     from motionstream.eval.report import headline, write_report

@@ -17,10 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motionstream.config import WEIGHTS_DIR
-
-
-class WeightsNotFound(FileNotFoundError):
-    """A model folder or weights file is missing: the message says where we looked and what to do."""
+from motionstream.errors import WeightsNotFound  # noqa: F401 (re-exported)
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:

@@ -33,7 +33,7 @@ def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -
     """The checks every sub-command makes before any model loads: the output path(s), --frames, the
     image (size-checked from its header, then decoded). Returns the image, uint8 RGB at its own size.
     image_outputs: attribute names of extra outputs that are images (edit's --edited)."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.io import MAX_TRACK_FRAMES
     from motionstream.video import IMAGE_SUFFIXES, check_output, read_image
 
@@ -54,7 +54,7 @@ class Stack:
         image: the conditioning image from read_inputs (validated before this loads any model)."""
         import torch
 
-        from motionstream.cli import UserError
+        from motionstream.errors import UserError
         from motionstream.config import ConfigError
         from motionstream.models.checkpoints import WeightsNotFound
         from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
@@ -147,7 +147,7 @@ def run_generate(args: argparse.Namespace) -> int:
 @user_errors
 def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.stream.apps import transfer_source
     from motionstream.tracks.cli import check_grid
     from motionstream.video import probe_video, read_video
@@ -192,7 +192,7 @@ def run_camera(args: argparse.Namespace) -> int:
 @user_errors
 def run_edit(args: argparse.Namespace) -> int:
     """image + drags -> the edited image (the clip's last frame) + the clip."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.generate import fit_tracks
     from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
     from motionstream.video import write_image

@@ -13,7 +13,7 @@ MAX_GRID = 500          # points per side of a query grid: 250,000 tracks
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """'832x480' -> (832, 480); None stays None."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     if text is None:
         return None
@@ -32,7 +32,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def check_grid(grid: int) -> int:
     """--grid within [1, MAX_GRID] (grid x grid tracks are allocated per frame)."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     if not 1 <= grid <= MAX_GRID:
         raise UserError(f"--grid must be within [1, {MAX_GRID}] (MAX_GRID), got {grid}")
@@ -63,7 +63,7 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(args):
-        from motionstream.cli import UserError
+        from motionstream.errors import UserError
         from motionstream.tracks.trackset import TrackError
         from motionstream.video import VideoError
 
@@ -75,7 +75,7 @@ def user_errors(fn):
 
 
 def _require_file(path: str, what: str) -> Path:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     p = Path(path)
     if not p.is_file():
@@ -85,7 +85,7 @@ def _require_file(path: str, what: str) -> Path:
 
 @user_errors
 def cmd_extract(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import check_fps, save_tracks
     from motionstream.tracks.tracker import track_video
@@ -112,7 +112,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_show(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import load_tracks
     from motionstream.video import probe_video, read_image, read_video
@@ -155,7 +155,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_camera(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import MAX_TRACK_FRAMES, check_fps, read_npy, save_tracks

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT, add_config_arguments
 
 INPUT_KINDS = ("dense", "drag", "sparse")

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT, add_config_arguments
 from motionstream.train.common import append_jsonl, load_run_config, run_logger, run_section
 

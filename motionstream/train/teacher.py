@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT, add_config_arguments, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity

@@ -178,7 +178,7 @@ def export_tiny_decoder(run_dir: str | Path, out_dir: str | Path) -> Path:
 def cmd_train_tiny_decoder(args) -> int:
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.train.common import load_run_config, run_section
 

@@ -363,7 +363,7 @@ def load_run_ema_state(run_dir: str | Path) -> tuple[dict[str, Any], dict]:
     run_dir = Path(run_dir)
     state = read_training_state(run_dir)
     if state is None:
-        from motionstream.cli import UserError
+        from motionstream.errors import UserError
         raise UserError(f"no training state in {run_dir} (expected {run_dir / 'state.safetensors'})")
     meta, tensors = state
     ema = {k[len("ema."):]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
@@ -398,7 +398,7 @@ def export_vae(run_dir: str | Path, out_dir: str | Path, stats_clips: int = 200,
     """
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import from_dict
     from motionstream.models.checkpoints import load_model_dir, save_model_dir
     from motionstream.models.vae import CausalVAE
@@ -437,12 +437,12 @@ def cmd_train_vae(args) -> int:
     video = cfg.get("video", {})
     video_size = int(video.get("width", 256)), int(video.get("height", 144))
     if args.freeze_encoder and not args.init:
-        from motionstream.cli import UserError
+        from motionstream.errors import UserError
         raise UserError("--freeze-encoder needs --init WEIGHTS (the shipped VAE whose encoder stays fixed)")
     if args.gan_start is not None:
         sec.train.gan_start_step = args.gan_start
     if args.lpips_weights and not Path(args.lpips_weights).is_file():
-        from motionstream.cli import UserError
+        from motionstream.errors import UserError
         raise UserError(f"--lpips-weights: no file at {args.lpips_weights} (an LPIPS-alex .safetensors, see eval.metrics)")
     res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=video_size,
                     lpips_weights=args.lpips_weights)
@@ -474,7 +474,7 @@ def cmd_export_tiny_decoder(args) -> int:
 def cmd_roundtrip(args) -> int:
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
     from motionstream.train.losses_codec import psnr, ssim
