@@ -1,6 +1,6 @@
 """`guidance`: the joint guidance grid on the teacher (paper Eq. 2, Fig. 4 in miniature).
 
-For every (w_t, w_m) of the grid the teacher (motionstream.generate.generate_teacher, Euler on its
+For every (w_t, w_m) of the grid the teacher (motionstream.diffusion.generate.generate_teacher, Euler on its
 shifted schedule, 1-3 evaluations per step) generates each held-out [world] clip from its first
 frame, caption and exact tracks, with the same noise seed in every cell. Scores per cell (means over
 clips, motionstream.eval.track_following): EPE on all visible points and on the reliable ones (the
@@ -97,7 +97,7 @@ def run_guidance(ctx: BenchmarkContext) -> None:
     from motionstream.eval.track_following import TrackFollowingEval
     from motionstream.models.codec import load_codec
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
     gcfg = section(ctx.cfg, "eval_guidance", GuidanceBenchConfig)
     wts = gcfg.quick_text_scales if ctx.quick else gcfg.text_scales

@@ -3,7 +3,7 @@
 Both models get the first [world] test clip (first frame, caption, exact tracks, eval.num_frames
 frames) on this machine's CPU threads.
 
-Teacher (motionstream.generate.generate_teacher): offline, the whole clip at once. fps = clip frames
+Teacher (motionstream.diffusion.generate.generate_teacher): offline, the whole clip at once. fps = clip frames
 / generation time of the whole clip; its latency (time to the first frame) is that whole time,
 since no frame exists before the last Euler step. Decode excluded = minus the VAE decode time,
 measured inside the same call (TimedCodec).
@@ -74,7 +74,7 @@ def time_teacher(ctx: BenchmarkContext, clip: Any, steps: int | None, warmup_ste
     from motionstream.eval.benchmarks import require_module
     from motionstream.models.codec import load_codec
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
     model, param, dcfg, _ = sampling.load_teacher(TEACHER_WEIGHTS)
     codec = TimedCodec(load_codec(VAE_WEIGHTS, tiny_decoder=None))

@@ -7,7 +7,7 @@ tracker on a 50x50 grid). Rows: every registered method plus the tracker floor (
 video itself re-tracked: the lowest EPE a method can reach).
 
 Methods are rows registered with one call each; the shipped ones are the two baselines, the
-teacher (motionstream.generate.generate_teacher) and the student (stream.engine.StreamingGenerator):
+teacher (motionstream.diffusion.generate.generate_teacher) and the student (stream.engine.StreamingGenerator):
 
     register_method("my-model", factory=make_fn, needs_weights=("my-model-tiny-cpu",))
 
@@ -64,12 +64,12 @@ WARP_METHOD = "forward-warp"
 
 
 def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
-    """The offline teacher (motionstream.generate.generate_teacher) at its shipped sampling settings
+    """The offline teacher (motionstream.diffusion.generate.generate_teacher) at its shipped sampling settings
     (steps, joint guidance weights from its config.json; --quick: eval.quick_teacher_steps), conditioned on all of the clip's tracks
     (the paper's protocol: the full 50x50 grid) and its caption; full VAE decoder."""
     from motionstream.eval.benchmarks import require_module
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder

@@ -147,7 +147,7 @@ def run_teacher(model: Any, param: Any, codec: Any, text_encoder: Any, image: np
     tracks: the whole clip's tracks in stream pixels and fps (None = no motion)."""
     from tqdm import tqdm
 
-    from motionstream.generate import generate_teacher
+    from motionstream.diffusion.generate import generate_teacher
     from motionstream.video import VideoWriter
 
     tf = model.cfg.temporal_factor

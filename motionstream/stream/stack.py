@@ -1,6 +1,6 @@
 """Load everything a stream needs from a preset and a model folder, once.
 
-Shared by `motionstream stream ...` (stream/cli.py) and the studio (app/session.py): the model
+Shared by `motionstream stream ...` (motionstream/cli/stream.py) and the studio (app/session.py): the model
 folder ('student' = the preset's `stream.student`, 'teacher', a weights/ name or a path), the
 StreamConfig it runs under (preset + what the folder was distilled for + overrides), the codec,
 the text encoder, the tracks section, and the output frame size checked against the model's

@@ -9,7 +9,7 @@ Common options: --model student (default: weights/student-tiny-cpu, the causal s
 with the rolling cache) | teacher (weights/teacher-tiny-cpu, offline, joint guidance) | PATH (any
 model folder; its config.json `kind` says which), --config (preset), --frames, --cache cXsYwZ,
 --decoder tiny|full, --seed. `generate` is registered here unless another module (the teacher's
-generate.py) already registered it; `run_generate(args)` serves `--model student` for it.
+cli/generate.py) already registered it; `run_generate(args)` serves `--model student` for it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from motionstream.tracks.cli import user_errors
+from motionstream.cli.common import user_errors
 
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
@@ -50,7 +50,7 @@ class Stack:
     """Everything a sub-command needs, loaded once from the arguments."""
 
     def __init__(self, args: argparse.Namespace, image: np.ndarray):
-        """args: this module's parser, or generate.py's (options it lacks take their defaults);
+        """args: this module's parser, or cli/generate.py's (options it lacks take their defaults);
         image: the conditioning image from read_inputs (validated before this loads any model)."""
         import torch
 
@@ -58,7 +58,7 @@ class Stack:
         from motionstream.config import ConfigError
         from motionstream.models.checkpoints import WeightsNotFound
         from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
-        from motionstream.tracks.cli import parse_size
+        from motionstream.cli.common import parse_size
         from motionstream.video import resize_crop
 
         for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
@@ -124,7 +124,7 @@ class Stack:
 @user_errors
 def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
-    from motionstream.generate import fit_tracks
+    from motionstream.diffusion.generate import fit_tracks
     from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
     from motionstream.tracks.io import load_tracks, resample
 
@@ -149,7 +149,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
     from motionstream.errors import UserError
     from motionstream.stream.apps import transfer_source
-    from motionstream.tracks.cli import check_grid
+    from motionstream.cli.common import check_grid
     from motionstream.video import probe_video, read_video
 
     image = read_inputs(args)
@@ -170,7 +170,7 @@ def run_camera(args: argparse.Namespace) -> int:
     """image + depth + camera path -> video."""
     from motionstream.stream.apps import TrackFileSource, conditioning_subset
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
-    from motionstream.tracks.cli import check_grid
+    from motionstream.cli.common import check_grid
 
     image = read_inputs(args)
     depth = load_depth(args.depth, mode=args.depth_mode)
@@ -193,7 +193,7 @@ def run_camera(args: argparse.Namespace) -> int:
 def run_edit(args: argparse.Namespace) -> int:
     """image + drags -> the edited image (the clip's last frame) + the clip."""
     from motionstream.errors import UserError
-    from motionstream.generate import fit_tracks
+    from motionstream.diffusion.generate import fit_tracks
     from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
     from motionstream.video import write_image
 
@@ -298,7 +298,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                        "subset sized like training)")
         p.set_defaults(func=run_generate)
     else:
-        # generate.py (the teacher's command) owns `generate`; students go to the streaming engine
+        # cli/generate.py (the teacher's command) owns `generate`; students go to the streaming engine
         _add_stream_options(generate)
         generate.set_defaults(func=functools.partial(dispatch_generate, generate.get_default("func")))
 
