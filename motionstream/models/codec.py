@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from motionstream.models.folders import TINY_DECODER_KIND, VAE_KIND, load_folder
+
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] (or [H, W, 3]) -> float [1, 3, T, H, W] in [-1, 1]."""
@@ -157,25 +159,12 @@ def load_codec(vae: str | Path = "vae-tiny-cpu", tiny_decoder: str | Path | None
 
     `tiny_decoder=None` loads the full VAE only.
     """
-    from motionstream.config import from_dict
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.vae import CausalVAE, VAEConfig
-
-    meta, state = load_model_dir(vae)
-    cfg = from_dict(VAEConfig, meta["config"], f"{vae}/config.json")
-    model = CausalVAE(cfg)
-    model.load_state_dict(state)
-    model.eval()
+    model, _ = load_folder(vae, VAE_KIND)
+    cfg = model.cfg
     tiny = load_tiny_decoder(tiny_decoder) if tiny_decoder is not None else None
     return VideoCodec(model, cfg.latent_mean, cfg.latent_std, tiny)
 
 
 def load_tiny_decoder(name_or_path: str | Path) -> nn.Module:
-    from motionstream.config import from_dict
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.tiny_decoder import TinyDecoderConfig, TinyVideoAutoencoder
-
-    meta, state = load_model_dir(name_or_path)
-    model = TinyVideoAutoencoder(from_dict(TinyDecoderConfig, meta["config"], f"{name_or_path}/config.json"))
-    model.load_state_dict(state)
-    return model.eval()
+    """The tiny streaming decoder (models/tiny_decoder.TinyVideoAutoencoder) of a model folder, eval mode."""
+    return load_folder(name_or_path, TINY_DECODER_KIND)[0]

@@ -4,13 +4,13 @@ Paper Sec. 3.2 "Inference" and Sec. 4.4. Per chunk of C latent frames (config `s
 c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
 
     tracks of the chunk's video frames (MotionControls) -> MotionCondition (Eq. 1 map + guide)
-    K denoising steps + one clean pass, by the distillation's own sampler (train/rollout.py
+    K denoising steps + one clean pass, by the distillation's own sampler (diffusion/student.py
     StudentSampler.denoise / .write, so inference follows training exactly, paper Sec. 3.2):
         z = noise;  for each step t_k (shifted `denoising_steps`):  v = student(z, t_k | cache, text,
         motion) (cache read only);  x0 = z - t_k v;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise
         clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
-    noise per chunk = rollout.chunk_noise from one generator seeded at start(): the same latents as
-    rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
+    noise per chunk = diffusion/student.chunk_noise from one generator seeded at start(): the same latents as
+    train/rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
     x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
@@ -40,7 +40,7 @@ streaming encoder. Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frame
 against -2.1 dB / +0.6 px with the fixed sink; the student was never trained on a refreshed sink.
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
-train/rollout.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
+diffusion/student.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
 TeacherParam, "student": StudentConfig} + model.safetensors. The output parameterisation
 (diffusion/sampling.py: TeacherParam) travels with the weights.
 """
@@ -56,12 +56,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from motionstream.diffusion.sampling import TeacherParam
+from motionstream.diffusion.sampling import TeacherParam, load_dit_folder
 from motionstream.models.conditioning import MotionCondition
 from motionstream.models.kv_cache import KVCache
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.trackset import TrackSet
-from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, chunk_noise, stream_prior
+from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_skip, chunk_noise, parse_cache_name,
+                                            stream_prior)
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
@@ -102,7 +103,7 @@ class StreamConfig:
         return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
 
     def student_config(self) -> StudentConfig:
-        """The train/rollout.StudentConfig the sampler runs with."""
+        """The diffusion/student.StudentConfig the sampler runs with."""
         if self.chunk_frames < 1:
             raise ValueError(f"stream.chunk_frames must be >= 1, got {self.chunk_frames}")
         return StudentConfig(self.chunk_frames, self.sink_chunks, self.window_chunks, list(self.denoising_steps),
@@ -110,8 +111,6 @@ class StreamConfig:
 
     def with_cache_name(self, name: str) -> "StreamConfig":
         """A copy with chunk/sink/window from a cXsYwZ name (e.g. 'c3s1w1', 'c3s0w6')."""
-        from motionstream.train.rollout import parse_cache_name
-
         c, s, w = parse_cache_name(name)
         return replace(self, chunk_frames=c, sink_chunks=s, window_chunks=w)
 
@@ -389,7 +388,7 @@ class StreamingGenerator:
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:
-        """The output-skip prior of the chunk (train/rollout.stream_prior of the whole stream, sliced):
+        """The output-skip prior of the chunk (diffusion/student.stream_prior of the whole stream, sliced):
         cond.prior for the "video" prior; for "warp" / "guide" built from the guide and the anchor latent."""
         first = self.anchor_latent[:, :, None].expand_as(cond.image_latent)
         return stream_prior(replace(cond, image_latent=first), self.param)
@@ -410,23 +409,20 @@ class StreamingGenerator:
 
 # ------------------------------------------------------------------------------- loading
 def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(WanDiT in eval mode, TeacherParam, metadata) from a model folder (train/rollout.load_dit_folder).
+    """(WanDiT in eval mode, TeacherParam, metadata) from a model folder (diffusion/sampling.load_dit_folder).
 
     'student' and 'teacher' are the shipped folders weights/student-tiny-cpu and
     weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
-    from motionstream.train.rollout import load_dit_folder
-
     name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
     return load_dit_folder(name)
 
 
 def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, **overrides: Any) -> StreamConfig:
     """StreamConfig from a loaded preset: its `stream` section, the sampler settings of its `student`
-    section (train/rollout.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
+    section (diffusion/student.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
     what a student folder says it was distilled for (its `student` metadata: chunk size, steps,
     shift, renoise; the sink / window stay a runtime choice), then explicit overrides (None = keep)."""
     from motionstream.config import section
-    from motionstream.train.rollout import StudentConfig
 
     sc = section(cfg, "stream", StreamConfig)
     sampler_keys = ("chunk_frames", "sink_chunks", "window_chunks", "denoising_steps", "shift", "renoise")
@@ -438,7 +434,7 @@ def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, *
 
 
 class ChunkSampler(StudentSampler):
-    """train/rollout.StudentSampler fed one chunk's condition at a time.
+    """diffusion/student.StudentSampler fed one chunk's condition at a time.
 
     StudentSampler slices a whole-stream condition, which an endless stream never has; this keeps
     its denoise / write loop (the code the student is trained with) and only changes where the
