@@ -19,11 +19,24 @@ import numpy as np
 
 from motionstream.errors import VideoError, ImageFormatError, ImageTooLarge  # noqa: F401 (re-exported)
 
+PIXEL_MAX = 255.0                          # uint8 frames: the largest value (PSNR peak, 0..1 scaling)
 MAX_IMAGE_PIXELS = 40_000_000              # decoded images and video frames: 120 MB as RGB (CLI and studio)
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # images we write
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the H.264 stream VideoWriter writes
 JPEG_SOF_SKIP = (0xC4, 0xC8, 0xCC)          # markers in the SOF range that are not frame headers
+
+
+def as_video(x: np.ndarray) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] (a single [H, W, 3] frame gains T = 1); ValueError for anything else."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got {x.shape}")
+    return x
 
 
 def _check_path(path: str | Path) -> Path:

@@ -32,7 +32,7 @@ def run_adherence(ctx: BenchmarkContext) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from motionstream.eval import metrics
+    from motionstream.scoring import metrics
 
     cfg = metrics.AdherenceConfig()
     full = not ctx.quick and ctx.clips_override is None

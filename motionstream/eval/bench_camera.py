@@ -82,8 +82,8 @@ def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]
 
 def planar_case(image: np.ndarray, path: str, num_frames: int, grid: int, fps: float, max_points: int) -> dict[str, Any]:
     """Camera tracks vs the exact homography, and renders along the tracks vs the exact render."""
-    from motionstream.eval import metrics
-    from motionstream.eval.baselines import forward_warp
+    from motionstream.scoring import metrics
+    from motionstream.scoring.baselines import forward_warp
     from motionstream.tracks import camera
 
     h, w = image.shape[:2]

@@ -81,7 +81,7 @@ def run_codec(ctx: BenchmarkContext) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from motionstream.eval import metrics
+    from motionstream.scoring import metrics
 
     codec_mod = require_module("motionstream.models.codec", "video codec")
     codec = codec_mod.load_codec(vae=VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)

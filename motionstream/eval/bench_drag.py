@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from motionstream.eval import metrics
+from motionstream.scoring import metrics
 from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
 from motionstream.tracks.trackset import TrackSet
@@ -133,7 +133,7 @@ def oracle_paste(case: DragCase) -> np.ndarray:
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means over cases (nan skipped, capped PSNR) and the worst case of each metric."""
-    from motionstream.eval.track_following import mean_over_clips
+    from motionstream.scoring.track_following import mean_over_clips
 
     out = {k: mean_over_clips([r[k] for r in rows]) for k in METRIC_KEYS}
     for k in METRIC_KEYS:

@@ -3,7 +3,7 @@
 For every (w_t, w_m) of the grid the teacher (motionstream.diffusion.generate.generate_teacher, Euler on its
 shifted schedule, 1-3 evaluations per step) generates each held-out [world] clip from its first
 frame, caption and exact tracks, with the same noise seed in every cell. Scores per cell (means over
-clips, motionstream.eval.track_following): EPE on all visible points and on the reliable ones (the
+clips, motionstream.scoring.track_following): EPE on all visible points and on the reliable ones (the
 tracker follows them within 1 px on the ground truth), PSNR, and text adherence (share of the
 captions' effects the frame scorers see in the output). w_t = 0 is pure motion CFG, w_m = 0 pure
 text CFG, (0, 0) the plain conditional prediction.
@@ -94,7 +94,7 @@ def run_guidance(ctx: BenchmarkContext) -> None:
     from motionstream.config import section
     from motionstream.eval.bench_long import text_encoder_for
     from motionstream.eval.benchmarks import require_module
-    from motionstream.eval.track_following import TrackFollowingEval
+    from motionstream.scoring.track_following import TrackFollowingEval
     from motionstream.models.codec import load_codec
 
     gen = require_module("motionstream.diffusion.generate", "teacher generation")

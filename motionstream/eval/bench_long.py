@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from motionstream.eval.baselines import forward_warp
+from motionstream.scoring.baselines import forward_warp
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
@@ -142,7 +142,7 @@ def window_references(gt_frames: np.ndarray, tracks, edges: np.ndarray, max_poin
                       reliable_px: float, tracker=None) -> list[WindowReference]:
     """Per window: the input tracks visible and in frame at its first frame (a fixed random subset
     of at most max_points), re-tracked on the ground truth."""
-    from motionstream.eval import metrics
+    from motionstream.scoring import metrics
 
     refs = []
     visible = tracks.conditioning_mask()
@@ -162,7 +162,7 @@ def window_references(gt_frames: np.ndarray, tracks, edges: np.ndarray, max_poin
 def window_scores(video: np.ndarray, gt_frames: np.ndarray, refs: list[WindowReference], fps: float,
                   tracker=None) -> list[dict[str, float]]:
     """Per window: start/stop frame, centre time (s), PSNR, EPE (valid and reliable points), point count."""
-    from motionstream.eval import metrics
+    from motionstream.scoring import metrics
 
     out = []
     for r in refs:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
-from motionstream.eval.track_following import GenerateFn
+from motionstream.scoring.track_following import GenerateFn
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
 
@@ -48,7 +48,7 @@ def register_method(name: str, factory: MethodFactory, needs_weights: tuple[str,
 
 def _baseline_factory(name: str) -> MethodFactory:
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        from motionstream.eval.baselines import BASELINES
+        from motionstream.scoring.baselines import BASELINES
 
         return BASELINES[name]
     return factory
@@ -209,7 +209,7 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     if not lpips_weights:
         ctx.note("LPIPS skipped: no local LPIPS weights (set eval.lpips_weights in the config).")
 
-    from motionstream.eval.track_following import TrackFollowingEval
+    from motionstream.scoring.track_following import TrackFollowingEval
 
     evals = {s: TrackFollowingEval(clips, ctx.eval_cfg.max_points, with_ssim=True, lpips_weights=lpips_weights)
              for s, clips in ctx.progress(list(sources.items()), "tracker floor")}

@@ -125,14 +125,14 @@ def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1_weight: floa
 class LPIPSLoss:
     """Differentiable LPIPS (AlexNet) on videos in [-1, 1], from a local weights file only.
 
-    Reuses the backbone loader of `motionstream.eval.metrics` (same file layout: torchvision AlexNet
+    Reuses the backbone loader of `motionstream.scoring.metrics` (same file layout: torchvision AlexNet
     `features.*` + LPIPS `lin{i}.model.1.weight`); only the distance is recomputed here with gradients.
     """
 
     def __init__(self, path: str):
         from pathlib import Path
 
-        from motionstream.eval.metrics import _LPIPSAlex
+        from motionstream.scoring.metrics import _LPIPSAlex
 
         if not Path(path).is_file():
             raise FileNotFoundError(f"LPIPS weights not found: {path}")

@@ -233,7 +233,7 @@ class _ZeroNetwork(torch.nn.Module):
 
 
 class TeacherEval:
-    """Track following of the EMA teacher on a few held-out [world] val clips (eval.track_following).
+    """Track following of the EMA teacher on a few held-out [world] val clips (scoring.track_following).
 
     Besides the evaluator's baselines (frozen first frame, forward warp) it scores the "prior paste":
     the decoded prior the output is parameterised around (diffusion/sampling.condition_prior), i.e.
@@ -245,7 +245,7 @@ class TeacherEval:
                  codec, text_encoder, num_latent_frames: int, log=print, seeds: list[int] | None = None):
         from motionstream.data.splits import split_seeds
         from motionstream.data.synth import render_clip
-        from motionstream.eval.track_following import TrackFollowingEval
+        from motionstream.scoring.track_following import TrackFollowingEval
         from motionstream.models.codec import frames_to_tensor
         from motionstream.diffusion.sampling import video_prior_for
         from motionstream.models.conditioning import build_condition
