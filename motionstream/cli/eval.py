@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.name == "all":
             results = benchmarks.run_all(args.quick, out_root, args.config, clips=args.clips, overrides=args.set)
+            write_report(out_root, results)
         elif args.name == "report":
             results = None
         elif args.name in registry:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from motionstream.cli.common import MAX_GRID, check_grid, parse_size, user_errors  # noqa: F401 (MAX_GRID: help)
+from motionstream.cli.common import check_grid, parse_size, user_errors
 
 DEFAULT_GRID = 50
 DEFAULT_FPS = 16.0

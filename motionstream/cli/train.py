@@ -19,6 +19,18 @@ CODEC_HELP = "video codec tools (roundtrip, export weights)"
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
     for name in STAGE_MODULES:
         importlib.import_module(name).register(commands, train)
+    # train/vae.py builds the tiny decoder's parsers but cannot name its handlers (train/tiny_decoder.py
+    # imports train/vae.py): they are attached here
+    from motionstream.train import tiny_decoder
+
+    train.choices["tiny-decoder"].set_defaults(func=tiny_decoder.cmd_train_tiny_decoder)
+    subcommand(commands.choices["codec"], "export-tiny-decoder").set_defaults(func=tiny_decoder.cmd_export_tiny_decoder)
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The sub-parser `name` of a parser built with add_subparsers."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
 
 
 def register_summary(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:

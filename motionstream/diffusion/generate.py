@@ -12,7 +12,6 @@ motionstream.cli.generate.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.eval.availability import NotAvailable, require_module  # noqa: F401 (re-exported)
 
 # Modules that register benchmarks when imported (kept light: heavy imports live inside functions).
 BENCHMARK_MODULES = (
@@ -45,10 +46,6 @@ BENCHMARK_MODULES = (
 
 RESULT_FILE = "result.json"
 TABLE_FILE = "table.md"
-
-
-class NotAvailable(Exception):
-    """Something the benchmark needs (weights, a module still being built) is missing."""
 
 
 @dataclass
@@ -291,14 +288,6 @@ def missing_weights(names: Iterable[str]) -> list[str]:
     return missing
 
 
-def require_module(module: str, what: str):
-    """Import `module` or raise NotAvailable naming it (for parts other engineers are still building)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise NotAvailable(f"{what} not built yet ({module}: {err})") from err
-
-
 # ------------------------------------------------------------------------- machine
 def git_commit() -> str:
     """Short HEAD hash, with '+dirty' when tracked files differ from it."""
@@ -399,12 +388,10 @@ def read_results(out_root: str | Path) -> list[BenchmarkResult]:
 
 def run_all(quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
             clips: int | None = None, overrides: Iterable[str] = ()) -> list[BenchmarkResult]:
-    """Run every registered benchmark (a failure is recorded, not fatal), then write OUT/REPORT.md."""
-    from motionstream.eval.report import write_report
-
+    """Run every registered benchmark (a failure is recorded, not fatal); the caller writes OUT/REPORT.md
+    (eval/report.write_report: the report reads this module's registry)."""
     results = [run_benchmark(name, quick, out_root, config, catch_errors=True, clips=clips, overrides=overrides)
                for name in load_benchmarks()]
-    write_report(out_root, results)
     return results
 
 

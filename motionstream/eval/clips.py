@@ -39,7 +39,7 @@ def video_format(cfg: dict[str, Any]) -> tuple[int, int, float]:
 
 def world_test_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     """The first `n` clips of the [world] test split, rendered at the config's video format."""
-    from motionstream.eval.benchmarks import require_module
+    from motionstream.eval.availability import require_module
 
     synth = require_module("motionstream.data.synth", "[world] renderer")
     splits = require_module("motionstream.data.splits", "[world] splits")
@@ -78,7 +78,7 @@ def media_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: t
 def tracked_media(segmenter, n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     """`segmenter(n, media_dir, num_frames, fps, (width, height))` -> [(name, frames, ...)] as EvalClips
     with tracks from our tracker (eval_cfg.track_grid^2 grid on frame 0)."""
-    from motionstream.eval.benchmarks import NotAvailable, require_module
+    from motionstream.eval.availability import NotAvailable, require_module
 
     tracker = require_module("motionstream.tracks.tracker", "point tracker")
     media_dir = (REPO_ROOT / eval_cfg.media_dir).resolve()

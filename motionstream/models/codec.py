@@ -15,34 +15,13 @@ and for Wan 2.1's VAE (`motionstream.models.wan_vae`), both behind the same `Bac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from motionstream.models.folders import TINY_DECODER_KIND, VAE_KIND, load_folder
-
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] (or [H, W, 3]) -> float [1, 3, T, H, W] in [-1, 1]."""
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
-    return (x / 127.5 - 1.0)[None]
-
-
-def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
-    """float [1, 3, T, H, W] (or [3, T, H, W]) in [-1, 1] -> uint8 [T, H, W, 3] (clamped, rounded)."""
-    if video.ndim == 5:
-        if video.shape[0] != 1:
-            raise ValueError(f"tensor_to_frames takes one video, got batch {video.shape[0]}")
-        video = video[0]
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+from motionstream.models.frames import frames_to_tensor, tensor_to_frames  # noqa: F401 (re-exported)
 
 
 class StreamDecoder(Protocol):

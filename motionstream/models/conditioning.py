@@ -139,7 +139,7 @@ def video_prior(encode: "Callable[[torch.Tensor], torch.Tensor]", images: "Seque
     on [world] test clips its decoded EPE was 2.6 px vs 9.0 for the latent "warp" prior
     (frozen first frame: 9.4).
     """
-    from motionstream.models.codec import frames_to_tensor
+    from motionstream.models.frames import frames_to_tensor
     from motionstream.tracks.warp import forward_warp
 
     num_video = 1 + temporal_factor * (num_latent_frames - 1)

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from motionstream.config import from_dict, load_config, section, to_dict
-from motionstream.models.checkpoints import (WeightsNotFound, load_model_dir, load_safetensors_folder,
-                                             save_model_dir, wan_diffusers_to_original, wan_layout)
+from motionstream.config import load_config, section, to_dict
+from motionstream.models.checkpoints import (WeightsNotFound, load_safetensors_folder, save_model_dir,
+                                             wan_diffusers_to_original, wan_layout)
 from motionstream.models.dit import DiTConfig, WanDiT
 from motionstream.models.experts import NoiseExperts
 from motionstream.models.folders import WAN_DIT_KIND, load_folder

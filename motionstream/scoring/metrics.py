@@ -13,9 +13,8 @@ the ground-truth video) is reported beside every EPE: no model can be measured b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 

@@ -459,18 +459,6 @@ def cmd_export_vae(args) -> int:
     return 0
 
 
-def cmd_train_tiny_decoder(args) -> int:
-    from motionstream.train.tiny_decoder import cmd_train_tiny_decoder as run
-
-    return run(args)
-
-
-def cmd_export_tiny_decoder(args) -> int:
-    from motionstream.train.tiny_decoder import cmd_export_tiny_decoder as run
-
-    return run(args)
-
-
 def cmd_roundtrip(args) -> int:
     import torch
 
@@ -536,7 +524,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p.add_argument("--vae", default="vae-tiny-cpu", help="frozen VAE folder (name in weights/ or path)")
     p.add_argument("--init", default=None, help="start from a shipped tiny decoder folder")
     p.add_argument("--lpips-weights", default=None, help="optional local LPIPS-alex .safetensors; adds an LPIPS term")
-    p.set_defaults(func=cmd_train_tiny_decoder)
+    # handler: cli/train.py (train/tiny_decoder.py imports this module, so it cannot import that one)
 
     codec = commands.add_parser("codec", help="video codec tools (roundtrip, export weights)",
                                 description="Encode/decode videos with the codec and export trained weights.")
@@ -565,4 +553,4 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
     p = sub.add_parser("export-tiny-decoder", help="ship a tiny-decoder run's EMA weights as a model folder")
     p.add_argument("--run", default="runs/tiny-decoder")
     p.add_argument("-o", "--output", default="weights/tiny-decoder-tiny-cpu")
-    p.set_defaults(func=cmd_export_tiny_decoder)
+    # handler: cli/train.py, as for `train tiny-decoder`
