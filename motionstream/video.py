@@ -15,6 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import av
+import cv2
 import numpy as np
 
 from motionstream.errors import VideoError, ImageFormatError, ImageTooLarge  # noqa: F401 (re-exported)
@@ -81,7 +83,6 @@ class VideoInfo(NamedTuple):
 def probe_video(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> VideoInfo:
     """Frame rate and size of a video file whose first frame decodes; VideoError for anything else
     (no file, not a video, audio only, truncated, frames over `max_pixels`)."""
-    import av
 
     path = _check_path(path)
     try:
@@ -109,7 +110,6 @@ def iter_frames(path: str | Path, fps: float | None = None, size: tuple[int, int
                 max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 [H, W, 3] RGB frames, resampled to `fps` (nearest source frame in time) and
     resized + centre-cropped to `size` = (width, height) when given."""
-    import av
 
     path = _check_path(path)
     src_fps = probe_fps(path)
@@ -154,7 +154,6 @@ def read_video(path: str | Path, fps: float | None = None, size: tuple[int, int]
 
 def resize_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to cover (width, height), then centre-crop to exactly that size."""
-    import cv2
 
     w, h = size
     ih, iw = img.shape[:2]
@@ -213,7 +212,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, as_rgb: bool =
     """uint8 RGB [H, W, 3] from an image file's bytes: the header's size is checked against
     `max_pixels` first (ImageTooLarge), then OpenCV decodes. Used by read_image, depth maps and the
     studio. as_rgb=False: the stored channels and bit depth as they are (16-bit depth maps)."""
-    import cv2
 
     fmt, w, h = image_header(data)
     if w < 1 or h < 1:
@@ -242,8 +240,6 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
 
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:
-    import cv2
-
     path = check_output(path, IMAGE_SUFFIXES)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.asarray(img, np.uint8), cv2.COLOR_RGB2BGR)):
@@ -255,8 +251,6 @@ class VideoWriter:
     """Incremental H.264 mp4 writer (frames can arrive chunk by chunk while streaming)."""
 
     def __init__(self, path: str | Path, fps: float, crf: int = 18):
-        import av
-
         self.path = check_output(path, VIDEO_SUFFIXES)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps

@@ -37,16 +37,26 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import skimage.data
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
 
 from motionstream.app import protocol
 from motionstream.app.config import LOOPBACK_HOSTS, TOKEN_ENV  # noqa: F401 (TOKEN_ENV: re-exported)
 from motionstream.app.session import (GenerationWorker, ModelStack, Session, StreamSlot, StudioConfig, encode_jpeg,
                                       recording_url)
+from motionstream.video import (MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError,
+                                decode_image as decode, probe_video, read_video, resize_crop)
 
 log = logging.getLogger("motionstream.studio")
 
@@ -73,8 +83,6 @@ class UploadError(ValueError):
 def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """uint8 RGB [H, W, 3] from uploaded bytes (video.decode_image: the header's size is checked before
     decoding, the same check as the CLI's), its errors as UploadErrors with their HTTP status."""
-    from motionstream.video import MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError
-    from motionstream.video import decode_image as decode
 
     try:
         return decode(data, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
@@ -99,7 +107,6 @@ def sniff_video(data: bytes) -> str:
 def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int, tmp_dir: Path) -> np.ndarray:
     """uint8 [T, H, W, 3] at the stream's size and fps (video.read_video); the file is probed first
     (video.probe_video: a video stream, a decodable first frame, frames under MAX_IMAGE_PIXELS)."""
-    from motionstream.video import ImageTooLarge, VideoError, probe_video, read_video
 
     fmt = sniff_video(data)
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +187,6 @@ class MediaStore:
 
 def sample_image(name: str) -> np.ndarray:
     """A photo shipped inside scikit-image (no download), uint8 RGB."""
-    import skimage.data
 
     if name not in SAMPLE_IMAGES:
         raise UploadError(f"unknown sample {name[:40]!r}; samples: {list(SAMPLE_IMAGES)}", 404)
@@ -314,8 +320,6 @@ class Studio:
             s.add_command(msg)
 
     async def on_socket(self, ws: Any) -> None:
-        from starlette.websockets import WebSocketDisconnect
-
         if not self.authorized(ws) or not origin_ok(ws.headers):
             await ws.close(code=1008)
             return
@@ -445,12 +449,6 @@ def origin_ok(headers: Any) -> bool:
 
 def create_app(studio: Studio):
     """The FastAPI app of a Studio (the worker starts and stops with the app)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, HTTPException, Request, WebSocket
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-    from fastapi.staticfiles import StaticFiles
-    from starlette.concurrency import run_in_threadpool
 
     @asynccontextmanager
     async def lifespan(app):
@@ -490,8 +488,6 @@ def create_app(studio: Studio):
         return {"samples": list(SAMPLE_IMAGES)}
 
     def image_reply(img: np.ndarray) -> dict[str, Any]:
-        from motionstream.video import resize_crop
-
         fitted = resize_crop(img, (studio.stack.width, studio.stack.height))
         key = studio.media.add_image(fitted)
         return {"image": key, "width": fitted.shape[1], "height": fitted.shape[0], "url": f"/api/images/{key}.jpg"}
@@ -609,7 +605,6 @@ def create_app(studio: Studio):
 
 def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> None:
     """Run the studio until interrupted (uvicorn)."""
-    import uvicorn
 
     uvicorn.run(create_app(studio), host=host, port=port, log_level=log_level,
                 ws_max_size=4 * studio.cfg.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0)

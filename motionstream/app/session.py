@@ -36,10 +36,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
+import torch
 
 from motionstream.app import protocol
 from motionstream.app.config import StudioConfig  # noqa: F401 (re-exported)
+from motionstream.models.checkpoints import resolve_model_dir
+from motionstream.stream.apps import conditioning_subset, transfer_source
+from motionstream.stream.engine import StreamingGenerator
+from motionstream.stream.stack import load_stream_stack
+from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
+from motionstream.tracks.sources import grid_points
+from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.video import VideoWriter
 
 log = logging.getLogger("motionstream.studio")
 
@@ -79,8 +89,6 @@ def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None
     Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
     them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's).
     The loading itself is stream.stack.load_stream_stack (shared with `motionstream stream`)."""
-    from motionstream.models.checkpoints import resolve_model_dir
-    from motionstream.stream.stack import load_stream_stack
 
     st = load_stream_stack(model, config, size, vae=vae, tiny_decoder=tiny_decoder, cache=cache,
                            text_encoder=text_encoder)
@@ -136,8 +144,6 @@ class Recorder:
         self.closed = False
 
     def write(self, frames: np.ndarray) -> None:
-        from motionstream.video import VideoWriter
-
         with self._lock:
             if self.closed:
                 return
@@ -299,8 +305,6 @@ class LoopedTracks:
         self.tracks = tracks
 
     def __call__(self, controls: Any, start: int, count: int) -> None:
-        from motionstream.tracks.trackset import TrackSet
-
         n = self.tracks.num_frames
         period = max(2 * (n - 1), 1)
         idx = np.array([(k % period) if (k % period) < n else period - (k % period) for k in range(start, start + count)])
@@ -311,8 +315,6 @@ class LoopedTracks:
 
 def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
     """Camera control without a depth network: a fronto-parallel plane unless a depth map is given."""
-    from motionstream.stream.apps import conditioning_subset
-    from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
 
     if depth is None:
         depth = np.ones((stack.height, stack.width), np.float64)
@@ -329,7 +331,6 @@ class GenerationWorker(threading.Thread):
     def __init__(self, stack: ModelStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
                  on_jpeg: Callable[[bytes], None] | None = None):
         super().__init__(name="motionstream-studio-worker", daemon=True)
-        from motionstream.stream.engine import StreamingGenerator
 
         self.stack, self.slot, self.cfg, self.media = stack, slot, cfg, media
         self.on_jpeg = on_jpeg
@@ -345,8 +346,6 @@ class GenerationWorker(threading.Thread):
         self.slot.wake()
 
     def run(self) -> None:
-        import torch
-
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         while not self.stopping:
@@ -442,8 +441,6 @@ class GenerationWorker(threading.Thread):
     def make_source(self, req: dict):
         mode = req.get("mode", "drag")
         if mode == "transfer":
-            from motionstream.stream.apps import transfer_source
-
             frames = self.media.video(req["video"])
             return transfer_source(frames, self.stack.fps, self.stack.latent_cells, self.cfg.transfer_grid,
                                    self.stack.stream_cfg.seed, self.stack.tracks_cfg)
@@ -462,7 +459,6 @@ class GenerationWorker(threading.Thread):
 
     def apply(self, s: Session) -> bool:
         """Apply every waiting control; True when the stream must stop."""
-        from motionstream.tracks.trackset import TrackError
 
         while s.commands:
             received, msg = s.commands.popleft()
@@ -505,8 +501,6 @@ class GenerationWorker(threading.Thread):
             controls.pointer_up(self._drag(msg["id"]), self.stream_time(received))
             del self.drags[msg["id"]]
         elif kind == "pin":
-            from motionstream.tracks.sources import grid_points
-
             w, h = self.stack.width, self.stack.height
             x0, x1 = sorted((min(max(msg["x0"], 0.0), w - 1.0), min(max(msg["x1"], 0.0), w - 1.0)))
             y0, y1 = sorted((min(max(msg["y0"], 0.0), h - 1.0), min(max(msg["y1"], 0.0), h - 1.0)))
@@ -546,7 +540,6 @@ def recording_url(s: Session) -> str:
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     """uint8 RGB [H, W, 3] -> JPEG bytes (cv2.imencode)."""
-    import cv2
 
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

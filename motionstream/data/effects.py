@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from motionstream.data.scenes import HUES
@@ -65,7 +66,6 @@ class Particles:
 
     def draw(self, frame: np.ndarray, t: float, opacity: float) -> None:
         """Splat every dot bilinearly, blur to a soft disc, blend its colour in place."""
-        import cv2
 
         h, w = frame.shape[:2]
         x, y = self.positions(t, w, h)
@@ -109,7 +109,6 @@ class Effect:
 
     def apply(self, frame: np.ndarray, t: float) -> None:
         """Modify frame float32 [H, W, 3] in [0, 1] in place."""
-        import cv2
 
         k = self.strength * self.ramp(t)
         if self.name == "darker":

@@ -25,8 +25,10 @@ import numpy as np
 
 from motionstream.config import REPO_ROOT
 from motionstream.data.synth import Clip
-from motionstream.tracks.trackset import TrackSet
 from motionstream.errors import VideoFolderError  # noqa: F401 (re-exported)
+from motionstream.tracks.tracker import track_frames
+from motionstream.tracks.trackset import TrackSet
+from motionstream.video import read_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_CACHE = REPO_ROOT / "cache" / "real"
@@ -114,14 +116,11 @@ class VideoFolderDataset:
         return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
     def _frames(self, path: Path) -> np.ndarray:
-        from motionstream.video import read_video
-
         frames, _ = read_video(path, fps=self.fps, size=(self.width, self.height))
         return frames
 
     def _index(self, path: Path, progress: bool) -> _Video | None:
         """Load (or compute and store) the tracks of every window of one video."""
-        from motionstream.tracks.tracker import track_frames
 
         cache = self._cache_path(path)
         stamp = self._source_stamp(path)

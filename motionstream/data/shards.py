@@ -19,7 +19,9 @@ whose seeds changed (e.g. the last, partial one when n grows).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,13 +29,14 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from motionstream.config import to_dict
 from motionstream.data.shard_worker import atomic_json, init_worker, shard_seeds, write_shard
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import Clip, WorldConfig
-from motionstream.tracks.trackset import TrackSet
 from motionstream.errors import ShardError  # noqa: F401 (re-exported)
+from motionstream.tracks.trackset import TrackSet
 
 FORMAT = "motionstream-shards"
 FORMAT_VERSION = 1
@@ -54,10 +57,6 @@ def write_shards(out_dir: str | Path, split: str, n: int, num_frames: int = 33, 
 
     Resumable: complete shards with the expected seeds are kept. Raises ShardError if out_dir holds
     shards of a different split, size, length, fps or world config."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    from tqdm import tqdm
 
     if n < 1 or clips_per_shard < 1 or workers < 1:
         raise ShardError(f"need n, clips_per_shard, workers >= 1 (got {n}, {clips_per_shard}, {workers})")

@@ -14,8 +14,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
+from motionstream.diffusion.sampling import sample, video_prior_for
 from motionstream.errors import UserError
+from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+from motionstream.models.conditioning import build_condition
+from motionstream.tracks.embed import track_counts
 
 
 def fit_tracks(ts, width: int, height: int):
@@ -65,12 +70,6 @@ def generate_teacher(model, param, dcfg, codec, text_encoder, image: np.ndarray,
     max_tracks: thin denser inputs to this many tracks (thin_tracks); -1 = the training maximum
     (tracks.max_tracks scaled to the latent grid, embed.track_counts), None = never thin.
     """
-    import torch
-
-    from motionstream.diffusion.sampling import sample, video_prior_for
-    from motionstream.models.codec import frames_to_tensor, tensor_to_frames
-    from motionstream.models.conditioning import build_condition
-    from motionstream.tracks.embed import track_counts
 
     num_latent = 1 + (num_frames - 1) // codec.temporal_stride
     if max_tracks == -1:

@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from motionstream.config import from_dict
 from motionstream.diffusion.flow import DiffusionConfig, euler_sample, sampling_schedule
 from motionstream.diffusion.guidance import guided_prediction
-from motionstream.models.conditioning import MotionCondition
+from motionstream.models.codec import load_codec
+from motionstream.models.conditioning import MotionCondition, video_prior
 from motionstream.models.folders import TEACHER_KIND, load_folder
 
 
@@ -90,7 +92,6 @@ def video_prior_for(param: TeacherParam, encode, images, tracks, num_latent_fram
         return None
     if encode is None:
         raise ValueError("weights with the 'video' prior need the codec's encode function to build a condition")
-    from motionstream.models.conditioning import video_prior
 
     return video_prior(encode, images, tracks, num_latent_frames, temporal_factor)
 
@@ -99,7 +100,6 @@ def prior_encoder(param: TeacherParam, vae: str, device: torch.device | str = "c
     """VideoCodec.encode of the VAE `vae` when `param` needs the video prior, else None (nothing loaded)."""
     if param.output_skip != "video":
         return None
-    from motionstream.models.codec import load_codec
 
     return load_codec(vae, tiny_decoder=None).to(device).encode
 
@@ -122,7 +122,6 @@ def warp_prior(first: torch.Tensor, guide: torch.Tensor, guide_mask: torch.Tenso
     cells sample the first frame backwards along them (bilinear); covered cells keep the guide.
     Cells out of reach of every covered cell keep zero motion (the first-frame feature).
     """
-    import torch.nn.functional as F
 
     b, c, f, h, w = guide.shape
     dtype = first.dtype

@@ -24,9 +24,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark
+from motionstream.config import section
+from motionstream.eval.bench_long import load_student_stream, text_encoder_for
+from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
+from motionstream.models.codec import load_codec
 
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 STUDENT_WEIGHTS = "student-tiny-cpu"
@@ -70,9 +76,6 @@ class TimedCodec:
 def time_teacher(ctx: BenchmarkContext, clip: Any, steps: int | None, warmup_steps: int) -> dict[str, Any]:
     """One timed generate_teacher call on `clip` at the teacher's guidance weights and `steps` Euler
     steps (None = its shipped sample_steps)."""
-    from motionstream.eval.bench_long import text_encoder_for
-    from motionstream.eval.benchmarks import require_module
-    from motionstream.models.codec import load_codec
 
     gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
@@ -115,7 +118,6 @@ def _stream(gen, clip: Any, num_frames: int, step) -> tuple[list[float], int]:
 
 def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
     """Rows for the student: latents only, sequential decode, overlapped decode."""
-    from motionstream.eval.bench_long import load_student_stream
 
     num_frames = len(clip.frames)
     gen, _ = load_student_stream(ctx, STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS, overlap_decode=False)
@@ -163,10 +165,7 @@ def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
 
 
 def _plot(ctx: BenchmarkContext, rows: list[dict[str, Any]]) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     labels = [r["model"].split(" (")[0] + (", overlapped" if "overlapped" in r["model"] else "") for r in rows]
     x = np.arange(len(rows))
@@ -191,9 +190,6 @@ def _plot(ctx: BenchmarkContext, rows: list[dict[str, Any]]) -> None:
 def run_speed(ctx: BenchmarkContext) -> None:
     """Teacher vs student throughput and latency on the same clip, decode included and excluded
     (teacher fps = generation of the whole clip / its frames; its latency is that whole time)."""
-    import torch
-
-    from motionstream.config import section
 
     scfg = section(ctx.cfg, "eval_speed", SpeedBenchConfig)
     clip = ctx.world_clips(1)[0]

@@ -22,10 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
-from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
-from motionstream.scoring.track_following import GenerateFn
+from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
+                                          require_module)
+from motionstream.eval.clips import video_format
+from motionstream.models.checkpoints import WeightsNotFound
+from motionstream.models.codec import load_codec
+from motionstream.models.text import load_text_encoder
+from motionstream.scoring.baselines import BASELINES
+from motionstream.scoring.track_following import GenerateFn, TrackFollowingEval
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
 
@@ -48,8 +56,6 @@ def register_method(name: str, factory: MethodFactory, needs_weights: tuple[str,
 
 def _baseline_factory(name: str) -> MethodFactory:
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        from motionstream.scoring.baselines import BASELINES
-
         return BASELINES[name]
     return factory
 
@@ -67,12 +73,9 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     """The offline teacher (motionstream.diffusion.generate.generate_teacher) at its shipped sampling settings
     (steps, joint guidance weights from its config.json; --quick: eval.quick_teacher_steps), conditioned on all of the clip's tracks
     (the paper's protocol: the full 50x50 grid) and its caption; full VAE decoder."""
-    from motionstream.eval.benchmarks import require_module
 
     gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
-    from motionstream.models.codec import load_codec
-    from motionstream.models.text import load_text_encoder
 
     model, param, dcfg, _ = sampling.load_teacher(TEACHER_WEIGHTS)
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=None)
@@ -100,13 +103,7 @@ def _student_factory(weights: str | None = None) -> MethodFactory:
 
 
 def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
-    from motionstream.eval.benchmarks import require_module
-
     engine = require_module("motionstream.stream.engine", "streaming engine")
-    from motionstream.eval.clips import video_format
-    from motionstream.models.checkpoints import WeightsNotFound
-    from motionstream.models.codec import load_codec
-    from motionstream.models.text import load_text_encoder
 
     try:
         model, param, meta = engine.load_stream_model(weights)
@@ -152,10 +149,7 @@ def methods_for(ctx: BenchmarkContext) -> list[Method]:
 
 
 def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     sources = list(results)
@@ -208,8 +202,6 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     lpips_weights = ctx.eval_cfg.lpips_weights
     if not lpips_weights:
         ctx.note("LPIPS skipped: no local LPIPS weights (set eval.lpips_weights in the config).")
-
-    from motionstream.scoring.track_following import TrackFollowingEval
 
     evals = {s: TrackFollowingEval(clips, ctx.eval_cfg.max_points, with_ssim=True, lpips_weights=lpips_weights)
              for s, clips in ctx.progress(list(sources.items()), "tracker floor")}

@@ -20,17 +20,28 @@ crashing, so `motionstream eval all` always regenerates the whole report.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
+import os
+import platform
 import shutil
+import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm import tqdm
+
 from motionstream.config import REPO_ROOT, load_config, section
 from motionstream.eval.availability import NotAvailable, require_module  # noqa: F401 (re-exported)
+from motionstream.eval.clips import fast_media_clips, media_clips, world_test_clips
+from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
 
 # Modules that register benchmarks when imported (kept light: heavy imports live inside functions).
 BENCHMARK_MODULES = (
@@ -138,8 +149,6 @@ class BenchmarkResult:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -176,7 +185,6 @@ class BenchmarkContext:
 
     def add_plot(self, fig, stem: str) -> Path:
         """Save a matplotlib figure as OUT/eval/NAME/<stem>.png and close it."""
-        import matplotlib.pyplot as plt
 
         path = self.out_dir / f"{stem}.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -188,11 +196,8 @@ class BenchmarkContext:
         """A grid of frames as OUT/eval/NAME/<stem>.png: one row per video (label -> uint8 [T, H, W, 3],
         all of one length), `num_times` evenly spaced frames from the first to the last. None when
         `videos` is empty."""
-        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
 
         if not videos:
             return None
@@ -219,25 +224,18 @@ class BenchmarkContext:
         self.notes.append(text)
 
     def progress(self, items: Iterable, desc: str):
-        from tqdm import tqdm
-
         return tqdm(items, desc=f"{self.name}: {desc}", leave=False)
 
     # clip sources shared by benchmarks (see motionstream.eval.clips)
     def world_clips(self, n: int | None = None):
-        from motionstream.eval.clips import world_test_clips
-
         return world_test_clips(n or self.num_clips, self.cfg, self.eval_cfg)
 
     def media_clips(self, n: int | None = None):
-        from motionstream.eval.clips import media_clips
-
         return media_clips(n or self.num_clips, self.cfg, self.eval_cfg)
 
     def fast_media_clips(self, n: int | None = None):
         """The hard real set: the fastest-moving segments of the real videos (eval.clips.fast_media_clips);
         at least eval.fast_clips of them, whatever the mode."""
-        from motionstream.eval.clips import fast_media_clips
 
         return fast_media_clips(max(n or self.num_clips, self.eval_cfg.fast_clips), self.cfg, self.eval_cfg)
 
@@ -261,8 +259,6 @@ def benchmark(name: str, title: str, needs_weights: Iterable[str] = (), descript
     """Register `fn(ctx)` as benchmark `name`. `needs_weights`: folders under weights/ (or paths)
     that must exist; when one is missing the benchmark is reported as not available."""
     def register(fn: BenchmarkFn) -> BenchmarkFn:
-        import inspect
-
         REGISTRY[name] = Benchmark(name, title, fn, tuple(needs_weights), description or inspect.cleandoc(fn.__doc__ or ""))
         return fn
     return register
@@ -277,7 +273,6 @@ def load_benchmarks() -> dict[str, Benchmark]:
 
 def missing_weights(names: Iterable[str]) -> list[str]:
     """The model folders among `names` that resolve to nothing (weights/NAME or a path)."""
-    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
 
     missing = []
     for n in names:
@@ -291,7 +286,6 @@ def missing_weights(names: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------- machine
 def git_commit() -> str:
     """Short HEAD hash, with '+dirty' when tracked files differ from it."""
-    import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -305,8 +299,6 @@ def git_commit() -> str:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads, versions: where the figures were measured."""
-    import os
-    import platform
 
     cpu = platform.processor() or "unknown"
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,6 @@ def wan_layout(state_dict: dict[str, torch.Tensor]) -> str:
 
 def wan_diffusers_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a diffusers WanTransformer3DModel state dict to the original Wan keys (strict: unknown keys raise)."""
-    import re
 
     out = {}
     for key, value in state_dict.items():

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from motionstream.models.folders import TINY_DECODER_KIND, VAE_KIND, load_folder
 from motionstream.models.frames import frames_to_tensor, tensor_to_frames  # noqa: F401 (re-exported)
+from motionstream.models.vae import StreamState
 
 
 class StreamDecoder(Protocol):
@@ -33,8 +34,6 @@ class _EmbeddedStream:
     """The embedded VAE's causal conv caches (a StreamState), carried across the calls of one stream."""
 
     def __init__(self, codec: "VideoCodec"):
-        from motionstream.models.vae import StreamState
-
         self.codec = codec
         self.state = StreamState()
 

@@ -13,13 +13,18 @@ the ground-truth video) is reported beside every EPE: no model can be measured b
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
+from skimage.metrics import structural_similarity
 
 from motionstream.data.effect_scores import (  # noqa: F401 (re-exported: the adherence scorers)
     EFFECTS, AdherenceConfig, adherence_rate, chroma_shift, effect_present, effect_score, text_adherence)
+from motionstream.tracks.tracker import track_frames
 from motionstream.tracks.trackset import TrackSet
 from motionstream.video import PIXEL_MAX, as_video
 
@@ -71,7 +76,6 @@ def frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def frame_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """float64 [T]: per-frame SSIM (skimage: 7x7 uniform window, colour channels averaged). With
     `mask` bool [T,H,W] the SSIM map is averaged over the masked pixels only (nan for empty frames)."""
-    from skimage.metrics import structural_similarity
 
     a, b = _check_pair(a, b)
     if mask is None:
@@ -108,9 +112,6 @@ class _LPIPSAlex:
     SCALE = (0.458, 0.448, 0.450)
 
     def __init__(self, path: Path):
-        import torch
-        from safetensors.torch import load_file
-
         self.torch = torch
         state = {k: v.float() for k, v in load_file(str(path)).items()}
         try:
@@ -155,7 +156,6 @@ _LPIPS_CACHE: dict[str, _LPIPSAlex] = {}
 def lpips(a: np.ndarray, b: np.ndarray, weights: str | Path | None = None) -> float | None:
     """Mean per-frame LPIPS (lower = more similar) when `weights` names a local LPIPS-alex
     safetensors file; None (with a message on stderr) otherwise. Never downloads anything."""
-    import sys
 
     if weights is None:
         print("lpips: skipped (no local LPIPS weights given; set eval.lpips_weights in the config)", file=sys.stderr)
@@ -174,7 +174,6 @@ def lpips(a: np.ndarray, b: np.ndarray, weights: str | Path | None = None) -> fl
 # ------------------------------------------------------------------------------ EPE
 def default_tracker(frames: np.ndarray, points: np.ndarray, fps: float) -> TrackSet:
     """The project's point tracker (motionstream.tracks.tracker.track_frames) from query points."""
-    from motionstream.tracks.tracker import track_frames
 
     return track_frames(frames, points=points, fps=fps)
 

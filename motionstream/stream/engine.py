@@ -56,13 +56,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from motionstream.config import section
 from motionstream.diffusion.sampling import TeacherParam, load_dit_folder
-from motionstream.models.conditioning import MotionCondition
-from motionstream.models.kv_cache import KVCache
-from motionstream.stream.controls import ChunkTracks, MotionControls
-from motionstream.tracks.trackset import TrackSet
 from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_skip, chunk_noise, parse_cache_name,
                                             stream_prior)
+from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
+from motionstream.models.kv_cache import KVCache
+from motionstream.models.rope import apply_rope
+from motionstream.stream.controls import ChunkTracks, MotionControls
+from motionstream.tracks.embed import rasterize
+from motionstream.tracks.trackset import TrackSet
+from motionstream.tracks.warp import warp_frame
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
@@ -125,8 +130,6 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
     whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
     prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder).
     """
-    from motionstream.models.conditioning import build_guide, image_condition
-    from motionstream.tracks.embed import rasterize
 
     tf = cfg.temporal_factor
     _, _, h, w = first_latent.shape
@@ -162,7 +165,6 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
 def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
     (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
-    from motionstream.tracks.warp import warp_frame
 
     ts = chunk.tracks
     return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], chunk.anchor_visible & ts.visibility[j],
@@ -202,7 +204,6 @@ class StreamingGenerator:
     @torch.inference_mode()
     def start(self, image: np.ndarray, prompt: str, config: StreamConfig | None = None) -> None:
         """Begin a stream from uint8 image [H, W, 3] (H, W multiples of the VAE stride) and a prompt."""
-        from motionstream.models.codec import frames_to_tensor
 
         if config is not None:
             self.config = config
@@ -331,7 +332,6 @@ class StreamingGenerator:
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
         """The next chunk's clean latents [1, C_lat, C, h, w] (cache updated); no decoding."""
-        from motionstream.models.codec import frames_to_tensor
 
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
@@ -360,7 +360,6 @@ class StreamingGenerator:
         s, n = cache.sink_chunks, cache.chunk_tokens
         if s == 0 or cache.window_filled < s:
             return False
-        from motionstream.models.rope import apply_rope
 
         filled = cache.window_filled
         raw = cache.window_raw[:, :, :, (filled - s) * n:filled * n]
@@ -380,7 +379,6 @@ class StreamingGenerator:
         """The video prior after a refresh warps the new anchor's pixels along the re-anchored tracks.
         Those pixels are the anchor latent decoded as a first frame (which is how the model reads it as
         the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
-        from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 
         self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
         self.prior_encoder = self.codec.stream_encoder()
@@ -395,8 +393,6 @@ class StreamingGenerator:
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        from motionstream.models.codec import tensor_to_frames
-
         with self._lock:
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
             self.frames_out += len(frames)
@@ -422,7 +418,6 @@ def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, *
     section (diffusion/student.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
     what a student folder says it was distilled for (its `student` metadata: chunk size, steps,
     shift, renoise; the sink / window stay a runtime choice), then explicit overrides (None = keep)."""
-    from motionstream.config import section
 
     sc = section(cfg, "stream", StreamConfig)
     sampler_keys = ("chunk_frames", "sink_chunks", "window_chunks", "denoising_steps", "shift", "renoise")

@@ -5,9 +5,13 @@ All video tensors are float [B, 3, T, H, W] in [-1, 1]; image-level losses run p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from motionstream.scoring.metrics import _LPIPSAlex
 
 SSIM_WINDOW = 11          # Gaussian window of the standard SSIM (Wang et al. 2004)
 SSIM_SIGMA = 1.5
@@ -130,10 +134,6 @@ class LPIPSLoss:
     """
 
     def __init__(self, path: str):
-        from pathlib import Path
-
-        from motionstream.scoring.metrics import _LPIPSAlex
-
         if not Path(path).is_file():
             raise FileNotFoundError(f"LPIPS weights not found: {path}")
         self.net = _LPIPSAlex(Path(path))
