@@ -19,10 +19,10 @@ import av
 import cv2
 import numpy as np
 
-from motionstream.errors import VideoError, ImageFormatError, ImageTooLarge  # noqa: F401 (re-exported)
+from motionstream.errors import ImageFormatError, ImageTooLarge, VideoError  # noqa: F401 (re-exported)
+from motionstream.limits import MAX_IMAGE_PIXELS  # noqa: F401 (re-exported)
 
 PIXEL_MAX = 255.0                          # uint8 frames: the largest value (PSNR peak, 0..1 scaling)
-MAX_IMAGE_PIXELS = 40_000_000              # decoded images and video frames: 120 MB as RGB (CLI and studio)
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # images we write
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the H.264 stream VideoWriter writes

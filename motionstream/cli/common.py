@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from motionstream.errors import TrackError, UserError, VideoError
+from motionstream.limits import MAX_IMAGE_PIXELS
 
 MAX_GRID = 500          # points per side of a query grid: 250,000 tracks
 
@@ -23,8 +24,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise UserError(f"size must look like WIDTHxHEIGHT (e.g. 832x480), got {text!r}") from None
     if w <= 0 or h <= 0:
         raise UserError(f"size must be positive, got {text!r}")
-    from motionstream.video import MAX_IMAGE_PIXELS   # commands import the library on use: a fast --help
-
     if w * h > MAX_IMAGE_PIXELS:
         raise UserError(f"size {text} is more than the limit of {MAX_IMAGE_PIXELS} pixels (MAX_IMAGE_PIXELS)")
     return w, h

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from motionstream.cli.common import user_errors
+from motionstream.cli.common import check_grid, user_errors
+from motionstream.errors import UserError
 
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
@@ -33,7 +34,6 @@ def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -
     """The checks every sub-command makes before any model loads: the output path(s), --frames, the
     image (size-checked from its header, then decoded). Returns the image, uint8 RGB at its own size.
     image_outputs: attribute names of extra outputs that are images (edit's --edited)."""
-    from motionstream.errors import UserError
     from motionstream.tracks.io import MAX_TRACK_FRAMES
     from motionstream.video import IMAGE_SUFFIXES, check_output, read_image
 
@@ -46,6 +46,20 @@ def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -
     return read_image(args.image)
 
 
+def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:
+    """--drag ['x0,y0:x1,y1', ...] -> [(x0, y0, x1, y1), ...] in pixels; UserError naming the bad spec."""
+    drags = []
+    for spec in specs:
+        try:
+            a, b = spec.split(":")
+            x0, y0 = (float(v) for v in a.split(","))
+            x1, y1 = (float(v) for v in b.split(","))
+        except ValueError:
+            raise UserError(f"a drag must look like x0,y0:x1,y1 (pixels), got {spec!r}") from None
+        drags.append((x0, y0, x1, y1))
+    return drags
+
+
 class Stack:
     """Everything a sub-command needs, loaded once from the arguments."""
 
@@ -54,11 +68,10 @@ class Stack:
         image: the conditioning image from read_inputs (validated before this loads any model)."""
         import torch
 
-        from motionstream.errors import UserError
+        from motionstream.cli.common import parse_size
         from motionstream.config import ConfigError
         from motionstream.models.checkpoints import WeightsNotFound
         from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
-        from motionstream.cli.common import parse_size
         from motionstream.video import resize_crop
 
         for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
@@ -124,13 +137,14 @@ class Stack:
 @user_errors
 def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
-    from motionstream.diffusion.generate import fit_tracks
-    from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
     from motionstream.tracks.io import load_tracks, resample
 
     image = read_inputs(args)
     ih, iw = image.shape[:2]
     ts = load_tracks(args.tracks, width=iw, height=ih)     # checked before the model loads ...
+    from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
+
     st = Stack(args, image)
     if ts.fps != st.fps:
         ts = resample(ts, st.fps)                           # ... resampled to its frame rate after
@@ -147,9 +161,6 @@ def run_generate(args: argparse.Namespace) -> int:
 @user_errors
 def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
-    from motionstream.errors import UserError
-    from motionstream.stream.apps import transfer_source
-    from motionstream.cli.common import check_grid
     from motionstream.video import probe_video, read_video
 
     image = read_inputs(args)
@@ -157,6 +168,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     check_grid(args.grid)
     if args.max_video_frames is not None and args.max_video_frames < 1:
         raise UserError(f"--max-video-frames must be >= 1, got {args.max_video_frames}")
+    from motionstream.stream.apps import transfer_source     # loads torch: after the checks
+
     st = Stack(args, image)
     frames, _ = read_video(args.video, fps=st.fps, size=st.size, max_frames=args.max_video_frames)
     n = st.default_frames(len(frames))
@@ -168,13 +181,13 @@ def run_transfer(args: argparse.Namespace) -> int:
 @user_errors
 def run_camera(args: argparse.Namespace) -> int:
     """image + depth + camera path -> video."""
-    from motionstream.stream.apps import TrackFileSource, conditioning_subset
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
-    from motionstream.cli.common import check_grid
 
     image = read_inputs(args)
     depth = load_depth(args.depth, mode=args.depth_mode)
     check_grid(args.grid)
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset     # loads torch: after the checks
+
     st = Stack(args, image)
     n = st.default_frames(args.path_frames)
     # the depth map is fitted to the image exactly like the image (cover + centre crop)
@@ -192,17 +205,14 @@ def run_camera(args: argparse.Namespace) -> int:
 @user_errors
 def run_edit(args: argparse.Namespace) -> int:
     """image + drags -> the edited image (the clip's last frame) + the clip."""
-    from motionstream.errors import UserError
-    from motionstream.diffusion.generate import fit_tracks
-    from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
     from motionstream.video import write_image
 
     args.edited = args.edited or str(Path(args.output).with_suffix(".png"))
     image = read_inputs(args, image_outputs=("edited",))
-    try:
-        drags = parse_drags(args.drag)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    drags = parse_drags(args.drag)
+    from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
+    from motionstream.stream.apps import TrackFileSource, edit_tracks
+
     st = Stack(args, image)
     iw, ih = st.image_raw.shape[1], st.image_raw.shape[0]
     n = st.default_frames(args.edit_frames)

@@ -233,20 +233,6 @@ def track_overlay(ts: TrackSet, tail: int = 8) -> Callable[[np.ndarray, int], np
     return overlay
 
 
-def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:
-    """['x0,y0:x1,y1', ...] -> [(x0, y0, x1, y1), ...]; raises ValueError naming the bad spec."""
-    drags = []
-    for spec in specs:
-        try:
-            a, b = spec.split(":")
-            x0, y0 = (float(v) for v in a.split(","))
-            x1, y1 = (float(v) for v in b.split(","))
-        except ValueError:
-            raise ValueError(f"a drag must look like x0,y0:x1,y1 (pixels), got {spec!r}") from None
-        drags.append((x0, y0, x1, y1))
-    return drags
-
-
 def edit_tracks(drags: list[tuple[float, float, float, float]], num_frames: int, width: int, height: int,
                 fps: float, radius: float, pins: bool = True) -> TrackSet:
     """Drag-editing motion: a patch around each drag start moves to its end by EDIT_MOVE_FRACTION of

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from motionstream.tracks.trackset import TrackError, TrackSet
-from motionstream.video import MAX_IMAGE_PIXELS
+from motionstream.limits import MAX_IMAGE_PIXELS
 
 WAN_FPS = 16.0  # frame rate assumed for formats that do not store one (ATI, Wan-Move: both Wan 2.1 at 16 fps)
 KEYFRAME_TOLERANCE_PX = 1e-3  # a JSON keyframe is dropped when linear interpolation reproduces it this closely
@@ -142,7 +142,7 @@ def check_size(frames: int, tracks: int, where: str) -> None:
 
 def check_limits(ts: TrackSet, where: str) -> None:
     """A loaded TrackSet within the limits: fps, frames x tracks, and an image size that the pixel cap
-    of images (video.MAX_IMAGE_PIXELS) allows, since drawing and conditioning allocate images that size."""
+    of images (limits.MAX_IMAGE_PIXELS) allows, since drawing and conditioning allocate images that size."""
 
     check_fps(ts.fps, f"{where}: fps")
     check_size(ts.num_frames, ts.num_tracks, where)
