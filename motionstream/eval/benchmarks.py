@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from motionstream.config import REPO_ROOT, load_config, section
@@ -310,13 +311,8 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 1),
                             "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    except ImportError:  # pragma: no cover
-        pass
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     return info
 
 

@@ -1,35 +1,18 @@
 """The Self-Forcing self-rollout (paper Sec. 3.2): the student's chunk sampler chained over chunks.
 
-The sampler, its config and the student's model folders live in diffusion/student.py (the streaming
-engine runs the same code); they are re-exported here for the training stages.
-
-One code path for training and inference: `StudentSampler` denoises one chunk of C latent frames
-in K steps with `WanDiT.forward_chunk` and the SAME `KVCache` the streaming engine uses (sink +
-rolling window, RoPE by cache position), then writes the clean chunk into the cache (one more
-pass at t = 0). `self_rollout` chains it over chunks; in DMD training it runs past the teacher's
-horizon, so the rolled cache seen in training is the one seen in a 10,000-chunk stream.
-
-Few-step sampling (CausVid / Self-Forcing), times t_0 = 1 > t_1 > ... > t_{K-1} > 0 (config
-`student.denoising_steps`, unshifted, then shifted by `student.shift` like the teacher):
-
-    z = noise[0]
-    for j in 0..K-1:   v = student(z, t_j);   x0 = z - t_j v
-                       z = (1 - t_{j+1}) x0 + t_{j+1} * noise[j+1]        (renoise = True)
-                       z = z + (t_{j+1} - t_j) v                          (renoise = False: DDIM / Euler)
-    chunk = x0 of the last step;  write pass: student(chunk, t = 0, write=True)
+The sampler (`StudentSampler`: K denoising steps of one chunk with the streaming engine's KV cache,
+then the clean write pass), its config and the student's model folders live in
+diffusion/student.py, where the streaming engine finds them too; they are re-exported here for the
+training stages. `self_rollout` chains the sampler over chunks; in DMD training it runs past the
+teacher's horizon, so the rolled cache seen in training is the one seen in a 10,000-chunk stream.
 
 Gradient truncation (Self-Forcing): in training one exit step k in [0, K) is drawn per rollout;
 every chunk stops at step k and its x0 at step k is its output. Only that evaluation runs with
 autograd (and only for the chunks in `grad_chunks`); the steps before it and the write passes run
 under no_grad, and the cache reads the stored K/V detached, so no gradient crosses chunks.
 
-Output parameterisation: the student is initialised from the teacher and keeps its
-`TeacherParam` (diffusion/sampling.py): v = network + (z_t - prior) / max(t, skip_min_t) with the
-prior of the WHOLE stream's condition sliced to the chunk (a chunk's own condition has no first
-frame in it, so `condition_prior(cond.chunk(a, b))` would be wrong).
-
-Tensor conventions: latents float32 [B, C, F, h, w] normalised; flow time t in [0, 1], 1 = noise;
-noise for a chunk [K, B, C, Cf, h, w] (index j = the noise used to enter step j).
+Tensor conventions: latents float32 [B, C, F, h, w] normalised; noise for a chunk
+[K, B, C, Cf, h, w] (index j = the noise used to enter step j).
 """
 
 from __future__ import annotations
