@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from motionstream.config import VideoConfig
 from motionstream.scoring.metrics import psnr, ssim
 from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
 
 CHUNK_LATENT_FRAMES = 3          # c3: the paper's chunk of 3 latent frames = 12 video frames
-WIDTH, HEIGHT, FPS = 256, 144, 16
+VIDEO = VideoConfig()            # the tiny-cpu format (its defaults), the shipped codec's native size
+WIDTH, HEIGHT, FPS = VIDEO.width, VIDEO.height, VIDEO.fps
 MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 
 

@@ -72,7 +72,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from motionstream.config import load_config, section
+    from motionstream.config import load_config, section, video_config
     from motionstream.models.dit import DiTConfig, MotionCondition, WanDiT
     from motionstream.models.text import TextConfig
 
@@ -80,8 +80,8 @@ def main() -> None:
     cfg = load_config(args.config)
     dit_cfg = section(cfg, "dit", DiTConfig)
     text_cfg = section(cfg, "text", TextConfig)
-    video = cfg["video"]
-    hw = (video["height"] // VAE_SPATIAL_STRIDE, video["width"] // VAE_SPATIAL_STRIDE)
+    video = video_config(cfg)
+    hw = (video.height // VAE_SPATIAL_STRIDE, video.width // VAE_SPATIAL_STRIDE)
     c, s, w = parse_cache(args.cache)
     torch.manual_seed(0)
     model = WanDiT(dit_cfg).eval()

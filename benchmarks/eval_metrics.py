@@ -26,12 +26,11 @@ def timed(fn, *args, **kw) -> tuple[float, object]:
 
 
 def main() -> None:
-    from motionstream.config import load_config
+    from motionstream.config import load_config, video_config
     from motionstream.data.splits import split_seeds
     from motionstream.data.synth import render_clip
     from motionstream.scoring import metrics
     from motionstream.scoring.baselines import forward_warp
-    from motionstream.eval.clips import video_format
     from motionstream.scoring.track_following import TrackFollowingEval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +39,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=256, help="EPE points per clip (max_points)")
     args = ap.parse_args()
 
-    width, height, fps = video_format(load_config("tiny-cpu"))
+    vcfg = video_config(load_config("tiny-cpu"))
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     t_render, clips = timed(lambda: [render_clip(s, args.frames, width, height, fps)
                                      for s in split_seeds("test", args.clips)])

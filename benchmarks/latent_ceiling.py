@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from motionstream.config import load_config, section
+from motionstream.config import load_config, section, video_config
 
 
 def invert_decoder(codec, latents: torch.Tensor, target: torch.Tensor, iters: int, lr: float) -> torch.Tensor:
@@ -95,13 +95,13 @@ def main() -> None:
         ap.error("--iters must be non-negative and increasing")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    video = cfg.get("video", {})
+    video = video_config(cfg)
     tcfg = section(cfg, "train_teacher", TeacherTrainConfig)
     codec = load_codec(args.vae, tiny_decoder=None)
     for p in codec.parameters():
         p.requires_grad_(False)
-    clips = [render_clip(s, num_frames=args.frames, width=video.get("width", 256), height=video.get("height", 144),
-                         fps=video.get("fps", 16)) for s in split_seeds("test", args.clips)]
+    clips = [render_clip(s, num_frames=args.frames, width=video.width, height=video.height, fps=video.fps)
+             for s in split_seeds("test", args.clips)]
     evaluator = TrackFollowingEval(clips, max_points=tcfg.eval_max_points)
     targets = [frames_to_tensor(c.frames) for c in clips]
     latents = [codec.encode(x) for x in targets]

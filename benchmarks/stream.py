@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from motionstream.config import WEIGHTS_DIR, load_config, section  # noqa: E402
+from motionstream.config import WEIGHTS_DIR, load_config, section, video_config  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -110,8 +110,8 @@ def main() -> None:
     from motionstream.tracks.embed import TracksConfig, track_counts
 
     cfg = load_config(args.config)
-    video = cfg.get("video", {})
-    width, height, fps = int(video.get("width", 256)), int(video.get("height", 144)), float(video.get("fps", 16))
+    video = video_config(cfg)
+    width, height, fps = video.width, video.height, video.fps
     model, param, codec, what = load_or_random(cfg)
     text_encoder = load_text_encoder(cfg)
     sc = stream_config_for(cfg)

@@ -102,6 +102,40 @@ def section(cfg: dict[str, Any], name: str, cls: type[T]) -> T:
     return from_dict(cls, cfg.get(name), f"{cfg.get('name', 'config')}.{name}")
 
 
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+    """Section `video`: the model's native video format, shared by every stage (data, training,
+    streaming, evaluation). The defaults are the tiny-cpu preset's, used when a preset has no
+    `video` section. Read it with `video_config(cfg)`."""
+
+    width: int = 256      # frame width in pixels (a multiple of the VAE stride x the DiT patch)
+    height: int = 144     # frame height in pixels
+    fps: float = 16.0     # frames per second of generated and training clips
+
+    def __post_init__(self) -> None:
+        # YAML gives ints for `fps: 16` and may give floats for sizes: store the types the code expects
+        try:
+            width, height, fps = int(self.width), int(self.height), float(self.fps)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"video: width, height and fps must be numbers ({err})") from None
+        if width <= 0 or height <= 0 or not fps > 0:
+            raise ConfigError(f"video: width, height and fps must be positive, got {width}x{height} @ {fps} fps")
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "height", height)
+        object.__setattr__(self, "fps", fps)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels, the order `read_image` / `resize_crop` take."""
+        return self.width, self.height
+
+
+def video_config(cfg: dict[str, Any]) -> VideoConfig:
+    """The `video` section of a loaded config (VideoConfig defaults when absent; ConfigError on an
+    unknown key or a non-positive value)."""
+    return section(cfg, "video", VideoConfig)
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a plain dict (for config.json next to weights)."""
     return dataclasses.asdict(obj)

@@ -57,3 +57,11 @@ def without_weights(monkeypatch, module, bench_name: str, **names: str) -> None:
         monkeypatch.setattr(module, const, folder)
     registry = benchmarks.load_benchmarks()
     monkeypatch.setitem(registry, bench_name, dataclasses.replace(registry[bench_name], needs_weights=tuple(names.values())))
+
+
+def run_without_weights(monkeypatch, tmp_path: Path, module, bench_name: str, **names: str):
+    """without_weights, then run the benchmark (quick) into tmp_path: its BenchmarkResult."""
+    from motionstream.eval.benchmarks import run_benchmark
+
+    without_weights(monkeypatch, module, bench_name, **names)
+    return run_benchmark(bench_name, quick=True, out_root=tmp_path)

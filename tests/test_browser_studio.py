@@ -88,7 +88,8 @@ def test_page_drag_pause_record_download(server, tmp_path):
             page = ctx.new_page()
             page.goto(server.url + "/")
             page.wait_for_function("window.studio.status === 'idle' && window.studio.imageId", timeout=WAIT_MS)
-            assert "student" in page.text_content("#model")             # the page names the running model
+            header = page.text_content("#model")
+            assert "student" in header and "/" not in header              # the model's name, not a path
             sample_id = page.evaluate("window.studio.imageId")
             page.set_input_files("#image-file", str(block_image(tmp_path / "block.png")))
             page.wait_for_function(f"window.studio.imageId && window.studio.imageId !== '{sample_id}'",
@@ -99,6 +100,7 @@ def test_page_drag_pause_record_download(server, tmp_path):
             wait_frames(page, 21)
             page.click("#record")
             page.wait_for_function("window.studio.recording", timeout=WAIT_MS)
+            assert page.is_visible("#hud-rec")
 
             # drag the block's centre 40 px to the right, slowly, and hold it there
             box = page.locator("#overlay").bounding_box()
@@ -113,6 +115,10 @@ def test_page_drag_pause_record_download(server, tmp_path):
             n = frames(page)
             wait_frames(page, n + 30)                                    # >= 2 chunks after the drag
             after = grab(page)
+            hud_fps, paints_2s, latency = page.evaluate("""() => { const S = window.studio, t = performance.now();
+                return [S.fps, S.paintLog.filter((p) => t - p <= 2000).length, S.latencyLog.length]; }""")
+            assert hud_fps is not None and abs(hud_fps - paints_2s / 2) <= 1.0, (hud_fps, paints_2s)  # paints/s
+            assert latency > 0 and page.text_content("#hud-latency") != "–"   # pointer -> painted frame
             page.screenshot(path=str(SCREENS / "studio-drag.png"), full_page=True)
             page.mouse.up()
 
@@ -141,17 +147,20 @@ def test_page_drag_pause_record_download(server, tmp_path):
             errors = page.evaluate("window.studio.errors")
             assert not errors, errors
 
-            # Space pauses: no new frames; Space again resumes
+            # Space pauses: no new frames; recording stopped while paused: REC goes; Space again resumes
             page.keyboard.press("Space")
             page.wait_for_function("window.studio.status === 'paused'", timeout=WAIT_MS)
             time.sleep(0.3)
             n = frames(page)
-            time.sleep(1.5)
+            page.click("#record")
+            page.wait_for_function("!window.studio.recording", timeout=WAIT_MS)
+            assert not page.is_visible("#hud-rec")
+            time.sleep(1.2)
             assert frames(page) == n
             page.keyboard.press("Space")
             wait_frames(page, n + 5)
 
-            # download the recording (this finishes it) and decode it
+            # download the recording (finished by the Record button) and decode it
             with page.expect_download(timeout=WAIT_MS) as dl:
                 page.click("#download")
             mp4 = tmp_path / "studio.mp4"
@@ -161,5 +170,10 @@ def test_page_drag_pause_record_download(server, tmp_path):
 
             page.keyboard.press("Enter")
             page.wait_for_function("window.studio.status === 'idle'", timeout=WAIT_MS)
+            time.sleep(0.2)                                              # a few animation frames
+            # stopped: fps and latency clear, no REC; the count is what the page received
+            assert page.text_content("#hud-fps") == "–" and page.text_content("#hud-latency") == "–"
+            assert not page.is_visible("#hud-rec")
+            assert page.evaluate("window.studio.stoppedFrames === window.studio.streamFrames")
         finally:
             ctx.close()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from motionstream.config import ConfigError, from_dict, load_config
+from motionstream.config import ConfigError, VideoConfig, from_dict, load_config, video_config
 from motionstream.models.checkpoints import WeightsNotFound, load_model_dir, save_model_dir
 from motionstream.tracks import TrackError, TrackSet
 from motionstream.train.common import EMA, lr_at, load_training_state, save_training_state
@@ -60,6 +60,20 @@ def test_config_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="not found"):
         load_config("no-such-preset")
     assert load_config("tiny-cpu")["video"]["fps"] == 16
+
+
+def test_video_config_is_read_typed_from_the_preset():
+    video = video_config(load_config("wan2.2-5b"))
+    assert (video.size, video.fps) == ((1280, 704), 24.0) and isinstance(video.fps, float)
+    assert video_config({"name": "bare"}) == VideoConfig(256, 144, 16.0)     # no section: tiny-cpu's format
+    assert video_config({"video": {"width": 64.0, "height": 32, "fps": 8}}).size == (64, 32)
+    assert isinstance(video_config({"video": {"width": 64.0}}).width, int)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        video_config({"video": {"widht": 64}})
+    with pytest.raises(ConfigError, match="positive"):
+        video_config({"video": {"fps": 0}})
+    with pytest.raises(ConfigError, match="numbers"):
+        video_config({"video": {"height": "tall"}})
 
 
 def test_config_overrides_set_existing_keys_only():

@@ -2,27 +2,18 @@
 
 import pytest
 import torch
+from distill_helpers import LATENT_HW, small_cfg
+from distill_helpers import random_model as random_weights
 
 from motionstream.models.dit import DiTConfig, MotionCondition, WanDiT, chunk_attention_mask
 
-LATENT_HW = (4, 6)            # 2x3 tokens per frame
-
-
-def small_cfg(**kw) -> DiTConfig:
-    base = dict(dim=48, num_layers=2, num_heads=2, ffn_dim=64, freq_dim=32, latent_channels=4, text_dim=8,
-                image_mask_channels=4, track_dim=8, track_channels=4, use_guide=True)
-    base.update(kw)
-    return DiTConfig(**base)
+CAUSAL_DIMS = dict(dim=48, ffn_dim=64, freq_dim=32)   # wider than distill_helpers' default model
+WEIGHT_SCALE = 0.3
 
 
 def random_model(cfg: DiTConfig, seed: int = 0) -> WanDiT:
-    """A model with every parameter random (Wan's init zeroes the output layer, hiding bugs)."""
-    torch.manual_seed(seed)
-    model = WanDiT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
+    """distill_helpers.random_model at WEIGHT_SCALE, in eval mode."""
+    return random_weights(cfg, seed, WEIGHT_SCALE).eval()
 
 
 def random_cond(cfg: DiTConfig, batch: int, frames: int, seed: int = 1) -> MotionCondition:
@@ -37,7 +28,7 @@ def random_cond(cfg: DiTConfig, batch: int, frames: int, seed: int = 1) -> Motio
 
 def stream_vs_full(c: int, s: int, w: int, num_chunks: int, seed: int = 0) -> tuple[float, float]:
     """Max abs difference (noisy outputs, clean outputs) between streaming and the doubled masked forward."""
-    cfg = small_cfg()
+    cfg = small_cfg(**CAUSAL_DIMS)
     model = random_model(cfg, seed)
     b, frames = 2, c * num_chunks
     g = torch.Generator().manual_seed(seed + 7)
@@ -80,7 +71,7 @@ def test_streaming_equals_masked_full_sequence(c, s, w, num_chunks):
 def test_plain_chunk_mask_equals_streaming_write_passes():
     """clean_context=False: every chunk's single pass writes the cache (per-chunk noise levels stay in context)."""
     c, s, w, n = 2, 1, 2, 6
-    cfg = small_cfg()
+    cfg = small_cfg(**CAUSAL_DIMS)
     model = random_model(cfg, seed=3)
     g = torch.Generator().manual_seed(5)
     x = torch.randn(1, cfg.latent_channels, c * n, *LATENT_HW, generator=g)

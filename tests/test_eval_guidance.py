@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, small_config, wire, without_weights  # noqa: E402,F401
+from eval_model_fixtures import model_folders, run_without_weights, small_config, wire  # noqa: E402,F401
 
 from motionstream.eval import bench_guidance  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, 
 
 
 def test_guidance_not_available_without_teacher(tmp_path, monkeypatch):
-    without_weights(monkeypatch, bench_guidance, "guidance", TEACHER_WEIGHTS="no-such-teacher")
-    res = run_benchmark("guidance", quick=True, out_root=tmp_path)
+    res = run_without_weights(monkeypatch, tmp_path, bench_guidance, "guidance", TEACHER_WEIGHTS="no-such-teacher")
     assert res.status == "not available" and res.reason == "missing weights/no-such-teacher"
     assert "not available" in (tmp_path / "eval" / "guidance" / "table.md").read_text()
 

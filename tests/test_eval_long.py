@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, small_config, wire, without_weights  # noqa: E402,F401
+from eval_model_fixtures import model_folders, run_without_weights, small_config, wire  # noqa: E402,F401
 
 from motionstream.eval import bench_long  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
@@ -22,8 +22,7 @@ CONFIGS = ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6", "c3s1w1-r2"]
 
 
 def test_long_not_available_without_student(tmp_path, monkeypatch):
-    without_weights(monkeypatch, bench_long, "long", STUDENT_WEIGHTS="no-such-student")
-    res = run_benchmark("long", quick=True, out_root=tmp_path)
+    res = run_without_weights(monkeypatch, tmp_path, bench_long, "long", STUDENT_WEIGHTS="no-such-student")
     assert res.status == "not available" and res.reason == "missing weights/no-such-student"
     assert "not available: missing weights/no-such-student" in (tmp_path / "eval" / "long" / "table.md").read_text()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, small_config, wire, without_weights  # noqa: E402,F401
+from eval_model_fixtures import model_folders, run_without_weights, small_config, wire  # noqa: E402,F401
 
 from motionstream.eval import bench_speed  # noqa: E402
 from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
@@ -19,9 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, 
 
 
 def test_speed_not_available_names_the_missing_weights(tmp_path, monkeypatch, model_folders):
-    without_weights(monkeypatch, bench_speed, "speed", TEACHER_WEIGHTS=str(model_folders["teacher"]),
-                    STUDENT_WEIGHTS="no-such-student")
-    res = run_benchmark("speed", quick=True, out_root=tmp_path)
+    res = run_without_weights(monkeypatch, tmp_path, bench_speed, "speed", TEACHER_WEIGHTS=str(model_folders["teacher"]),
+                              STUDENT_WEIGHTS="no-such-student")
     assert res.status == "not available" and res.reason == "missing weights/no-such-student"
 
 

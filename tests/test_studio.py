@@ -43,14 +43,15 @@ def serve_main(argv: list[str]) -> None:
     from stream_fixtures import HashTextEncoder, make_model_folders
 
     from motionstream.app.server import Studio, serve
-    from motionstream.app.session import StudioConfig, load_stack
+    from motionstream.app.session import StudioConfig
+    from motionstream.stream.stack import load_stream_stack
 
     torch.set_num_threads(1)
     port, root = int(argv[0]), Path(argv[1])
     folders = make_model_folders(root / "models")
     linear_codec(folders)
-    stack = load_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
-                       size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
+    stack = load_stream_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
+                              size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
     serve(Studio(stack, StudioConfig(record_dir=str(root / "rec"), grid_size=32.0)), "127.0.0.1", port)
 
 
@@ -210,6 +211,14 @@ class Client:
         return [m for m in self.messages if m["type"] == "error"]
 
 
+async def streaming_client(server, image: str, prompt: str) -> Client:
+    """A client whose stream has started."""
+    c = await Client.connect(server.ws_url)
+    await c.send(type="start", image=image, prompt=prompt)
+    await c.expect("started")
+    return c
+
+
 def decode(jpeg: bytes) -> np.ndarray:
     import cv2
 
@@ -307,6 +316,11 @@ def test_latest_wins_queue_and_slot_order(tmp_path):
     for k in range(10):
         q.put(FrameItem(0.0, k, 0, None, 0, 0.0, b""))
     assert [i.frame for i in q.items] == [7, 8, 9] and q.dropped == 7
+    for k in range(10, 13):                             # held by a pause: nothing is dropped ...
+        q.put(FrameItem(0.0, k, 0, None, 0, 0.0, b""), keep=True)
+    assert [i.frame for i in q.items] == [7, 8, 9, 10, 11, 12] and q.dropped == 7
+    q.put(FrameItem(0.0, 13, 0, None, 0, 0.0, b""))     # ... until frames come unheld again
+    assert [i.frame for i in q.items] == [11, 12, 13] and q.dropped == 11
 
     loop = asyncio.new_event_loop()
     try:
@@ -378,6 +392,78 @@ def test_stream_pause_record_and_download(server, tmp_path):
         await c.ws.close()
 
     run(go())
+
+
+def test_pause_keeps_the_frames_generated_before_it(server):
+    """Space right after a drag: the frames generated before the pause (the chunk in flight, the
+    frames queued for playback) arrive on resume, none skipped, and the drag shows."""
+    image = sample_id(server)
+
+    async def go():
+        c = await streaming_client(server, image, "pause test")
+        await c.frames_until(12)
+        await c.send(type="pointer_down", id=1, x=40.0, y=48.0, size=16.0, spacing=8.0)
+        for k in range(1, 6):
+            await c.send(type="pointer_move", id=1, x=40.0 + 4 * k, y=48.0)
+        await c.send(type="pointer_up", id=1)
+        drag_seq = c.seq
+        await c.send(type="pause")
+        await c.expect("state", status="paused")
+        n = len(c.frames)
+        await c.pump(1.0)
+        assert len(c.frames) == n                                           # paused: nothing plays
+        await c.send(type="resume")
+        end = time.monotonic() + 30
+        while not any(h["ack_seq"] is not None and h["ack_seq"] >= drag_seq for h, _ in c.frames):
+            assert time.monotonic() < end, "the drag never reached a frame"
+            await c.pump(0.2)
+        heads = [h for h, _ in c.frames]
+        assert [h["frame"] for h in heads] == list(range(len(heads)))       # nothing generated was skipped
+        await c.send(type="stop")
+        await c.expect("stopped")
+        await c.ws.close()
+
+    run(go())
+
+
+def test_stopped_counts_the_frames_the_client_received(server):
+    """A stop drops the frames still queued for playback: `stopped` reports what the client got."""
+    image = sample_id(server)
+
+    async def go():
+        c = await streaming_client(server, image, "stop test")
+        await c.frames_until(15)
+        await c.send(type="stop")
+        stopped = await c.expect("stopped")
+        await c.pump(0.5)                                                   # nothing trails the stop
+        assert stopped["frames"] == len(c.frames)
+        await c.ws.close()
+
+    run(go())
+
+
+def test_status_messages_carry_the_engines_quality_rung_when_it_has_one():
+    """An engine with an adaptive ladder exposes `quality`: `started` / `state` carry it and a change of
+    rung is announced once; an engine without one adds nothing."""
+    from types import SimpleNamespace
+
+    from motionstream.app.session import GenerationWorker
+
+    worker = GenerationWorker.__new__(GenerationWorker)         # no engine: only the quality plumbing
+    worker.gen = SimpleNamespace(next_frame=9, chunk_index=1)
+    assert worker.quality_fields() == {}
+    worker.gen.quality = "full"
+    assert worker.quality_fields() == {"quality": "full"}
+    sent: list[str] = []
+    session = SimpleNamespace(send=sent.append)
+    worker.sent_quality = "full"
+    worker.send_quality_change(session)
+    assert sent == []
+    worker.gen.quality = "2-steps"
+    worker.send_quality_change(session)
+    worker.send_quality_change(session)
+    assert [json.loads(m) for m in sent] == [{"type": "state", "status": "streaming", "frame": 9, "chunk": 1,
+                                             "quality": "2-steps"}]
 
 
 def test_uploads_over_http(server):
@@ -457,9 +543,7 @@ def test_fuzzed_controls_never_take_the_server_down(server):
     image = sample_id(server)
 
     async def go():
-        streamer = await Client.connect(server.ws_url)
-        await streamer.send(type="start", image=image, prompt="fuzz")
-        await streamer.expect("started")
+        streamer = await streaming_client(server, image, "fuzz")
         fuzzer = await Client.connect(server.ws_url)
         sent = 0
         for raw in fuzz_messages(random.Random(0), 400):
@@ -637,7 +721,7 @@ def test_token_from_environment_or_file_never_printed_in_full(monkeypatch, tmp_p
 
     secret = "s3cret-token-0123456789"
     started = []
-    stack = SimpleNamespace(label="student x c3s1w1", source=str(tmp_path))
+    stack = SimpleNamespace(label="student x c3s1w1", folder=tmp_path)
     monkeypatch.setattr(srv, "studio_from_args", lambda args: SimpleNamespace(stack=stack, token=srv.resolve_token(args)))
     monkeypatch.setattr(server, "serve", lambda studio, host, port: started.append(studio.token))
     monkeypatch.setenv(srv.TOKEN_ENV, secret)

@@ -39,13 +39,13 @@ import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import skimage.data
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -53,10 +53,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from motionstream.app import protocol
 from motionstream.app.config import LOOPBACK_HOSTS, TOKEN_ENV  # noqa: F401 (TOKEN_ENV: re-exported)
-from motionstream.app.session import (GenerationWorker, ModelStack, Session, StreamSlot, StudioConfig, encode_jpeg,
+from motionstream.app.session import (GenerationWorker, Session, StreamSlot, StudioConfig, encode_jpeg,
                                       recording_url)
 from motionstream.video import (MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError,
                                 decode_image as decode, probe_video, read_video, resize_crop)
+
+if TYPE_CHECKING:   # loading it imports torch: this module stays light until a model loads
+    from motionstream.stream.stack import StreamStack
 
 log = logging.getLogger("motionstream.studio")
 
@@ -67,8 +70,13 @@ SESSION_KEY_BYTES = 32                          # ... 256-bit session keys (secr
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")   # shipped inside skimage
 VIDEO_FORMATS = ("mp4/mov", "webm/mkv", "avi")
 TOKEN_HEADER = "x-motionstream-token"
+BEARER_PREFIX = "bearer "                       # Authorization: Bearer TOKEN (compared lower-case)
 UPLOAD_READ_BYTES = 1 << 16
 ERROR_DETAIL_CHARS = 160                        # of a decoder's error text, quoted in an upload error
+MJPEG_POLL_S = 1.0                              # an MJPEG response checks for a gone viewer this often
+RATE_WINDOW_S = 1.0                             # max_messages_per_second counts messages in windows this long
+WS_MAX_SIZE_FACTOR = 4                          # uvicorn's socket frame limit, x max_message_bytes
+WS_PING_S = 20.0                                # socket keep-alive ping interval and timeout
 
 
 class UploadError(ValueError):
@@ -228,7 +236,7 @@ class MjpegHub:
 class Studio:
     """Server state: the model stack, the worker, the slot, the sessions, uploaded media."""
 
-    def __init__(self, stack: ModelStack, cfg: StudioConfig | None = None, token: str | None = None,
+    def __init__(self, stack: "StreamStack", cfg: StudioConfig | None = None, token: str | None = None,
                  allowed_hosts: tuple[str, ...] = ()):
         """allowed_hosts: host names the Host header may carry besides LOOPBACK_HOSTS (--allow-host,
         and the bind address when it is not a wildcard)."""
@@ -249,8 +257,8 @@ class Studio:
             return True
         given = conn.query_params.get("token") or conn.headers.get(TOKEN_HEADER) or ""
         auth = conn.headers.get("authorization", "")
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:]
+        if not given and auth.lower().startswith(BEARER_PREFIX):
+            given = auth[len(BEARER_PREFIX):]
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def hello(self, s: Session) -> str:
@@ -286,7 +294,9 @@ class Studio:
                 raise err("motion transfer needs an uploaded driving video ('video' id)", kind, seq)
             s.request = msg
             s.muted = False
+            s.held_since = None
             s.frames.clear()
+            s.frames_sent = 0
             position = self.slot.request(s)
             s.status = "starting" if position == 0 else "queued"
             if position:
@@ -297,7 +307,7 @@ class Studio:
             if s.status == "queued":
                 self.slot.release(s)
                 s.status, s.request = "idle", None
-                s.send(protocol.server_message("stopped", frames=0, recording=None))
+                s.send(protocol.server_message("stopped", frames=s.frames_sent, recording=None))
             elif s.status in ("starting", "streaming"):
                 s.muted = True
                 s.frames.clear()
@@ -313,10 +323,9 @@ class Studio:
                 raise err("queued: drags apply once your stream runs", kind, seq)
         else:
             if kind == "pause":
-                s.muted = True
-                s.frames.clear()
+                s.hold(time.monotonic())         # keep what was generated: it plays on resume
             elif kind == "resume":
-                s.muted = False
+                s.unhold(time.monotonic())
             s.add_command(msg)
 
     async def on_socket(self, ws: Any) -> None:
@@ -354,7 +363,7 @@ class Studio:
             if message["type"] == "websocket.disconnect":
                 return
             now = time.monotonic()
-            if now - window >= 1.0:
+            if now - window >= RATE_WINDOW_S:
                 window, count, warned = now, 0, False
             count += 1
             if count > self.cfg.max_messages_per_second:
@@ -377,10 +386,10 @@ class Studio:
             while True:
                 await s.wake.wait()
                 s.wake.clear()
-                while s.messages or s.frames:
+                while s.messages or (s.frames and s.held_since is None):
                     while s.messages:
                         await ws.send_text(s.messages.popleft())
-                    if not s.frames:
+                    if not s.frames or s.held_since is not None:
                         break
                     item = s.frames.items[0]
                     wait = item.due - time.monotonic()
@@ -395,6 +404,7 @@ class Studio:
                     if -wait > self.cfg.max_frame_lateness_s and s.frames:
                         s.frames.dropped += 1
                         continue
+                    s.frames_sent += 1
                     await ws.send_bytes(protocol.pack_frame(item.jpeg, item.frame, item.chunk, item.ack_seq, item.flags,
                                                             time.time() * 1000, item.gen_ms))
         except asyncio.CancelledError:
@@ -448,7 +458,8 @@ def origin_ok(headers: Any) -> bool:
 
 
 def create_app(studio: Studio):
-    """The FastAPI app of a Studio (the worker starts and stops with the app)."""
+    """The FastAPI app of a Studio (the worker starts and stops with the app): the page, then one
+    router per concern (media_router, session_router, stream_router)."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -465,10 +476,6 @@ def create_app(studio: Studio):
     app.add_middleware(HostGuard, allowed=studio.allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def guard(request: Request) -> None:
-        if not studio.authorized(request):
-            raise HTTPException(401, "missing or wrong token")
-
     @app.exception_handler(UploadError)
     async def upload_error(request: Request, err: UploadError):
         return JSONResponse({"error": protocol.redact_paths(str(err))}, status_code=err.status)
@@ -477,14 +484,31 @@ def create_app(studio: Studio):
     async def index():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/health")
+    for router in (media_router(studio), session_router(studio), stream_router(studio)):
+        app.include_router(router)
+    return app
+
+
+def guard(studio: Studio, request: Any) -> None:
+    """401 unless the request carries the studio's token (when it has one)."""
+
+    if not studio.authorized(request):
+        raise HTTPException(401, "missing or wrong token")
+
+
+def media_router(studio: Studio):
+    """/api/health, sample photos, image and driving-video uploads."""
+
+    router = APIRouter()
+
+    @router.get("/api/health")
     async def health(request: Request):
-        guard(request)
+        guard(studio, request)
         return studio.health()
 
-    @app.get("/api/samples")
+    @router.get("/api/samples")
     async def samples(request: Request):
-        guard(request)
+        guard(studio, request)
         return {"samples": list(SAMPLE_IMAGES)}
 
     def image_reply(img: np.ndarray) -> dict[str, Any]:
@@ -492,40 +516,48 @@ def create_app(studio: Studio):
         key = studio.media.add_image(fitted)
         return {"image": key, "width": fitted.shape[1], "height": fitted.shape[0], "url": f"/api/images/{key}.jpg"}
 
-    @app.post("/api/samples/{name}")
+    @router.post("/api/samples/{name}")
     async def pick_sample(name: str, request: Request):
-        guard(request)
+        guard(studio, request)
         return image_reply(await run_in_threadpool(sample_image, name))
 
-    @app.post("/api/images")
+    @router.post("/api/images")
     async def upload_image(request: Request):
-        guard(request)
+        guard(studio, request)
         data = await read_body(request, studio.cfg.max_upload_bytes)
         img = await run_in_threadpool(decode_image, data)
         return image_reply(img)
 
-    @app.get("/api/images/{key}.jpg")
+    @router.get("/api/images/{key}.jpg")
     async def get_image(key: str, request: Request):
-        guard(request)
+        guard(studio, request)
         try:
             img = studio.media.image(key)
         except KeyError as err:
             raise HTTPException(404, str(err.args[0])) from None
         return Response(encode_jpeg(img, studio.cfg.jpeg_quality), media_type="image/jpeg")
 
-    @app.post("/api/videos")
+    @router.post("/api/videos")
     async def upload_video(request: Request):
-        guard(request)
+        guard(studio, request)
         data = await read_body(request, studio.cfg.max_video_bytes)
         st = studio.stack
         frames = await run_in_threadpool(decode_video, data, (st.width, st.height), st.fps, studio.cfg.max_video_frames,
                                          studio.root / "uploads")
         return {"video": studio.media.add_video(frames), "frames": len(frames)}
 
+    return router
+
+
+def session_router(studio: Studio):
+    """A session's REST twins of its socket controls (start / stop) and its recording download."""
+
+    router = APIRouter()
+
     def session_of(sid: str, request: Request) -> Session:
         """The session `sid`, for its owner only: the request must carry the key its socket was told.
         Anyone else gets the same 404 as for a session that does not exist (nothing to probe)."""
-        guard(request)
+        guard(studio, request)
         s = studio.sessions.get(sid)
         key = request.query_params.get("key") or request.headers.get(SESSION_KEY_HEADER) or ""
         if s is None or not s.owns(key):
@@ -552,15 +584,15 @@ def create_app(studio: Studio):
             raise HTTPException(400, str(err)) from None
         return {"session": s.id, "status": s.status}
 
-    @app.post("/api/sessions/{sid}/start")
+    @router.post("/api/sessions/{sid}/start")
     async def rest_start(sid: str, request: Request):
         return await rest_control(sid, request, "start")
 
-    @app.post("/api/sessions/{sid}/stop")
+    @router.post("/api/sessions/{sid}/stop")
     async def rest_stop(sid: str, request: Request):
         return await rest_control(sid, request, "stop")
 
-    @app.get("/api/sessions/{sid}/recording.mp4")
+    @router.get("/api/sessions/{sid}/recording.mp4")
     async def recording(sid: str, request: Request):
         s = session_of(sid, request)
         if s.recorder is not None and not s.recorder.closed:
@@ -572,9 +604,17 @@ def create_app(studio: Studio):
             raise HTTPException(404, "nothing recorded yet: press Record while streaming")
         return FileResponse(s.last_recording, media_type="video/mp4", filename="motionstream-recording.mp4")
 
-    @app.get("/api/stream.mjpeg")
+    return router
+
+
+def stream_router(studio: Studio):
+    """The control socket (/ws) and the MJPEG view of the generating stream."""
+
+    router = APIRouter()
+
+    @router.get("/api/stream.mjpeg")
     async def mjpeg(request: Request):
-        guard(request)
+        guard(studio, request)
         if len(studio.hub.viewers) >= studio.cfg.max_mjpeg_viewers:
             raise HTTPException(503, f"at most {studio.cfg.max_mjpeg_viewers} MJPEG viewers")
         viewer = MjpegViewer()
@@ -584,7 +624,7 @@ def create_app(studio: Studio):
             try:
                 while not await request.is_disconnected():
                     try:
-                        await asyncio.wait_for(viewer.event.wait(), 1.0)
+                        await asyncio.wait_for(viewer.event.wait(), MJPEG_POLL_S)
                     except asyncio.TimeoutError:
                         continue
                     viewer.event.clear()
@@ -596,15 +636,16 @@ def create_app(studio: Studio):
 
         return StreamingResponse(body(), media_type="multipart/x-mixed-replace; boundary=frame")
 
-    @app.websocket("/ws")
+    @router.websocket("/ws")
     async def socket(ws: WebSocket):
         await studio.on_socket(ws)
 
-    return app
+    return router
 
 
 def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> None:
     """Run the studio until interrupted (uvicorn)."""
 
     uvicorn.run(create_app(studio), host=host, port=port, log_level=log_level,
-                ws_max_size=4 * studio.cfg.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0)
+                ws_max_size=WS_MAX_SIZE_FACTOR * studio.cfg.max_message_bytes, ws_ping_interval=WS_PING_S,
+                ws_ping_timeout=WS_PING_S)

@@ -1,6 +1,6 @@
 """Studio sessions: one StreamingGenerator shared by every client, one stream generating at a time.
 
-    ModelStack        the loaded model (student folder), codec, text encoder, stream config
+    StreamStack       the loaded model, codec, text encoder, stream config (stream.stack, shared)
     Session           one WebSocket client: its start request, control inbox, latest-wins outboxes
     StreamSlot        who generates now; the others wait in FIFO order and are told their position
     GenerationWorker  the thread that runs the engine for the active session
@@ -19,6 +19,11 @@ time between chunk starts: the user's motion is replayed at its own speed, one c
 Pacing (latency): frames are sent at the stream's fps; the next chunk starts just in time, when
 the frames still to play last less than `lead_safety` x the chunk's expected generation time
 (EMA), and never more than `lead_chunks` ahead. benchmarks/studio.py measures the result.
+
+Pause keeps what exists: a pause holds the session's frames (the chunk in flight, the frames queued
+for playback) instead of dropping them, and resume plays them first, their due times shifted by the
+pause's length; the worker's play clock moves by the same amount. A stop drops what is still queued,
+and `stopped` counts the frames the client was actually sent (Session.frames_sent).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 import numpy as np
@@ -42,62 +47,23 @@ import torch
 
 from motionstream.app import protocol
 from motionstream.app.config import StudioConfig  # noqa: F401 (re-exported)
-from motionstream.models.checkpoints import resolve_model_dir
 from motionstream.stream.apps import conditioning_subset, transfer_source
 from motionstream.stream.engine import StreamingGenerator
-from motionstream.stream.stack import load_stream_stack
 from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
 from motionstream.tracks.sources import grid_points
 from motionstream.tracks.trackset import TrackError, TrackSet
 from motionstream.video import VideoWriter
 
+if TYPE_CHECKING:   # loading it imports torch: the server module stays light until a model loads
+    from motionstream.stream.stack import StreamStack
+
 log = logging.getLogger("motionstream.studio")
 
-
-# ------------------------------------------------------------------------------- the model
-@dataclass
-class ModelStack:
-    """Everything the worker needs to stream, loaded once per server."""
-    model: Any
-    param: Any
-    meta: dict
-    codec: Any
-    text_encoder: Any
-    stream_cfg: Any                        # stream.engine.StreamConfig
-    tracks_cfg: Any                        # tracks.embed.TracksConfig
-    width: int
-    height: int
-    fps: float
-    label: str                             # what the page shows: which weights are running (no server path)
-    source: str = ""                       # the model folder, for the server's console only
-
-    @property
-    def latent_cells(self) -> int:
-        s = self.codec.spatial_stride
-        return (self.width // s) * (self.height // s)
-
-    def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
-                "decoder": self.stream_cfg.decoder}
-
-
-def load_stack(model: str = "student", config: str = "tiny-cpu", vae: str | None = None,
-               tiny_decoder: str | None = None, size: tuple[int, int] | None = None,
-               text_encoder: Any = None, cache: str | None = None) -> ModelStack:
-    """Load a streaming model folder ('student' = weights/student-tiny-cpu, 'teacher', or a path).
-
-    Raises checkpoints.WeightsNotFound (naming the folder) or ConfigError / ValueError; the CLI turns
-    them into one-line errors. text_encoder: an object with .encode(prompts) (default: the preset's).
-    The loading itself is stream.stack.load_stream_stack (shared with `motionstream stream`)."""
-
-    st = load_stream_stack(model, config, size, vae=vae, tiny_decoder=tiny_decoder, cache=cache,
-                           text_encoder=text_encoder)
-    kind = st.meta.get("kind")
-    where = resolve_model_dir(st.name)
-    note = " (teacher weights run as a causal few-step stream: not distilled)" if st.is_teacher else ""
-    label = f"{kind} {where.name} {st.stream_cfg.name}{note}"   # clients see it: the folder name, not its path
-    return ModelStack(st.model, st.param, st.meta, st.codec, st.text_encoder, st.stream_cfg, st.tracks_cfg,
-                      st.width, st.height, st.fps, label, str(where))
+SLOT_POLL_S = 0.2                   # the idle worker re-checks for a session (and for stop()) this often
+IDLE_POLL_S = 0.02                  # a paused or far-ahead worker re-checks its controls this often
+INTERVAL_EMA = 0.2                  # weight of the newest chunk-start interval (pointer timing)
+GEN_TIME_EMA = 0.3                  # weight of the newest chunk generation time (pacing)
+MIN_INTERVAL_S = 1e-3               # a chunk-start interval is never taken as shorter than this
 
 
 # ------------------------------------------------------------------------------- outboxes
@@ -114,16 +80,19 @@ class FrameItem:
 
 
 class FrameQueue:
-    """Latest-wins bounded queue: put() beyond `maxlen` drops the oldest frame (counted)."""
+    """Latest-wins bounded queue: put() beyond `maxlen` drops the oldest frame (counted), except with
+    keep=True (a pause holds every generated frame; the paused worker adds at most one chunk)."""
 
     def __init__(self, maxlen: int):
-        self.items: deque[FrameItem] = deque(maxlen=maxlen)
+        self.items: deque[FrameItem] = deque()
+        self.maxlen = maxlen
         self.dropped = 0
 
-    def put(self, item: FrameItem) -> None:
-        if len(self.items) == self.items.maxlen:
-            self.dropped += 1
+    def put(self, item: FrameItem, keep: bool = False) -> None:
         self.items.append(item)
+        while not keep and len(self.items) > self.maxlen:
+            self.items.popleft()
+            self.dropped += 1
 
     def clear(self) -> None:
         self.dropped += len(self.items)
@@ -179,7 +148,9 @@ class Session:
         self.commands: deque[tuple[float, dict]] = deque()  # (received time.monotonic(), message)
         self.request: dict | None = None                    # the start message in force
         self.status = "idle"                                # idle | queued | starting | streaming
-        self.muted = False                                  # paused on the loop side: drop frames at once
+        self.muted = False                                  # stopping: drop the frames still to come
+        self.held_since: float | None = None                # paused (time.monotonic()): frames wait, none sent
+        self.frames_sent = 0                                # frames of this stream put on the socket
         self.closed = False
         root.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"session-{sid[:8]}-", dir=root))
@@ -213,7 +184,33 @@ class Session:
         except RuntimeError:
             return False
 
+    def end_stream(self, url: str | None) -> None:
+        """The stream ended (any thread): what is still queued is dropped and `stopped` counts the
+        frames that went out, so it equals what the client received."""
+        self._call(self._end_stream, url)
+
     # ---- loop thread only
+    def hold(self, now: float) -> None:
+        """Pause: keep every frame (queued and still to come) but send none."""
+        if self.held_since is None:
+            self.held_since = now
+
+    def unhold(self, now: float) -> None:
+        """Resume: the held frames play from now on, each as far after `now` as it was after the pause."""
+        if self.held_since is None:
+            return
+        shift = now - self.held_since
+        for item in self.frames.items:
+            item.due += shift
+        self.held_since = None
+        self.wake.set()
+
+    def _end_stream(self, url: str | None) -> None:
+        self.muted = True
+        self.held_since = None
+        self.frames.clear()
+        self._enqueue_message(protocol.server_message("stopped", frames=self.frames_sent, recording=url))
+
     def _enqueue_message(self, text: str) -> None:
         if not self.closed:
             self.messages.append(text)
@@ -223,7 +220,7 @@ class Session:
         if self.closed or self.muted:
             return
         for item in items:
-            self.frames.put(item)
+            self.frames.put(item, keep=self.held_since is not None)
         self.wake.set()
 
     def add_command(self, msg: dict) -> None:
@@ -313,7 +310,7 @@ class LoopedTracks:
                                       ts.role), start_frame=start)
 
 
-def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
+def camera_source(stack: StreamStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
     """Camera control without a depth network: a fronto-parallel plane unless a depth map is given."""
 
     if depth is None:
@@ -328,7 +325,7 @@ def camera_source(stack: ModelStack, cfg: StudioConfig, path: str, strength: flo
 class GenerationWorker(threading.Thread):
     """Runs the engine for whichever session holds the slot (see module docstring)."""
 
-    def __init__(self, stack: ModelStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
+    def __init__(self, stack: StreamStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
                  on_jpeg: Callable[[bytes], None] | None = None):
         super().__init__(name="motionstream-studio-worker", daemon=True)
 
@@ -349,7 +346,7 @@ class GenerationWorker(threading.Thread):
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         while not self.stopping:
-            s = self.slot.wait_active(timeout=0.2)
+            s = self.slot.wait_active(timeout=SLOT_POLL_S)
             if s is None:
                 continue
             try:
@@ -371,54 +368,80 @@ class GenerationWorker(threading.Thread):
         source = self.make_source(req)
         s.status = "streaming"
         s.send(protocol.server_message("started", prompt=req.get("prompt", ""), mode=req.get("mode", "drag"),
-                                       width=self.stack.width, height=self.stack.height, fps=fps))
+                                       width=self.stack.width, height=self.stack.height, fps=fps,
+                                       **self.quality_fields()))
+        self.sent_quality = self.quality()
         self.drags: dict[int, int] = {}
         self.ack: int | None = None
         self.boundary = time.monotonic()
         self.interval = gen.chunk_num_frames(1) / fps      # measured time between chunk starts (EMA)
-        play_clock = time.monotonic()                         # when the last queued frame plays
+        self.play_clock = time.monotonic()                    # when the last queued frame plays
+        self.paused_at: float | None = None                   # when the pause in force was received
         gen_seconds = self.interval                           # expected chunk generation time (EMA)
         while not self.stopping and not s.closed and self.slot.is_active(s):
             if self.apply(s):
                 return                                         # stop
             lead = min(self.cfg.lead_chunks * gen.chunk_num_frames() / fps, self.cfg.lead_safety * gen_seconds)
-            if gen.paused or play_clock - time.monotonic() > lead:
-                s.worker_wake.wait(0.02)                       # paused, or far enough ahead of playback
+            if gen.paused or self.play_clock - time.monotonic() > lead:
+                s.worker_wake.wait(IDLE_POLL_S)                # paused, or far enough ahead of playback
                 s.worker_wake.clear()
                 if gen.paused:
                     self.boundary = time.monotonic()
                 continue
             now = time.monotonic()
-            self.interval = 0.8 * self.interval + 0.2 * max(now - self.boundary, 1e-3)
+            self.interval += INTERVAL_EMA * (max(now - self.boundary, MIN_INTERVAL_S) - self.interval)
             self.boundary = now
             if source is not None:
                 source(gen.controls, gen.next_frame, gen.chunk_num_frames())
-            first, chunk = gen.next_frame, gen.chunk_index
-            t0 = time.perf_counter()
-            frames = gen.next_chunk()
-            gen_ms = 1000 * (time.perf_counter() - t0)
-            gen_seconds = 0.7 * gen_seconds + 0.3 * gen_ms / 1000
-            self.chunks += 1
-            self.frames += len(frames)
-            jpegs = [encode_jpeg(f, self.cfg.jpeg_quality) for f in frames]
-            flags = 0
-            if s.recorder is not None and not s.recorder.closed:
-                s.recorder.write(frames)
-                flags |= protocol.FLAG_RECORDING
-            play_clock = max(play_clock, time.monotonic())
-            items = []
-            for k, jpeg in enumerate(jpegs):
-                items.append(FrameItem(play_clock, first + k, chunk, self.ack,
-                                       flags | (protocol.FLAG_CHUNK_START if k == 0 else 0), gen_ms, jpeg))
-                play_clock += 1.0 / fps
-            s.send_frames(items)
-            if self.on_jpeg is not None and jpegs:
-                for jpeg in jpegs:
-                    self.on_jpeg(jpeg)
+            gen_s = self.generate_and_send(s)
+            gen_seconds += GEN_TIME_EMA * (gen_s - gen_seconds)
+            self.send_quality_change(s)
+
+    def generate_and_send(self, s: Session) -> float:
+        """Generate one chunk, record it, queue its JPEGs at the stream's fps; its generation seconds."""
+        gen, fps = self.gen, self.stack.fps
+        first, chunk = gen.next_frame, gen.chunk_index
+        t0 = time.perf_counter()
+        frames = gen.next_chunk()
+        gen_s = time.perf_counter() - t0
+        self.chunks += 1
+        self.frames += len(frames)
+        jpegs = [encode_jpeg(f, self.cfg.jpeg_quality) for f in frames]
+        flags = 0
+        if s.recorder is not None and not s.recorder.closed:
+            s.recorder.write(frames)
+            flags |= protocol.FLAG_RECORDING
+        self.play_clock = max(self.play_clock, time.monotonic())
+        items = []
+        for k, jpeg in enumerate(jpegs):
+            items.append(FrameItem(self.play_clock, first + k, chunk, self.ack,
+                                   flags | (protocol.FLAG_CHUNK_START if k == 0 else 0), 1000 * gen_s, jpeg))
+            self.play_clock += 1.0 / fps
+        s.send_frames(items)
+        if self.on_jpeg is not None:
+            for jpeg in jpegs:
+                self.on_jpeg(jpeg)
+        return gen_s
+
+    # ---- quality rung (an engine with an adaptive ladder exposes `quality`, a rung name)
+    def quality(self) -> str | None:
+        return getattr(self.gen, "quality", None)
+
+    def quality_fields(self) -> dict[str, str]:
+        """{"quality": rung} for status messages, or {} when the engine has no ladder."""
+        q = self.quality()
+        return {} if q is None else {"quality": q}
+
+    def send_quality_change(self, s: Session) -> None:
+        """A `state` message when the engine stepped to another rung since the last one the page was told."""
+        q = self.quality()
+        if q != self.sent_quality:
+            self.sent_quality = q
+            s.send(protocol.server_message("state", status="streaming", frame=self.gen.next_frame,
+                                           chunk=self.gen.chunk_index, quality=q))
 
     def finish(self, s: Session) -> None:
         """The stream ended (stop, close, failure): recording closed, slot passed on."""
-        frames = self.gen.frames_out if self.gen.started else 0
         self.gen.wait()
         self.gen.paused = False
         url = self.close_recording(s)
@@ -426,7 +449,7 @@ class GenerationWorker(threading.Thread):
         s.status = "idle"
         s.commands.clear()
         if not s.closed:
-            s.send(protocol.server_message("stopped", frames=frames, recording=url))
+            s.end_stream(url)
         self.slot.release(s)
 
     def close_recording(self, s: Session) -> str | None:
@@ -478,11 +501,18 @@ class GenerationWorker(threading.Thread):
         controls = gen.controls
         if kind == "pause":
             gen.pause()
-            s.send(protocol.server_message("state", status="paused", frame=gen.next_frame, chunk=gen.chunk_index))
+            if self.paused_at is None:
+                self.paused_at = received
+            s.send(protocol.server_message("state", status="paused", frame=gen.next_frame, chunk=gen.chunk_index,
+                                           **self.quality_fields()))
         elif kind == "resume":
             gen.resume()
+            if self.paused_at is not None:            # the held frames play later by the pause's length
+                self.play_clock += received - self.paused_at
+                self.paused_at = None
             self.boundary = time.monotonic()
-            s.send(protocol.server_message("state", status="streaming", frame=gen.next_frame, chunk=gen.chunk_index))
+            s.send(protocol.server_message("state", status="streaming", frame=gen.next_frame, chunk=gen.chunk_index,
+                                           **self.quality_fields()))
         elif kind == "pointer_down":
             radius, spacing = msg["size"] / 2, msg["spacing"]
             count = math.pi * radius ** 2 / spacing ** 2

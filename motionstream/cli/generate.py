@@ -25,19 +25,19 @@ from motionstream.errors import UserError
 def checked_inputs(args) -> tuple[dict, np.ndarray, object]:
     """(preset, image at the preset's video size, TrackSet): the output path, image, tracks and
     --frames checked before torch or any model is imported (a bad input fails in well under 2 s)."""
-    from motionstream.config import ConfigError, load_config
+    from motionstream.config import ConfigError, load_config, video_config
     from motionstream.tracks.io import MAX_TRACK_FRAMES, load_tracks
     from motionstream.tracks.trackset import TrackError
     from motionstream.video import VideoError, check_output, read_image
 
     try:
         cfg = load_config(args.config)
+        video = video_config(cfg)
     except ConfigError as err:
         raise UserError(str(err)) from err
-    video = cfg.get("video", {})
     try:
         check_output(args.output, what="--output")
-        image = read_image(args.image, size=(video.get("width", 256), video.get("height", 144)))
+        image = read_image(args.image, size=video.size)
         ts = load_tracks(args.tracks)
     except (VideoError, TrackError) as err:
         raise UserError(str(err)) from err
@@ -55,6 +55,7 @@ def run_generate(args) -> int:
     import torch
 
     from motionstream.diffusion.generate import clip_length, fit_length, fit_tracks, generate_teacher
+    from motionstream.config import video_config
     from motionstream.diffusion.sampling import load_teacher
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import load_codec
@@ -64,8 +65,8 @@ def run_generate(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    video = cfg.get("video", {})
-    width, height, fps = video.get("width", 256), video.get("height", 144), float(video.get("fps", 16))
+    video = video_config(cfg)
+    width, height, fps = video.width, video.height, video.fps
     try:
         model, param, dcfg, _ = load_teacher("teacher-tiny-cpu" if args.model == "teacher" else args.model)
         codec = load_codec(args.vae, tiny_decoder=None)

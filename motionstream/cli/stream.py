@@ -60,77 +60,52 @@ def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:
     return drags
 
 
-class Stack:
-    """Everything a sub-command needs, loaded once from the arguments."""
+def load_stack(args: argparse.Namespace):
+    """The stream.stack.StreamStack the arguments name, loaded once; every loading failure is a
+    one-line UserError. args: this module's parser, or cli/generate.py's (options it lacks take their
+    defaults). Call it after read_inputs, so that bad inputs fail before any model loads."""
+    import torch
 
-    def __init__(self, args: argparse.Namespace, image: np.ndarray):
-        """args: this module's parser, or cli/generate.py's (options it lacks take their defaults);
-        image: the conditioning image from read_inputs (validated before this loads any model)."""
-        import torch
+    from motionstream.config import ConfigError
+    from motionstream.models.checkpoints import WeightsNotFound
+    from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
+    from motionstream.cli.common import parse_size
 
-        from motionstream.cli.common import parse_size
-        from motionstream.config import ConfigError
-        from motionstream.models.checkpoints import WeightsNotFound
-        from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
-        from motionstream.video import resize_crop
+    for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return load_stream_stack(args.model, args.config, parse_size(args.size), vae=args.vae,
+                                 tiny_decoder=args.tiny_decoder, decoder=args.decoder, seed=args.seed,
+                                 sink_refresh_chunks=args.sink_refresh, cache=args.cache, offline_teacher=True)
+    except StreamModelNotFound as err:
+        hint = (" The distilled student has not shipped yet: pass --model teacher or --model PATH to a "
+                "model folder." if args.model == "student" else "")
+        raise UserError(f"{err}{hint}") from None
+    except (WeightsNotFound, ConfigError, ValueError) as err:
+        raise UserError(str(err)) from None
 
-        for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps"):
-            if not hasattr(args, name):
-                setattr(args, name, None)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        size = parse_size(args.size)
-        self.image_raw = image
-        try:
-            stack = load_stream_stack(args.model, args.config, size, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                                      decoder=args.decoder, seed=args.seed, sink_refresh_chunks=args.sink_refresh,
-                                      cache=args.cache, offline_teacher=True)
-        except StreamModelNotFound as err:
-            hint = (" The distilled student has not shipped yet: pass --model teacher or --model PATH to a "
-                    "model folder." if args.model == "student" else "")
-            raise UserError(f"{err}{hint}") from None
-        except (WeightsNotFound, ConfigError, ValueError) as err:
-            raise UserError(str(err)) from None
-        self.cfg, self.model, self.param, self.meta = stack.cfg, stack.model, stack.param, stack.meta
-        self.is_teacher, self.stream_cfg, self.codec = stack.is_teacher, stack.stream_cfg, stack.codec
-        self.text_encoder, self.tracks_cfg, self.latent_cells = stack.text_encoder, stack.tracks_cfg, stack.latent_cells
-        self.size, self.fps = (stack.width, stack.height), stack.fps
-        self.image = resize_crop(self.image_raw, self.size)
-        self.progress = not args.no_progress
-        self.args = args
 
-    def default_frames(self, fallback: int) -> int:
-        return self.args.frames if self.args.frames is not None else fallback
+def frames_wanted(args: argparse.Namespace, fallback: int) -> int:
+    """--frames, else the sub-command's own length (the track file's, the driving video's, ...)."""
+    return args.frames if args.frames is not None else fallback
 
-    def run(self, source, num_frames: int, out: str | Path, overlay=None) -> dict:
-        """Stream (student) or sample offline (teacher) `num_frames` frames with motion from `source`."""
-        from motionstream.stream.apps import run_stream, run_teacher
 
-        if self.is_teacher:
-            from motionstream.config import section
-            from motionstream.diffusion.flow import DiffusionConfig
-            from motionstream.stream.controls import MotionControls
+def run_and_report(st, args: argparse.Namespace, image: np.ndarray, source, num_frames: int, what: str,
+                   overlay=None) -> dict:
+    """stream.apps.run_app on the image fitted to the stack's size (cover + centre crop), then one
+    summary line. Returns run_app's result."""
+    from motionstream.stream.apps import run_app
+    from motionstream.video import resize_crop
 
-            tracks = None
-            if source is not None:
-                controls = MotionControls(self.size[0], self.size[1], self.fps, seed=self.stream_cfg.seed)
-                source(controls, 0, num_frames)
-                tracks = controls.chunk_tracks(0, num_frames).tracks
-            dcfg = section({"diffusion": self.meta.get("diffusion") or self.cfg.get("diffusion")}, "diffusion",
-                           DiffusionConfig)
-            return run_teacher(self.model, self.param, self.codec, self.text_encoder, self.image, self.args.prompt,
-                               tracks, num_frames, out, dcfg, self.args.steps or dcfg.sample_steps, self.fps,
-                               seed=self.stream_cfg.seed, progress=self.progress)
-        from motionstream.stream.engine import StreamingGenerator
-
-        gen = StreamingGenerator(self.model, self.codec, self.text_encoder, self.stream_cfg, self.param, fps=self.fps)
-        return run_stream(gen, self.image, self.args.prompt, source, num_frames, out, progress=self.progress,
-                          overlay=overlay)
-
-    def report(self, result: dict, what: str) -> None:
-        mode = "teacher (offline)" if self.is_teacher else f"student {self.stream_cfg.name}"
-        print(f"{what}: wrote {result['frames']} frames to {result['path']} in {result['seconds']:.1f}s "
-              f"({result['fps']:.1f} fps, {mode})")
+    result = run_app(st, resize_crop(image, st.size), args.prompt, source, num_frames, args.output, steps=args.steps,
+                     progress=not args.no_progress, overlay=overlay)
+    mode = "teacher (offline)" if st.is_teacher else f"student {st.stream_cfg.name}"
+    print(f"{what}: wrote {result['frames']} frames to {result['path']} in {result['seconds']:.1f}s "
+          f"({result['fps']:.1f} fps, {mode})")
+    return result
 
 
 # ------------------------------------------------------------------------------- handlers
@@ -145,16 +120,16 @@ def run_generate(args: argparse.Namespace) -> int:
     from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
     from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
 
-    st = Stack(args, image)
+    st = load_stack(args)
     if ts.fps != st.fps:
         ts = resample(ts, st.fps)                           # ... resampled to its frame rate after
     if (ts.width, ts.height) != (iw, ih):
         ts = ts.scaled(iw, ih)   # tracks made for another size of the same image
     ts = conditioning_subset(fit_tracks(ts, *st.size), st.latent_cells, st.stream_cfg.seed, st.tracks_cfg,
                              keep_all=getattr(args, "all_tracks", False))
-    n = st.default_frames(ts.num_frames)
+    n = frames_wanted(args, ts.num_frames)
     overlay = track_overlay(ts) if getattr(args, "draw_tracks", False) else None
-    st.report(st.run(TrackFileSource(ts), n, args.output, overlay), "generate")
+    run_and_report(st, args, image, TrackFileSource(ts), n, "generate", overlay)
     return 0
 
 
@@ -170,11 +145,11 @@ def run_transfer(args: argparse.Namespace) -> int:
         raise UserError(f"--max-video-frames must be >= 1, got {args.max_video_frames}")
     from motionstream.stream.apps import transfer_source     # loads torch: after the checks
 
-    st = Stack(args, image)
+    st = load_stack(args)
     frames, _ = read_video(args.video, fps=st.fps, size=st.size, max_frames=args.max_video_frames)
-    n = st.default_frames(len(frames))
+    n = frames_wanted(args, len(frames))
     source = transfer_source(frames, st.fps, st.latent_cells, args.grid, st.stream_cfg.seed, st.tracks_cfg)
-    st.report(st.run(source, n, args.output), "transfer")
+    run_and_report(st, args, image, source, n, "transfer")
     return 0
 
 
@@ -188,8 +163,8 @@ def run_camera(args: argparse.Namespace) -> int:
     check_grid(args.grid)
     from motionstream.stream.apps import TrackFileSource, conditioning_subset     # loads torch: after the checks
 
-    st = Stack(args, image)
-    n = st.default_frames(args.path_frames)
+    st = load_stack(args)
+    n = frames_wanted(args, args.path_frames)
     # the depth map is fitted to the image exactly like the image (cover + centre crop)
     from motionstream.video import resize_crop
 
@@ -198,7 +173,7 @@ def run_camera(args: argparse.Namespace) -> int:
     poses = camera_path(args.path, n, strength=args.strength, scene_depth=scene)
     ts = camera_tracks(depth, default_intrinsics(*st.size, fov_deg=args.fov), poses, grid=args.grid, fps=st.fps)
     ts = conditioning_subset(ts, st.latent_cells, st.stream_cfg.seed, st.tracks_cfg)
-    st.report(st.run(TrackFileSource(ts), n, args.output), "camera")
+    run_and_report(st, args, image, TrackFileSource(ts), n, "camera")
     return 0
 
 
@@ -213,9 +188,9 @@ def run_edit(args: argparse.Namespace) -> int:
     from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
     from motionstream.stream.apps import TrackFileSource, edit_tracks
 
-    st = Stack(args, image)
-    iw, ih = st.image_raw.shape[1], st.image_raw.shape[0]
-    n = st.default_frames(args.edit_frames)
+    st = load_stack(args)
+    ih, iw = image.shape[:2]
+    n = frames_wanted(args, args.edit_frames)
     from motionstream.tracks.trackset import TrackSet
 
     # drags are given in the original image's pixels: map them like the image
@@ -224,10 +199,9 @@ def run_edit(args: argparse.Namespace) -> int:
     fitted = fit_tracks(probe, *st.size).tracks
     drags = [(*fitted[0, k], *fitted[1, k]) for k in range(len(drags))]
     ts = edit_tracks(drags, n, st.size[0], st.size[1], st.fps, args.radius, pins=not args.no_pins)
-    result = st.run(TrackFileSource(ts), n, args.output)
+    result = run_and_report(st, args, image, TrackFileSource(ts), n, "edit")
     edited = Path(args.edited)
     write_image(edited, result["last_frame"])
-    st.report(result, "edit")
     print(f"edit: edited image (last frame) -> {edited}")
     return 0
 

@@ -62,11 +62,11 @@ def studio_from_args(args: argparse.Namespace) -> "Studio":  # noqa: F821 (app.s
         cfg.record_dir = args.record_dir
     if args.threads:
         cfg.threads = args.threads
-    from motionstream.app.session import load_stack
+    from motionstream.stream.stack import load_stream_stack
 
     try:
-        stack = load_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                           size=parse_size(args.size) if args.size else None, cache=args.cache)
+        stack = load_stream_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
+                                  size=parse_size(args.size) if args.size else None, cache=args.cache)
     except WeightsNotFound as err:
         hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
                 "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
@@ -86,7 +86,7 @@ def run_studio(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     studio = studio_from_args(args)
     query = f"?token={shown_token(token)}  (the token elided: use the whole one)" if token else ""
-    print(f"motionstream studio: {studio.stack.label} [{studio.stack.source}]")
+    print(f"motionstream studio: {studio.stack.label} [{studio.stack.folder}]")
     print(f"open http://{args.host}:{args.port}/{query}  (Ctrl+C to stop)", flush=True)
     from motionstream.app.server import serve
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from motionstream.config import to_dict
 from motionstream.data.shard_worker import atomic_json, init_worker, shard_seeds, write_shard
 from motionstream.data.splits import split_seeds
-from motionstream.data.synth import Clip, WorldConfig
+from motionstream.data.synth import DEFAULT_VIDEO, Clip, WorldConfig
 from motionstream.errors import ShardError  # noqa: F401 (re-exported)
 from motionstream.tracks.trackset import TrackSet
 
@@ -50,8 +50,9 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}"
 
 
-def write_shards(out_dir: str | Path, split: str, n: int, num_frames: int = 33, width: int = 256,
-                 height: int = 144, clips_per_shard: int = 16, workers: int = 2, fps: float = 16.0,
+def write_shards(out_dir: str | Path, split: str, n: int, num_frames: int = 33, width: int = DEFAULT_VIDEO.width,
+                 height: int = DEFAULT_VIDEO.height, clips_per_shard: int = 16, workers: int = 2,
+                 fps: float = DEFAULT_VIDEO.fps,
                  cfg: WorldConfig | None = None, start: int = 0, progress: bool = True) -> list[Path]:
     """Render clips split_seeds(split, n, start) into shard folders under out_dir; returns their paths.
 

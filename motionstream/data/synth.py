@@ -26,6 +26,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from motionstream.config import VideoConfig
 from motionstream.data.effects import EFFECTS, Effect, sample_effects
 from motionstream.data.scenes import Layer, Scene, build_scene
 from motionstream.tracks.sources import grid_points
@@ -276,8 +277,11 @@ def build_world(seed: int, width: int, height: int, cfg: WorldConfig) -> tuple[S
     return scene, effects, caption_for(scene, clauses, effects, cfg.max_caption_objects)
 
 
-def render_clip(seed: int, num_frames: int = 33, width: int = 256, height: int = 144, fps: float = 16,
-                cfg: WorldConfig | None = None) -> Clip:
+DEFAULT_VIDEO = VideoConfig()     # clip format when none is given: the tiny-cpu preset's
+
+
+def render_clip(seed: int, num_frames: int = 33, width: int = DEFAULT_VIDEO.width, height: int = DEFAULT_VIDEO.height,
+                fps: float = DEFAULT_VIDEO.fps, cfg: WorldConfig | None = None) -> Clip:
     """Render clip `seed` (deterministic: same arguments -> identical bytes; a longer clip starts
     with the same frames). See the module docstring for what a Clip holds."""
     cfg = cfg or WorldConfig()

@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import skimage.data
 
-from motionstream.config import REPO_ROOT
+from motionstream.config import REPO_ROOT, video_config
 from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
-from motionstream.eval.clips import media_paths, video_format
+from motionstream.eval.clips import media_paths
 from motionstream.scoring import metrics
 from motionstream.scoring.baselines import forward_warp
 from motionstream.tracks import camera
@@ -74,7 +74,8 @@ def render_homography(image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.
 def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]:
     """Conditioning images at the model's size: media first frames, then skimage's bundled photos."""
 
-    width, height, fps = video_format(ctx.cfg)
+    vcfg = video_config(ctx.cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     images = []
     media_dir = (REPO_ROOT / ctx.eval_cfg.media_dir).resolve()
     for path in media_paths(media_dir)[:n]:
@@ -140,7 +141,8 @@ def run_camera(ctx: BenchmarkContext) -> None:
 
     camera = require_module("motionstream.tracks.camera", "camera tracks")
 
-    width, height, fps = video_format(ctx.cfg)
+    vcfg = video_config(ctx.cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     T, grid = ctx.eval_cfg.num_frames, ctx.eval_cfg.track_grid
     paths = CFG.quick_paths if ctx.quick else camera.CAMERA_PATHS
     # one "clip" = one (image, camera path) case: every path on as many images as the count needs

@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from motionstream.config import REPO_ROOT
+from motionstream.config import REPO_ROOT, video_config
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, require_module
-from motionstream.eval.clips import media_segments, video_format
+from motionstream.eval.clips import media_segments
 from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.scoring import metrics
 
@@ -50,8 +50,8 @@ def codec_clips(ctx: BenchmarkContext) -> dict[str, list[tuple[str, np.ndarray]]
         ctx.note(f"world test set not available: {err}")
     media_dir = (REPO_ROOT / ctx.eval_cfg.media_dir).resolve()
     if media_dir.is_dir():
-        width, height, fps = video_format(ctx.cfg)
-        sources["real media"] = media_segments(ctx.num_clips, media_dir, ctx.eval_cfg.num_frames, fps, (width, height))
+        vcfg = video_config(ctx.cfg)
+        sources["real media"] = media_segments(ctx.num_clips, media_dir, ctx.eval_cfg.num_frames, vcfg.fps, vcfg.size)
     if not sources:
         raise NotAvailable("no clips: neither the [world] renderer nor the sample media are present")
     return sources

@@ -30,12 +30,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from motionstream.config import video_config
 from motionstream.data.drags import changed_mask, drag_input, drag_world
 from motionstream.data.splits import held_out_seeds
 from motionstream.data.synth import render_clip
 from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
-from motionstream.eval.clips import video_format
 from motionstream.scoring import metrics
 from motionstream.scoring.track_following import mean_over_clips
 from motionstream.tracks.trackset import TrackSet
@@ -70,7 +70,8 @@ class DragCase:
 def drag_cases(n: int, cfg: dict[str, Any], num_frames: int, max_points: int | None) -> list[DragCase]:
     """The first `n` [world] test clips (in seed order) that have a moving object, as drag cases."""
 
-    width, height, fps = video_format(cfg)
+    vcfg = video_config(cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     world = drag_world()
     cases = []
     for seed in held_out_seeds():

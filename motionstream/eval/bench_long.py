@@ -36,10 +36,9 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from motionstream.config import section
+from motionstream.config import section, video_config
 from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
                                           require_module)
-from motionstream.eval.clips import video_format
 from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
 from motionstream.scoring import metrics
@@ -103,7 +102,7 @@ def load_student_stream(ctx: BenchmarkContext, student: str | None = None, vae: 
         ctx.note(f"tiny decoder missing ({tiny}): the student's frames are decoded with the full VAE decoder")
     codec = load_codec(vae, tiny_decoder=tiny if has_tiny else None)
     scfg = engine.stream_config_for(ctx.cfg, meta, decoder="tiny" if has_tiny else "full", **overrides)
-    fps = video_format(ctx.cfg)[2]
+    fps = video_config(ctx.cfg).fps
     return engine.StreamingGenerator(model, codec, text_encoder_for(ctx), scfg, param, fps), meta
 
 
@@ -251,49 +250,48 @@ def _plot(ctx: BenchmarkContext, times: np.ndarray, curves: dict[str, dict[str, 
     ctx.add_plot(fig, "drift")
 
 
-@benchmark("long", "Long streams: drift per time window (Table 4, Fig. 6)", needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS))
-def run_long(ctx: BenchmarkContext) -> None:
-    """Streams of >= 10x the training horizon against ground truth; metrics per time window for
-    c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth;
-    EPE re-tracked per tenth from the points visible at its start (reliable points: those the
-    tracker follows within 1 px on the ground truth). Drift = last tenth minus first tenth."""
+@dataclass
+class SceneRuns:
+    """Window scores of every scene (outer lists: scenes in order; inner: the windows, window_scores)."""
 
-    lcfg = section(ctx.cfg, "eval_long", LongBenchConfig)
+    per_config: dict[str, list[list[dict]]]   # configuration -> the student's scores
+    reference: list[list[dict]]               # the forward-warp reference's scores
+    fps_of: dict[str, list[float]]            # configuration -> streaming fps per scene (decode included)
+    floors: list[list[float]]                 # tracker floor (reliable points, px) per window
+    clip_names: list[str]
+
+
+def stream_scenes(ctx: BenchmarkContext, gen: Any, lcfg: LongBenchConfig, num_frames: int,
+                  edges: np.ndarray) -> SceneRuns:
+    """Render the [world] test scenes at `num_frames` frames, stream each under every configuration of
+    `lcfg` with `gen` (closed at the end), and score windows `edges` of each stream and of the
+    forward-warp reference against the ground truth."""
+
     synth = require_module("motionstream.data.synth", "[world] renderer")
     splits = require_module("motionstream.data.splits", "[world] splits")
-    gen, meta = load_student_stream(ctx)
-    horizon = training_horizon_frames(meta, ctx.cfg, ctx.eval_cfg.num_frames, gen.temporal_factor)
-    multiple = lcfg.quick_horizon_multiple if ctx.quick else lcfg.horizon_multiple
-    num_frames = multiple * horizon
-    width, height, fps = video_format(ctx.cfg)
-    edges = window_edges(num_frames, lcfg.num_windows)
+    vcfg = video_config(ctx.cfg)
     n = ctx.num_clips if (ctx.quick or ctx.clips_override is not None) else lcfg.full_clips
-    base = gen.config
-
-    per_config: dict[str, list[list[dict]]] = {c: [] for c in lcfg.configurations}
-    reference: list[list[dict]] = []
-    fps_of: dict[str, list[float]] = {c: [] for c in lcfg.configurations}
-    floors, clip_names = [], []
+    base = gen.config    # each row's config is built from this one (gen.start switches gen.config)
+    runs = SceneRuns({c: [] for c in lcfg.configurations}, [], {c: [] for c in lcfg.configurations}, [], [])
     for seed in ctx.progress(splits.split_seeds("test", n), "scenes"):
-        clip = synth.render_clip(int(seed), num_frames=num_frames, width=width, height=height, fps=fps)
-        clip_names.append(f"world-{int(seed)}")
+        clip = synth.render_clip(int(seed), num_frames=num_frames, width=vcfg.width, height=vcfg.height, fps=vcfg.fps)
+        runs.clip_names.append(f"world-{int(seed)}")
         refs = window_references(clip.frames, clip.tracks, edges, ctx.eval_cfg.max_points, lcfg.reliable_px)
-        floors.append([r.floor_reliable for r in refs])
-        reference.append(window_scores(forward_warp(clip.frames[0], clip.tracks), clip.frames, refs, fps))
+        runs.floors.append([r.floor_reliable for r in refs])
+        runs.reference.append(window_scores(forward_warp(clip.frames[0], clip.tracks), clip.frames, refs, vcfg.fps))
         for name in lcfg.configurations:
             video, secs = stream_frames(gen, clip.frames[0], clip.caption, clip.tracks, num_frames,
                                         stream_config(base, name))
-            per_config[name].append(window_scores(video, clip.frames, refs, fps))
-            fps_of[name].append(num_frames / secs)
+            runs.per_config[name].append(window_scores(video, clip.frames, refs, vcfg.fps))
+            runs.fps_of[name].append(num_frames / secs)
     gen.close()
+    return runs
 
-    times = np.array([0.5 * (a + b - 1) / fps for a, b in zip(edges[:-1], edges[1:])])
-    floor = np.nanmean(np.array(floors, np.float64), 0) if np.isfinite(floors).any() else np.full(len(times), np.nan)
-    curves = {c: {k: mean_windows(v, k) for k in ("psnr", "epe", "epe_reliable")} for c, v in per_config.items()}
-    ref_curve = {k: mean_windows(reference, k) for k in ("psnr", "epe", "epe_reliable")}
-    ref_drop = drift(ref_curve["psnr"])
-    scored = {**curves, REFERENCE_ROW: ref_curve}     # table rows: the configurations, then the reference
 
+def drift_rows(scored: dict[str, dict[str, np.ndarray]], fps_of: dict[str, list[float]], ref_drop: float,
+               floor: np.ndarray) -> list[list]:
+    """Rows of the drift table: one per curve of `scored` (name -> {"psnr", "epe_reliable"}: per
+    window), then the tracker floor. ref_drop: the reference's PSNR drift, subtracted in "beyond warp"."""
     rows = []
     for c, cur in scored.items():
         p, e = cur["psnr"], cur["epe_reliable"]
@@ -302,11 +300,49 @@ def run_long(ctx: BenchmarkContext) -> None:
                      float(np.nanmean(e)) if np.isfinite(e).any() else float("nan"), e[0], e[-1], drift(e)])
     rows.append(["ground truth (tracker floor)", None, None, None, None, None, None,
                  float(np.nanmean(floor)) if np.isfinite(floor).any() else float("nan"), floor[0], floor[-1], None])
+    return rows
+
+
+def relative_drift_cells(scenes: list[list[dict]]) -> list:
+    """PSNR and reliable-EPE last-tenth change in %, each with its 90% bootstrap interval as text."""
+    cells = []
+    for key in ("psnr", "epe_reliable"):
+        change, lo, hi = relative_drift(scenes, key)
+        cells += [100 * change, f"{100 * lo:+.0f} to {100 * hi:+.0f}"]
+    return cells
+
+
+@benchmark("long", "Long streams: drift per time window (Table 4, Fig. 6)", needs_weights=(STUDENT_WEIGHTS, VAE_WEIGHTS))
+def run_long(ctx: BenchmarkContext) -> None:
+    """Streams of >= 10x the training horizon against ground truth; metrics per time window for
+    c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth;
+    EPE re-tracked per tenth from the points visible at its start (reliable points: those the
+    tracker follows within 1 px on the ground truth). Drift = last tenth minus first tenth."""
+    lcfg = section(ctx.cfg, "eval_long", LongBenchConfig)
+    gen, meta = load_student_stream(ctx)
+    horizon = training_horizon_frames(meta, ctx.cfg, ctx.eval_cfg.num_frames, gen.temporal_factor)
+    multiple = lcfg.quick_horizon_multiple if ctx.quick else lcfg.horizon_multiple
+    num_frames = multiple * horizon
+    fps = video_config(ctx.cfg).fps
+    edges = window_edges(num_frames, lcfg.num_windows)
+    base = gen.config
+    runs = stream_scenes(ctx, gen, lcfg, num_frames, edges)
+    per_config, reference, fps_of, clip_names = runs.per_config, runs.reference, runs.fps_of, runs.clip_names
+
+    times = np.array([0.5 * (a + b - 1) / fps for a, b in zip(edges[:-1], edges[1:])])
+    floors = runs.floors
+    floor = np.nanmean(np.array(floors, np.float64), 0) if np.isfinite(floors).any() else np.full(len(times), np.nan)
+    curves = {c: {k: mean_windows(v, k) for k in ("psnr", "epe", "epe_reliable")} for c, v in per_config.items()}
+    ref_curve = {k: mean_windows(reference, k) for k in ("psnr", "epe", "epe_reliable")}
+    ref_drop = drift(ref_curve["psnr"])
+    scored = {**curves, REFERENCE_ROW: ref_curve}     # table rows: the configurations, then the reference
+
     title = (f"{len(clip_names)} [world] scenes x {num_frames} frames ({multiple}x the {horizon}-frame training "
              f"horizon{', quick' if ctx.quick else ''})")
     ctx.add_table(Table(f"Drift per configuration: {title}",
                         ["config", "fps", "PSNR", "PSNR 1st tenth", "PSNR last tenth", "ΔPSNR",
-                         "ΔPSNR beyond warp", "EPE", "EPE 1st tenth", "EPE last tenth", "ΔEPE"], rows,
+                         "ΔPSNR beyond warp", "EPE", "EPE 1st tenth", "EPE last tenth", "ΔEPE"],
+                        drift_rows(scored, fps_of, ref_drop, floor),
                         note="EPE on reliable points, re-tracked per tenth from the points visible at its start; "
                              "Δ = last tenth minus first tenth (drift: ΔPSNR < 0, ΔEPE > 0); beyond warp = ΔPSNR "
                              f"minus the {REFERENCE_ROW} row's (the scenes' own change). PSNR and EPE: whole "
@@ -317,13 +353,7 @@ def run_long(ctx: BenchmarkContext) -> None:
                         scene_wins(per_config, base_name),
                         note="scenes where the first configuration beats the row's, on the whole-stream mean "
                              "PSNR, the whole-stream reliable-point EPE and the drift (last minus first tenth)."))
-    rel_rows = []
-    for c, v in per_config.items():
-        row = [c]
-        for key in ("psnr", "epe_reliable"):
-            change, lo, hi = relative_drift(v, key)
-            row += [100 * change, f"{100 * lo:+.0f} to {100 * hi:+.0f}"]
-        rel_rows.append(row)
+    rel_rows = [[c, *relative_drift_cells(v)] for c, v in per_config.items()]
     ctx.add_table(Table(f"Last tenth relative to the first, over {len(clip_names)} scenes (%)",
                         ["config", "PSNR change", "PSNR 90% interval", "EPE change", "EPE 90% interval"], rel_rows,
                         note="last-tenth mean / first-tenth mean - 1 (EPE on reliable points); the interval "

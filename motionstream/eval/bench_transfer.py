@@ -26,9 +26,9 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from motionstream.config import video_config
 from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
                                           require_module)
-from motionstream.eval.clips import video_format
 from motionstream.models.checkpoints import WeightsNotFound
 from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
@@ -91,18 +91,20 @@ def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
     return generate
 
 
-def _student_factory(weights: str | None = None) -> MethodFactory:
+def _student_factory(weights: str | None = None, **stream_overrides: Any) -> MethodFactory:
     """The causal student in folder `weights` (None: the preset's stream.student, which
     `eval --set stream.student=PATH` changes) streaming chunk by chunk
     (stream.engine.StreamingGenerator) with the preset's stream settings (c3s1w1, tiny decoder)
     overridden by what the student folder says it was trained for; the clip's tracks are pushed
-    once, from frame 0, and chunks are pulled until the clip's length is covered."""
+    once, from frame 0, and chunks are pulled until the clip's length is covered. stream_overrides
+    replace StreamConfig fields (e.g. composite=[])."""
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS))
+        return _student_generate(ctx, weights or ctx.cfg.get("stream", {}).get("student", STUDENT_WEIGHTS),
+                                 **stream_overrides)
     return factory
 
 
-def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
+def _student_generate(ctx: BenchmarkContext, weights: str, **stream_overrides: Any) -> GenerateFn:
     engine = require_module("motionstream.stream.engine", "streaming engine")
 
     try:
@@ -111,8 +113,9 @@ def _student_generate(ctx: BenchmarkContext, weights: str) -> GenerateFn:
         raise NotAvailable(str(err)) from err
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)
     text_encoder = load_text_encoder(ctx.cfg)
-    fps = video_format(ctx.cfg)[2]
-    gen = engine.StreamingGenerator(model, codec, text_encoder, engine.stream_config_for(ctx.cfg, meta), param, fps)
+    fps = video_config(ctx.cfg).fps
+    config = engine.stream_config_for(ctx.cfg, meta, **stream_overrides)
+    gen = engine.StreamingGenerator(model, codec, text_encoder, config, param, fps)
 
     def generate(clip: Any) -> np.ndarray:
         gen.start(clip.frames[0], clip.caption)
@@ -134,6 +137,10 @@ register_method("teacher", _teacher_factory, needs_weights=(TEACHER_WEIGHTS, VAE
                 description="bidirectional teacher, joint guidance")
 register_method(STUDENT_METHOD, _student_factory(), needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS),
                 description="the shipped causal student (stream.student), c3s1w1, tiny decoder")
+register_method(f"{STUDENT_METHOD}, latents only", _student_factory(composite=[]),
+                needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS),
+                description="the same student showing its decoded latents alone (stream.composite off): "
+                            "the output the prior composite replaces")
 register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
                 needs_weights=(STUDENT_ODE_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS),
                 description="the student after the ODE stage alone, c3s1w1, tiny decoder")
@@ -179,14 +186,19 @@ def worst_of(scores) -> dict[str, float]:
     return {"worst_psnr": min(psnrs) if psnrs else float("nan"), "worst_epe": max(epes) if epes else float("nan")}
 
 
-@benchmark("transfer", "Motion transfer reconstruction (Table 1)")
-def run_transfer(ctx: BenchmarkContext) -> None:
-    """Reconstruct held-out videos from their first frame + tracks; compare with the ground truth.
-    PSNR/SSIM over whole videos, region PSNR inside the moving objects ([world] only), EPE between
-    input tracks and tracks re-extracted from the output (tracker floor = EPE of the ground truth;
-    "reliable pts" = only points the tracker follows within 1 px on the ground truth),
-    text adherence = fraction of the captions' effects visible in the output ([world] only; – when
-    no clip has an effect)."""
+@dataclass
+class MethodScores:
+    """What run_transfer measured: per source, per method."""
+
+    results: dict[str, dict[str, dict]]     # source -> method -> {"fps", summarized metrics, worst_*}
+    per_clip: dict[str, dict[str, list]]    # source -> method -> one dict per clip (ClipScores.as_dict)
+    skipped: dict[str, str]                 # method -> why it has no row ("missing ...", "failed: ...")
+    sheet_fns: dict[str, GenerateFn]        # the methods drawn on the contact sheets
+
+
+def load_sources(ctx: BenchmarkContext) -> dict[str, list[Any]]:
+    """The clip sources that are available ([world] test, real media, real fast motion), each
+    missing one noted; NotAvailable when none is."""
     sources: dict[str, list[Any]] = {}
     unavailable = []
     for label, loader in (("world test", ctx.world_clips), ("real media", ctx.media_clips),
@@ -199,66 +211,59 @@ def run_transfer(ctx: BenchmarkContext) -> None:
         raise NotAvailable("; ".join(unavailable))
     for msg in unavailable:
         ctx.note(f"source not available: {msg}")
-    lpips_weights = ctx.eval_cfg.lpips_weights
-    if not lpips_weights:
-        ctx.note("LPIPS skipped: no local LPIPS weights (set eval.lpips_weights in the config).")
+    return sources
 
-    evals = {s: TrackFollowingEval(clips, ctx.eval_cfg.max_points, with_ssim=True, lpips_weights=lpips_weights)
-             for s, clips in ctx.progress(list(sources.items()), "tracker floor")}
-    truth = {s: ev.ground_truth() for s, ev in evals.items()}
-    floors = {s: t["epe"] for s, t in truth.items()}
-    results: dict[str, dict[str, dict]] = {s: {} for s in sources}
-    per_clip: dict[str, dict[str, list]] = {s: {} for s in sources}
-    skipped = {}
-    sheet_fns: dict[str, GenerateFn] = {}
+
+def score_methods(ctx: BenchmarkContext, evals: dict[str, Any]) -> MethodScores:
+    """Generate and score every method of methods_for(ctx) on every source's TrackFollowingEval; a
+    method without weights, or one that fails on any source, is skipped with the reason."""
+    out = MethodScores({s: {} for s in evals}, {s: {} for s in evals}, {}, {})
     for method in methods_for(ctx):
         missing = missing_weights(method.needs_weights)
         if missing:
-            skipped[method.name] = f"missing {', '.join(missing)}"
+            out.skipped[method.name] = f"missing {', '.join(missing)}"
             continue
         try:
             fn = method.factory(ctx)
         except NotAvailable as err:
-            skipped[method.name] = str(err)
+            out.skipped[method.name] = str(err)
             continue
         if method.name in (WARP_METHOD, STUDENT_METHOD):
-            sheet_fns[method.name] = fn
+            out.sheet_fns[method.name] = fn
         for s, ev in evals.items():
             try:
                 scores, fps = ev.score(fn, lambda it: ctx.progress(it, f"{method.name} on {s}"))
             except Exception as err:  # noqa: BLE001 - one broken model must not lose the other rows
-                skipped[method.name] = f"failed: {type(err).__name__}: {err}"
+                out.skipped[method.name] = f"failed: {type(err).__name__}: {err}"
                 break
-            results[s][method.name] = {"fps": fps, **ev.summarize(scores), **worst_of(scores)}
-            per_clip[s][method.name] = [{"clip": c.name, **sc.as_dict()} for c, sc in zip(ev.clips, scores)]
-        if method.name in skipped:
-            for s in results:
-                results[s].pop(method.name, None)
+            out.results[s][method.name] = {"fps": fps, **ev.summarize(scores), **worst_of(scores)}
+            out.per_clip[s][method.name] = [{"clip": c.name, **sc.as_dict()} for c, sc in zip(ev.clips, scores)]
+        if method.name in out.skipped:
+            for s in out.results:
+                out.results[s].pop(method.name, None)
+    return out
 
+
+def add_tables(ctx: BenchmarkContext, sources: dict[str, list[Any]], evals: dict[str, Any], scored: MethodScores,
+               truth: dict[str, dict[str, float]]) -> None:
+    """One table per source: a row per method (scored, failed or not available), then the tracker floor."""
     columns = ["method", "fps", "PSNR", "SSIM", "LPIPS", "EPE", "EPE reliable pts", "region PSNR", "text adh.",
                "worst PSNR", "worst EPE"]
     keys = ("psnr", "ssim", "lpips", "epe", "epe_reliable", "region_psnr", "text_adherence", "worst_psnr", "worst_epe")
     for s, clips in sources.items():
-        rows = [[m, r["fps"], *[r[k] for k in keys]] for m, r in results[s].items()]
+        rows = [[m, r["fps"], *[r[k] for k in keys]] for m, r in scored.results[s].items()]
         rows += [[m, "failed" if why.startswith("failed") else "not available"] + [None] * len(keys)
-                 for m, why in skipped.items()]
+                 for m, why in scored.skipped.items()]
         t = truth[s]
         rows.append(["ground truth (tracker floor)", None, None, None, None, t["epe"], t["epe_reliable"], None,
                      t["text_adherence"], None, None])
         ctx.add_table(Table(f"{s} ({len(clips)} clips of {len(clips[0].frames)} frames)", columns, rows,
                             note=f"Reliable points: {100 * t['reliable_fraction']:.0f}% of the visible input points "
                                  f"(those the tracker follows within {evals[s].reliable_px:g} px on the ground truth)."))
-    for m, why in skipped.items():
-        ctx.note(f"{m}: not available ({why})")
-    if "real media" in sources:
-        ctx.note("real media: the input tracks come from our tracker on the same frames, so its floor there is "
-                 "0 by construction; the [world] floor (exact tracks) is the meaningful one.")
-    _plot(ctx, results, truth)
-    for s, clips in sources.items():
-        if sheet_fns:
-            videos = {"ground truth": clips[0].frames, **{m: fn(clips[0]) for m, fn in sheet_fns.items()}}
-            ctx.add_contact_sheet(f"sheet-{s.replace(' ', '-')}", videos, f"{s}: {clips[0].name}")
-    # headline: world EPE on reliable points (its plain-EPE floor is too high to rank methods), media plain EPE
+
+
+def add_headline(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
+    """Summary: world EPE on reliable points (its plain-EPE floor is too high to rank methods), media plain EPE."""
     for s, short, epe_key, epe_label in (("world test", "world", "epe_reliable", "reliable-pt EPE"),
                                          ("real media", "media", "epe", "EPE"),
                                          ("real fast motion", "fast", "epe", "EPE")):
@@ -267,4 +272,35 @@ def run_transfer(ctx: BenchmarkContext) -> None:
                 ctx.summary[f"{short} {m} PSNR/{epe_label}"] = f"{results[s][m]['psnr']:.2f}/{results[s][m][epe_key]:.2f}"
         if s == "world test":
             ctx.summary["world EPE floor (reliable pts)"] = truth[s]["epe_reliable"]
-    ctx.raw.update(per_source=results, ground_truth=truth, per_clip=per_clip, skipped=skipped)
+
+
+@benchmark("transfer", "Motion transfer reconstruction (Table 1)")
+def run_transfer(ctx: BenchmarkContext) -> None:
+    """Reconstruct held-out videos from their first frame + tracks; compare with the ground truth.
+    PSNR/SSIM over whole videos, region PSNR inside the moving objects ([world] only), EPE between
+    input tracks and tracks re-extracted from the output (tracker floor = EPE of the ground truth;
+    "reliable pts" = only points the tracker follows within 1 px on the ground truth),
+    text adherence = fraction of the captions' effects visible in the output ([world] only; – when
+    no clip has an effect)."""
+    sources = load_sources(ctx)
+    lpips_weights = ctx.eval_cfg.lpips_weights
+    if not lpips_weights:
+        ctx.note("LPIPS skipped: no local LPIPS weights (set eval.lpips_weights in the config).")
+
+    evals = {s: TrackFollowingEval(clips, ctx.eval_cfg.max_points, with_ssim=True, lpips_weights=lpips_weights)
+             for s, clips in ctx.progress(list(sources.items()), "tracker floor")}
+    truth = {s: ev.ground_truth() for s, ev in evals.items()}
+    scored = score_methods(ctx, evals)
+    add_tables(ctx, sources, evals, scored, truth)
+    for m, why in scored.skipped.items():
+        ctx.note(f"{m}: not available ({why})")
+    if "real media" in sources:
+        ctx.note("real media: the input tracks come from our tracker on the same frames, so its floor there is "
+                 "0 by construction; the [world] floor (exact tracks) is the meaningful one.")
+    _plot(ctx, scored.results, truth)
+    for s, clips in sources.items():
+        if scored.sheet_fns:
+            videos = {"ground truth": clips[0].frames, **{m: fn(clips[0]) for m, fn in scored.sheet_fns.items()}}
+            ctx.add_contact_sheet(f"sheet-{s.replace(' ', '-')}", videos, f"{s}: {clips[0].name}")
+    add_headline(ctx, scored.results, truth)
+    ctx.raw.update(per_source=scored.results, ground_truth=truth, per_clip=scored.per_clip, skipped=scored.skipped)

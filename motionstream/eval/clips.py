@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from motionstream.config import REPO_ROOT
+from motionstream.config import REPO_ROOT, video_config
 from motionstream.eval.availability import NotAvailable, require_module
 from motionstream.tracks.trackset import TrackSet
 from motionstream.video import read_video
@@ -34,18 +34,13 @@ class EvalClip:
     moving_mask: np.ndarray | None = None
 
 
-def video_format(cfg: dict[str, Any]) -> tuple[int, int, float]:
-    """(width, height, fps) of the model's native video, from the config's `video` section."""
-    video = cfg["video"]
-    return int(video["width"]), int(video["height"]), float(video["fps"])
-
-
 def world_test_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     """The first `n` clips of the [world] test split, rendered at the config's video format."""
 
     synth = require_module("motionstream.data.synth", "[world] renderer")
     splits = require_module("motionstream.data.splits", "[world] splits")
-    width, height, fps = video_format(cfg)
+    vcfg = video_config(cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     clips = []
     for seed in splits.split_seeds("test", n):
         c = synth.render_clip(int(seed), num_frames=eval_cfg.num_frames, width=width, height=height, fps=fps)
@@ -84,7 +79,8 @@ def tracked_media(segmenter, n: int, cfg: dict[str, Any], eval_cfg) -> list[Eval
     media_dir = (REPO_ROOT / eval_cfg.media_dir).resolve()
     if not media_dir.is_dir():
         raise NotAvailable(f"sample media folder {media_dir} not found")
-    width, height, fps = video_format(cfg)
+    vcfg = video_config(cfg)
+    width, height, fps = vcfg.width, vcfg.height, vcfg.fps
     clips = []
     for name, frames, *_ in segmenter(n, media_dir, eval_cfg.num_frames, fps, (width, height)):
         tracks = tracker.track_frames(frames, None, grid=eval_cfg.track_grid, fps=fps)

@@ -29,7 +29,11 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from motionstream.config import section
+from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.diffusion.generate import generate_teacher
+from motionstream.stream.controls import MotionControls
+from motionstream.stream.engine import StreamingGenerator
 from motionstream.tracks.draw import draw_tracks, track_colors
 from motionstream.tracks.embed import TracksConfig, random_ids, track_counts, with_ids
 from motionstream.tracks.sources import grid_points, keyframe_path, static_grid
@@ -138,6 +142,31 @@ def run_stream(gen: Any, image: np.ndarray, prompt: str, source: MotionSource | 
     seconds = time.perf_counter() - t0
     return {"frames": written, "chunks": chunks, "seconds": seconds, "fps": written / max(seconds, 1e-9),
             "last_frame": last, "path": Path(out_path)}
+
+
+def run_app(stack: Any, image: np.ndarray, prompt: str, source: MotionSource | None, num_frames: int,
+            out_path: str | Path, steps: int | None = None, progress: bool = True,
+            overlay: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict[str, Any]:
+    """Write `num_frames` frames of `image` (uint8 [H, W, 3] at stack.size) moving with `source` to
+    `out_path`, with a loaded stream.stack.StreamStack: streamed by a student (run_stream), sampled
+    offline by a teacher (run_teacher, the source's tracks gathered first; `steps` Euler steps,
+    None = the diffusion section's sample_steps). Returns run_stream's / run_teacher's result."""
+    if not stack.is_teacher:
+        gen = StreamingGenerator(stack.model, stack.codec, stack.text_encoder, stack.stream_cfg, stack.param,
+                                 fps=stack.fps)
+        return run_stream(gen, image, prompt, source, num_frames, out_path, progress=progress, overlay=overlay)
+
+    tracks = None
+    if source is not None:
+        controls = MotionControls(stack.width, stack.height, stack.fps, seed=stack.stream_cfg.seed)
+        source(controls, 0, num_frames)
+        tracks = controls.chunk_tracks(0, num_frames).tracks
+    # the diffusion settings the teacher was trained with (its folder's), else the preset's
+    dcfg = section({"diffusion": stack.meta.get("diffusion") or stack.cfg.get("diffusion")}, "diffusion",
+                   DiffusionConfig)
+    return run_teacher(stack.model, stack.param, stack.codec, stack.text_encoder, image, prompt, tracks, num_frames,
+                       out_path, dcfg, steps or dcfg.sample_steps, stack.fps, seed=stack.stream_cfg.seed,
+                       progress=progress)
 
 
 def run_teacher(model: Any, param: Any, codec: Any, text_encoder: Any, image: np.ndarray, prompt: str,

@@ -64,6 +64,7 @@ from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
 from motionstream.models.kv_cache import KVCache
 from motionstream.models.rope import apply_rope
+from motionstream.stream.composite import composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
 from motionstream.tracks.trackset import TrackSet
@@ -95,6 +96,9 @@ class StreamConfig:
     vae: str = "vae-tiny-cpu"
     tiny_decoder: str = "tiny-decoder-tiny-cpu"
     max_tracks: int = 2500                # pushed TrackSets with more tracks are subsampled (conditioning cost)
+    # [lo, hi] latent RMS gap: show the warp's pixels where the student keeps its "video" prior
+    # (stream/composite.py); [] = the decoded latents alone
+    composite: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -102,6 +106,8 @@ class StreamConfig:
             raise ValueError(f"bad cache shape {self.name}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
+        if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
+            raise ValueError(f"stream.composite must be [] or [lo, hi] with 0 <= lo < hi, got {self.composite}")
 
     @property
     def name(self) -> str:
@@ -250,6 +256,7 @@ class StreamingGenerator:
         self.frames_out = 0
         self.paused = False
         self.last_latents: torch.Tensor | None = None
+        self.last_blend: tuple[np.ndarray, np.ndarray] | None = None
 
     def pause(self) -> None:
         """Stop generating: next_chunk returns no frames and the stream clock stands still."""
@@ -318,16 +325,17 @@ class StreamingGenerator:
             done.set_result(np.zeros((0, self.height, self.width, 3), np.uint8))
             return done
         latents = self.generate_latents()
+        blend = self.last_blend
         if not self.config.overlap_decode:
             done = futures.Future()
-            done.set_result(self._decode(latents))
+            done.set_result(self._decode(latents, blend))
             return done
         if self._worker is None:
             # OpenMP thread counts are per thread: give the worker the caller's torch thread count
             threads = torch.get_num_threads()
             self._worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-decode",
                                                       initializer=torch.set_num_threads, initargs=(threads,))
-        return self._worker.submit(self._decode, latents)
+        return self._worker.submit(self._decode, latents, blend)
 
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
@@ -336,10 +344,10 @@ class StreamingGenerator:
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
-        prior = None
+        prior, warp = None, None
         if self.prior_encoder is not None:
-            frames = frames_to_tensor(chunk_video_frames(self.prior_image, chunk)).to(self.device)
-            prior = self.prior_encoder.encode_chunk(frames)
+            warp = chunk_video_frames(self.prior_image, chunk)
+            prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
         cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
                        image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -347,6 +355,12 @@ class StreamingGenerator:
         noise = chunk_noise(self.noise_gen, self.sampler.cfg.num_steps, b, ch, c, (h, w), self.device)
         x0 = self.sampler.denoise(noise, latent_start, self.cache)
         self.sampler.write(x0, latent_start, self.cache)     # the clean pass: K/V into sink / window
+        self.last_blend = None
+        if warp is not None and self.config.composite:
+            lo, hi = self.config.composite
+            weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
+                                      self.temporal_factor, first_chunk=self.chunk_index == 0)
+            self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0
         if self.config.sink_refresh_chunks > 0 and self.chunk_index % self.config.sink_refresh_chunks == 0:
@@ -392,9 +406,13 @@ class StreamingGenerator:
         return stream_prior(replace(cond, image_latent=first), self.param)
 
     @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    def _decode(self, latents: torch.Tensor, blend: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """uint8 frames of a chunk's latents; blend = (warp frames, weight) of stream/composite.py."""
+
         with self._lock:
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
+            if blend is not None:
+                frames = composite_frames(frames, *blend)
             self.frames_out += len(frames)
         return frames
 

@@ -1,28 +1,24 @@
-"""Load everything a stream needs from a preset and a model folder, once.
+"""Load everything a stream needs from a preset and a model folder, once: the one loaded stack.
 
-Shared by `motionstream stream ...` (motionstream/cli/stream.py) and the studio (app/session.py): the model
-folder ('student' = the preset's `stream.student`, 'teacher', a weights/ name or a path), the
-StreamConfig it runs under (preset + what the folder was distilled for + overrides), the codec,
-the text encoder, the tracks section, and the output frame size checked against the model's
-patch grid.
+Shared by the applications' commands (stream/cli.py), the studio (app/) and the evaluation: the
+model folder ('student' = the preset's `stream.student`, 'teacher', a weights/ name or a path),
+the StreamConfig it runs under (preset + what the folder was distilled for + overrides), the
+codec, the text encoder, the tracks section, and the output frame size checked against the
+model's patch grid.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from motionstream.config import load_config, section
-from motionstream.models.checkpoints import WeightsNotFound
+from motionstream.config import load_config, section, video_config
+from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
 from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
 from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
 from motionstream.tracks.embed import TracksConfig
-
-# fallbacks when a preset has no `video` section
-DEFAULT_WIDTH = 256
-DEFAULT_HEIGHT = 144
-DEFAULT_FPS = 16.0
 
 
 class StreamModelNotFound(WeightsNotFound):
@@ -35,6 +31,7 @@ class StreamStack:
 
     cfg: dict[str, Any]            # the loaded preset
     name: str                      # the model folder name or path that was loaded
+    folder: Path                   # where that folder is (for consoles and logs; clients see `label`)
     model: Any                     # models.dit.WanDiT
     param: Any                     # diffusion.sampling.TeacherParam
     meta: dict[str, Any]           # the folder's metadata (kind, student, lineage)
@@ -51,10 +48,26 @@ class StreamStack:
         return self.meta.get("kind") == "teacher"
 
     @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the output frames in px."""
+        return self.width, self.height
+
+    @property
     def latent_cells(self) -> int:
         """Latent cells per frame (height / stride x width / stride)."""
         s = self.codec.spatial_stride
         return (self.width // s) * (self.height // s)
+
+    @property
+    def label(self) -> str:
+        """Which weights run, as clients may see it: kind, folder name (never its path), cache shape."""
+        note = " (teacher weights run as a causal few-step stream: not distilled)" if self.is_teacher else ""
+        return f"{self.meta.get('kind')} {self.folder.name} {self.stream_cfg.name}{note}"
+
+    def describe(self) -> dict[str, Any]:
+        """The model as the studio's status and hello messages report it."""
+        return {"name": self.folder.name, "label": self.label, "kind": self.meta.get("kind"), "cache": self.stream_cfg.name,
+                "decoder": self.stream_cfg.decoder}
 
 
 def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tuple[int, int] | None = None, *,
@@ -82,8 +95,8 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
                                    tiny_decoder=tiny_decoder, sink_refresh_chunks=sink_refresh_chunks)
     if cache:
         stream_cfg = stream_cfg.with_cache_name(cache)
-    video = cfg.get("video", {})
-    width, height = size or (int(video.get("width", DEFAULT_WIDTH)), int(video.get("height", DEFAULT_HEIGHT)))
+    video = video_config(cfg)
+    width, height = size or video.size
     use_tiny = stream_cfg.decoder == "tiny" and not (is_teacher and offline_teacher)
     codec = load_codec(stream_cfg.vae, stream_cfg.tiny_decoder if use_tiny else None)
     if text_encoder is None:
@@ -91,5 +104,5 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
     step = codec.spatial_stride * net.cfg.patch_size[1]
     if width % step or height % step:
         raise ValueError(f"size {width}x{height} must be a multiple of {step} in both directions")
-    return StreamStack(cfg, name, net, param, meta, stream_cfg, codec, text_encoder,
-                       section(cfg, "tracks", TracksConfig), width, height, float(video.get("fps", DEFAULT_FPS)))
+    return StreamStack(cfg, name, resolve_model_dir(name), net, param, meta, stream_cfg, codec, text_encoder,
+                       section(cfg, "tracks", TracksConfig), width, height, video.fps)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from motionstream.errors import UserError
-from motionstream.config import REPO_ROOT, add_config_arguments
+from motionstream.config import REPO_ROOT, VideoConfig, add_config_arguments
 
 INPUT_KINDS = ("dense", "drag", "sparse")
 GT_SALT = 7          # item_rng salt of this stage (ODE / DMD use others)
@@ -214,7 +214,8 @@ def train_gt(args) -> int:
 
     from motionstream.models.codec import load_codec
     from motionstream.models.text import load_text_encoder
-    from motionstream.train.common import EMA, append_jsonl, load_training_state, lr_at, optimizer_step, run_logger, set_lr
+    from motionstream.train.common import (EMA, append_jsonl, load_training_state, lr_at, optimizer_step, run_logger,
+                                           run_section, set_lr)
     from motionstream.train.distributed import init_distributed
     from motionstream.train.ode import export_from_run, export_run_model, load_distill_config, save_run
     from motionstream.train.rollout import load_dit_folder
@@ -233,10 +234,8 @@ def train_gt(args) -> int:
         raise UserError(str(err)) from err
     if param.output_skip != "video":
         raise UserError(f"{args.student} is not built around the video prior (output_skip {param.output_skip!r})")
-    try:
-        video = (int(cfg["video"]["width"]), int(cfg["video"]["height"]), float(cfg["video"]["fps"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{args.config}: the video section needs width, height and fps ({err})") from err
+    vcfg = run_section(cfg, "video", VideoConfig)
+    video = (vcfg.width, vcfg.height, vcfg.fps)
     text_encoder = load_text_encoder(cfg)
     source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg)
     val_source = ClipSource(codec, text_encoder, video, cfg.get("tracks", {}), mcfg, split="val")

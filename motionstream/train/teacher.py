@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from motionstream.errors import UserError
-from motionstream.config import REPO_ROOT, add_config_arguments, section, to_dict
+from motionstream.config import REPO_ROOT, VideoConfig, add_config_arguments, section, to_dict, video_config
 from motionstream.diffusion.flow import DiffusionConfig, add_noise, loss_weight, shift_timesteps, velocity_target
 from motionstream.diffusion.sampling import TeacherParam, predict_velocity
 from motionstream.train.common import append_jsonl, load_run_config, run_logger, run_section
@@ -251,14 +251,13 @@ class TeacherEval:
         from motionstream.models.conditioning import build_condition
         from motionstream.tracks.embed import sample_track_subset
 
-        video = cfg.get("video", {})
+        video = video_config(cfg)
         tracks_cfg = tracks_section(cfg)
         self.tcfg, self.dcfg, self.codec = tcfg, dcfg, codec
         self.num_latent_frames = num_latent_frames
         num_video = 1 + codec.temporal_stride * (num_latent_frames - 1)
         t0 = time.time()
-        self.clips = [render_clip(s, num_frames=num_video, width=video.get("width", 256),
-                                  height=video.get("height", 144), fps=video.get("fps", 16))
+        self.clips = [render_clip(s, num_frames=num_video, width=video.width, height=video.height, fps=video.fps)
                       for s in (seeds if seeds is not None else split_seeds("val", tcfg.val_clips))]
         self._index = {id(c): i for i, c in enumerate(self.clips)}  # clips hold arrays: look up by identity
         self.evaluator = TrackFollowingEval(self.clips, max_points=tcfg.eval_max_points)
@@ -597,8 +596,8 @@ def build_teacher_cache(args) -> int:
     cfg = load_run_config(args.config, args.set)
     tcfg = run_section(cfg, "train_teacher", TeacherTrainConfig)
     torch.set_num_threads(args.threads)
-    video = cfg.get("video", {})
-    width, height, fps = video.get("width", 256), video.get("height", 144), video.get("fps", 16)
+    video = run_section(cfg, "video", VideoConfig)
+    width, height, fps = video.width, video.height, video.fps
     num_frames = 1 + 4 * (tcfg.latent_frames - 1)
     try:
         codec = load_codec(args.vae or tcfg.vae, tiny_decoder=None)

@@ -179,16 +179,17 @@ def cmd_train_tiny_decoder(args) -> int:
     import torch
 
     from motionstream.errors import UserError
+    from motionstream.config import VideoConfig
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.train.common import load_run_config, run_section
 
     torch.set_num_threads(args.threads)
     cfg = load_run_config(args.config, args.set)
     sec = run_section(cfg, "tiny_decoder", TinyDecoderSection)
-    v = cfg.get("video", {})
+    video_size = run_section(cfg, "video", VideoConfig).size
     try:
         res = train_tiny_decoder(sec, args.run, args.vae, args.minutes, args.steps, args.init,
-                                 video_size=(int(v.get("width", 256)), int(v.get("height", 144))),
+                                 video_size=video_size,
                                  lpips_weights=args.lpips_weights)
     except WeightsNotFound as err:
         raise UserError(str(err)) from err

@@ -429,13 +429,13 @@ def export_vae(run_dir: str | Path, out_dir: str | Path, stats_clips: int = 200,
 def cmd_train_vae(args) -> int:
     import torch
 
+    from motionstream.config import VideoConfig
     from motionstream.train.common import load_run_config, run_section
 
     torch.set_num_threads(args.threads)
     cfg = load_run_config(args.config, args.set)
     sec = run_section(cfg, "vae", VAESection)
-    video = cfg.get("video", {})
-    video_size = int(video.get("width", 256)), int(video.get("height", 144))
+    video_size = run_section(cfg, "video", VideoConfig).size
     if args.freeze_encoder and not args.init:
         from motionstream.errors import UserError
         raise UserError("--freeze-encoder needs --init WEIGHTS (the shipped VAE whose encoder stays fixed)")

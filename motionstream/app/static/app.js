@@ -6,10 +6,14 @@
 const FRAME_HEADER_BYTES = 32;          // = motionstream.app.protocol.FRAME_HEADER.size
 const FRAME_MAGIC = "MSF1";
 const NO_SEQ = 0xffffffff;
-const FLAG_RECORDING = 1;
+const FLAG_CHUNK_START = 2;             // = protocol.FLAG_CHUNK_START: the frame carries its chunk's gen_ms
+const GEN_MS_OFFSET = 28;               // byte offset of the float32 gen_ms in the frame header
 const RECONNECT_MS = 2000;
 const PATH_SAMPLE_MS = 15;              // keep at most one path keyframe per this many ms
-const FPS_WINDOW_MS = 1000;
+const HUD_WINDOW_MS = 2000;            // the HUD's fps and latency: paints / samples of the last 2 s
+const HUD_MIN_SPAN_MS = 250;           // fps is shown once the stream has painted for this long
+const MEASURE_LOG_MAX = 100000;        // paint times and latencies kept per stream (benchmarks read them)
+const POINTER_TYPES = new Set(["pointer_down", "pointer_move", "pointer_up"]);
 const LOG_LINES = 40;
 const COLORS = { drag: "#3ddc84", pin: "#ff5a5a", path: "#4aa3ff" };
 
@@ -22,8 +26,12 @@ const S = window.studio = {
   ws: null, session: null, sessionKey: null, model: null, width: 256, height: 144, fps: 16,
   status: "offline",            // offline | idle | queued | starting | streaming | paused
   position: 0, imageId: null, videoId: null, recording: false, recordingUrl: null,
-  framesReceived: 0, lastFrame: -1, lastChunk: -1, latencyMs: null, frameTimes: [],
-  seq: 0, sentAt: new Map(), errors: [],
+  framesReceived: 0, streamFrames: 0, lastFrame: -1, lastChunk: -1, quality: null, rttMs: null,
+  // honest HUD: a paint = the first animation frame after a new video frame was drawn (rAF time);
+  // latency = a pointer event's time -> the paint of the first frame whose ack_seq covers it
+  paintTimes: [], paintLog: [], latencySamples: [], latencyLog: [], latencyMs: null, pointerAt: new Map(),
+  drawn: null, streamPaintStart: null, chunkGenLog: [],
+  seq: 0, errors: [],
   pins: [], paths: [], drag: null, draft: null, hover: null, nextDragId: 1,
 };
 
@@ -35,7 +43,7 @@ function connect() {
   S.ws = ws;
   ws.onopen = () => { setConn(true); };
   ws.onclose = () => {
-    setConn(false); setStatus("offline"); S.session = null;
+    setConn(false); setStatus("offline"); S.session = null; S.recording = false; updateRecord(); clearHud();
     setTimeout(connect, RECONNECT_MS);
   };
   ws.onmessage = (ev) => {
@@ -44,23 +52,26 @@ function connect() {
   };
 }
 
-function send(msg, stamped = true) {
+function send(msg, stamped = true, eventTime = null) {
   if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
   if (stamped) {
     msg.seq = ++S.seq;
     msg.frame = Math.max(S.lastFrame, 0);
     msg.chunk = Math.max(S.lastChunk, 0);
-    S.sentAt.set(msg.seq, performance.now());
+    if (POINTER_TYPES.has(msg.type)) S.pointerAt.set(msg.seq, eventTime ?? performance.now());
   }
   S.ws.send(JSON.stringify(msg));
   return true;
 }
 
+// a pointer control, stamped with its event's time (ev.timeStamp: the performance.now() clock)
+const sendPointer = (msg, ev) => send(msg, true, ev.timeStamp);
+
 function onMessage(m) {
   switch (m.type) {
     case "hello":
       S.session = m.session; S.sessionKey = m.session_key; S.width = m.width; S.height = m.height; S.fps = m.fps; S.model = m.model;
-      $("model").textContent = `model: ${m.model.label}`;
+      $("model").textContent = `model: ${m.model.name || m.model.kind}`;
       $("model").title = `${m.model.label} · decoder ${m.model.decoder} · ${m.width}x${m.height} @ ${m.fps} fps`;
       $("spacing").value = m.grid_spacing; $("spacing-out").textContent = m.grid_spacing;
       $("size").value = m.grid_size; $("size-out").textContent = m.grid_size;
@@ -70,17 +81,18 @@ function onMessage(m) {
       if (!S.imageId) pickSample($("sample").value || "astronaut"); else showImage();
       break;
     case "queued": S.position = m.position; setStatus("queued"); log(`queued: position ${m.position}`); break;
-    case "state": setStatus(m.status); break;
+    case "state": setQuality(m.quality); setStatus(m.status); break;
     case "started":
-      setStatus("streaming"); log(`streaming (${m.mode})`);
+      setQuality(m.quality); setStatus("streaming"); log(`streaming (${m.mode})`);
       for (const p of S.pins) if (!p.sent) sendPin(p);
       for (const p of S.paths) if (!p.sent) sendPath(p);
       break;
     case "stopped":
-      setStatus("idle"); S.recording = false; updateRecord();
+      setStatus("idle"); S.recording = false; updateRecord(); clearHud();
       for (const p of S.pins) p.sent = false;           // drawn controls stay and go with the next start
       for (const p of S.paths) { p.sent = false; p.playStart = null; }
       if (m.recording) setDownload(m.recording);
+      S.stoppedFrames = m.frames;                        // = the frames this page received (S.streamFrames)
       log(`stopped after ${m.frames} frames`);
       break;
     case "recording":
@@ -88,7 +100,7 @@ function onMessage(m) {
       if (m.url) setDownload(m.url);
       break;
     case "error": S.errors.push(m); log(`error: ${m.message}`, true); break;
-    case "pong": S.latencyMs = performance.now() - m.client_time; break;
+    case "pong": S.rttMs = performance.now() - m.client_time; break;
   }
 }
 
@@ -98,23 +110,38 @@ async function onFrame(buf) {
   const magic = String.fromCharCode(dv.getUint8(0), dv.getUint8(1), dv.getUint8(2), dv.getUint8(3));
   if (magic !== FRAME_MAGIC) return;
   const frame = dv.getUint32(4, true), chunk = dv.getUint32(8, true), ack = dv.getUint32(12, true);
-  const flags = dv.getUint32(16, true);
-  const now = performance.now();
-  if (ack !== NO_SEQ) {
-    // latency: from sending a control to the first frame generated after it was applied
-    for (const [seq, t] of S.sentAt) {
-      if (seq <= ack) { S.latencyMs = now - t; S.sentAt.delete(seq); }
-    }
-  }
   S.framesReceived += 1;
-  S.frameTimes.push(now);
-  while (S.frameTimes.length && now - S.frameTimes[0] > FPS_WINDOW_MS) S.frameTimes.shift();
+  S.streamFrames += 1;
+  if (dv.getUint32(16, true) & FLAG_CHUNK_START && S.chunkGenLog.length < MEASURE_LOG_MAX) {
+    S.chunkGenLog.push(dv.getFloat32(GEN_MS_OFFSET, true));
+  }
   if (frame < S.lastFrame) return;
   S.lastFrame = frame; S.lastChunk = chunk;
-  $("hud-rec").hidden = !(flags & FLAG_RECORDING);
   const bitmap = await createImageBitmap(new Blob([buf.slice(FRAME_HEADER_BYTES)], { type: "image/jpeg" }));
-  if (frame === S.lastFrame) $("video").getContext("2d").drawImage(bitmap, 0, 0, S.width, S.height);
+  if (frame === S.lastFrame) {
+    $("video").getContext("2d").drawImage(bitmap, 0, 0, S.width, S.height);
+    S.drawn = { frame, ack: ack === NO_SEQ ? null : ack };     // painted at the next animation frame
+  }
   bitmap.close();
+}
+
+// The newest drawn frame reached the screen at animation frame time `t`: one paint, and the
+// latency of every pointer event it is the first painted frame to include.
+function notePaint(t) {
+  const { ack } = S.drawn;
+  S.drawn = null;
+  if (S.streamPaintStart === null) S.streamPaintStart = t;
+  S.paintTimes.push(t);
+  if (S.paintLog.length < MEASURE_LOG_MAX) S.paintLog.push(t);
+  if (ack === null) return;
+  for (const [seq, at] of S.pointerAt) {
+    if (seq > ack) continue;
+    const ms = t - at;
+    S.latencySamples.push([t, ms]);
+    if (S.latencyLog.length < MEASURE_LOG_MAX) S.latencyLog.push(ms);
+    S.latencyMs = ms;
+    S.pointerAt.delete(seq);
+  }
 }
 
 // ------------------------------------------------------------------------------ stream controls
@@ -135,7 +162,8 @@ function startStream() {
     msg.camera_path = $("camera-path").value;
     msg.camera_strength = parseFloat($("camera-strength").value);
   }
-  S.lastFrame = -1; S.lastChunk = -1;
+  S.lastFrame = -1; S.lastChunk = -1; S.streamFrames = 0;
+  clearHud();
   send(msg);
   if (S.recordWanted) send({ type: "record", on: true });
 }
@@ -166,6 +194,7 @@ function updateRecord() {
   const b = $("record");
   b.classList.toggle("active", S.recording || !!S.recordWanted);
   b.textContent = S.recording ? "Stop recording" : (S.recordWanted ? "Record (armed)" : "Record");
+  $("hud-rec").hidden = !S.recording;
   // the session key proves the download is ours: the server serves a recording to its own session only
   if (S.recording && S.session) setDownload(`/api/sessions/${S.session}/recording.mp4?key=${encodeURIComponent(S.sessionKey)}`);
 }
@@ -230,7 +259,7 @@ function onPointerDown(ev) {
   if (t === "drag") {
     S.drag = { id: S.nextDragId++, from: p, at: p, size: gridSize(), spacing: spacing(), sent: false };
     if (S.status === "streaming" || S.status === "paused" || S.status === "starting") {
-      S.drag.sent = send({ type: "pointer_down", id: S.drag.id, x: p.x, y: p.y, size: S.drag.size, spacing: S.drag.spacing });
+      S.drag.sent = sendPointer({ type: "pointer_down", id: S.drag.id, x: p.x, y: p.y, size: S.drag.size, spacing: S.drag.spacing }, ev);
     } else log("press Enter to start streaming, then drag");
   } else if (t === "pin") {
     S.draft = { kind: "pin", x0: p.x, y0: p.y, x1: p.x, y1: p.y, spacing: spacing() };
@@ -244,7 +273,7 @@ function onPointerMove(ev) {
   S.hover = p;
   if (S.drag) {
     S.drag.at = p;
-    if (S.drag.sent) send({ type: "pointer_move", id: S.drag.id, x: p.x, y: p.y });
+    if (S.drag.sent) sendPointer({ type: "pointer_move", id: S.drag.id, x: p.x, y: p.y }, ev);
   } else if (S.draft && S.draft.kind === "pin") {
     S.draft.x1 = p.x; S.draft.y1 = p.y;
   } else if (S.draft && S.draft.kind === "path") {
@@ -255,7 +284,7 @@ function onPointerMove(ev) {
 
 function onPointerUp(ev) {
   if (S.drag) {
-    if (S.drag.sent) send({ type: "pointer_up", id: S.drag.id });
+    if (S.drag.sent) sendPointer({ type: "pointer_up", id: S.drag.id }, ev);
     S.drag = null;
   } else if (S.draft && S.draft.kind === "pin") {
     let d = S.draft;
@@ -326,7 +355,8 @@ function pathAt(points, ms) {
   return null;                       // played out
 }
 
-function draw() {
+function draw(t) {
+  if (S.drawn) notePaint(t);
   const o = $("overlay"), ctx = o.getContext("2d");
   const k = o.width / S.width;
   ctx.clearRect(0, 0, o.width, o.height);
@@ -349,17 +379,38 @@ function draw() {
     gridDots(ctx, k, S.hover.x, S.hover.y, gridSize(), spacing(), COLORS.drag);
     ctx.globalAlpha = 1;
   }
-  updateHud();
+  updateHud(t);
   requestAnimationFrame(draw);
 }
 
 // ------------------------------------------------------------------------------ HUD / status
-function updateHud() {
-  const span = S.frameTimes.length > 1 ? S.frameTimes[S.frameTimes.length - 1] - S.frameTimes[0] : 0;
-  $("hud-fps").textContent = span > 0 ? ((S.frameTimes.length - 1) * 1000 / span).toFixed(1) : "–";
-  $("hud-latency").textContent = S.latencyMs == null ? "–" : `${Math.round(S.latencyMs)} ms`;
+// fps: frames painted in the last HUD_WINDOW_MS (over the time painted so far, at a stream's start);
+// latency: the median pointer-to-paint of the last HUD_WINDOW_MS, else the last one measured
+function updateHud(t) {
+  while (S.paintTimes.length && t - S.paintTimes[0] > HUD_WINDOW_MS) S.paintTimes.shift();
+  while (S.latencySamples.length && t - S.latencySamples[0][0] > HUD_WINDOW_MS) S.latencySamples.shift();
+  const span = S.streamPaintStart === null ? 0 : Math.min(HUD_WINDOW_MS, t - S.streamPaintStart);
+  S.fps = span >= HUD_MIN_SPAN_MS ? S.paintTimes.length * 1000 / span : null;
+  const recent = S.latencySamples.map(([, ms]) => ms).sort((a, b) => a - b);
+  const latency = recent.length ? recent[Math.floor(recent.length / 2)] : S.latencyMs;
+  $("hud-fps").textContent = S.fps === null ? "–" : S.fps.toFixed(1);
+  $("hud-latency").textContent = latency == null ? "–" : `${Math.round(latency)} ms`;
   $("hud-chunk").textContent = S.lastChunk < 0 ? "–" : S.lastChunk;
   $("hud-frame").textContent = S.lastFrame < 0 ? "–" : S.lastFrame;
+}
+
+// The stream stopped (or a new one starts): fps, latency, quality and their measurements clear.
+function clearHud() {
+  S.paintTimes = []; S.paintLog = []; S.latencySamples = []; S.latencyLog = []; S.latencyMs = null;
+  S.pointerAt.clear(); S.drawn = null; S.streamPaintStart = null; S.fps = null; S.chunkGenLog = [];
+  setQuality(null);
+}
+
+function setQuality(quality) {
+  if (quality === undefined) return;             // a message that does not speak of it
+  S.quality = quality;
+  $("hud-quality-box").hidden = quality === null;
+  $("hud-quality").textContent = quality ?? "–";
 }
 
 function setStatus(status) {
