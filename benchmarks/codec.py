@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/codec.py [--vae vae-tiny-cpu --tiny tiny-decoder-tiny-cpu --clips 64]
 
-Quality (eval.metrics PSNR / SSIM on uint8 frames): the [world] held-out test set
+Quality (scoring.metrics PSNR / SSIM on uint8 frames): the [world] held-out test set
 (data.splits.held_out_seeds) at the model's native 256x144, and the real clips in ../shared/media
 (never trained on), for the full decoder and for the tiny streaming decoder (decoding chunk by chunk
 with c3 = 3 latent frames per chunk, as the streaming engine does).
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from motionstream.config import VideoConfig
-from motionstream.eval.metrics import psnr, ssim
+from motionstream.scoring.metrics import psnr, ssim
 from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
 
 CHUNK_LATENT_FRAMES = 3          # c3: the paper's chunk of 3 latent frames = 12 video frames

@@ -29,9 +29,9 @@ def main() -> None:
     from motionstream.config import load_config, video_config
     from motionstream.data.splits import split_seeds
     from motionstream.data.synth import render_clip
-    from motionstream.eval import metrics
-    from motionstream.eval.baselines import forward_warp
-    from motionstream.eval.track_following import TrackFollowingEval
+    from motionstream.scoring import metrics
+    from motionstream.scoring.baselines import forward_warp
+    from motionstream.scoring.track_following import TrackFollowingEval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=8)

@@ -74,7 +74,7 @@ def reference_degradations(seed: int = 0) -> dict[str, Callable[[np.ndarray], np
 def main() -> None:
     from motionstream.data.splits import split_seeds
     from motionstream.data.synth import render_clip
-    from motionstream.eval.track_following import TrackFollowingEval
+    from motionstream.scoring.track_following import TrackFollowingEval
     from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
     from motionstream.train.teacher import TeacherTrainConfig
 

@@ -274,7 +274,7 @@ def bench_teacher(cfg, codec, text_encoder, image, tracks, steps) -> None:
     from motionstream.diffusion.flow import DiffusionConfig
     from motionstream.diffusion.guidance import needed_evaluations
     from motionstream.diffusion.sampling import TeacherParam, load_teacher
-    from motionstream.generate import generate_teacher
+    from motionstream.diffusion.generate import generate_teacher
     from motionstream.models.dit import DiTConfig, WanDiT
 
     if (WEIGHTS_DIR / "teacher-tiny-cpu" / "model.safetensors").exists():

@@ -4,7 +4,7 @@
         [--steps 20] [--frames 17] [--pairs 0,0 3,0 0,1.5 3,1.5] [--network-times 0,1 0.4,1 0,0.4 off]
 
 Held-out [world] test clips (data.splits "test"), the same noise for every pair, the track-following
-evaluator of train/teacher.py (eval.track_following): EPE re-tracked from the input query points,
+evaluator of train/teacher.py (scoring.track_following): EPE re-tracked from the input query points,
 its ratio to the frozen-first-frame baseline, PSNR (whole frame and moving regions) and text-effect
 adherence. Prints one row per pair plus the baselines, then the held-out flow-matching loss of the
 network against the prior skip alone (TeacherEval.heldout_loss); timings depend on other load on the machine.

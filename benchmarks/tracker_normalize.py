@@ -4,7 +4,7 @@
 
 For each [world] clip (motionstream.data.synth.render_clip over data.splits.split_seeds) the project
 tracker runs on the ground-truth video; prints, per `LKParams.normalize` mode, the mean tracker
-noise floor (EPE in px, motionstream.eval.metrics.tracker_noise_floor), the share of valid points
+noise floor (EPE in px, motionstream.scoring.metrics.tracker_noise_floor), the share of valid points
 the tracker keeps within 1 px (metrics.reliable_points) and the wall time, all measured in one run.
 """
 
@@ -21,7 +21,7 @@ RELIABLE_PX = 1.0   # metrics.reliable_points default max_err_px
 def main() -> None:
     from motionstream.data.splits import split_seeds
     from motionstream.data.synth import render_clip
-    from motionstream.eval.metrics import track_errors, tracker_noise_floor
+    from motionstream.scoring.metrics import track_errors, tracker_noise_floor
     from motionstream.tracks.tracker import NORMALIZE_CHOICES, track_frames
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

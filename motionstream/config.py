@@ -15,15 +15,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from motionstream.errors import ConfigError  # noqa: F401 (re-exported)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 WEIGHTS_DIR = REPO_ROOT / "weights"
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or section is missing or malformed."""
 
 
 def load_config(name_or_path: str | Path, overrides: typing.Sequence[str] = ()) -> dict[str, Any]:

@@ -15,25 +15,30 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import av
+import cv2
 import numpy as np
 
-MAX_IMAGE_PIXELS = 40_000_000              # decoded images and video frames: 120 MB as RGB (CLI and studio)
+from motionstream.errors import ImageFormatError, ImageTooLarge, VideoError  # noqa: F401 (re-exported)
+from motionstream.limits import MAX_IMAGE_PIXELS  # noqa: F401 (re-exported)
+
+PIXEL_MAX = 255.0                          # uint8 frames: the largest value (PSNR peak, 0..1 scaling)
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # images we write
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")   # containers that take the H.264 stream VideoWriter writes
 JPEG_SOF_SKIP = (0xC4, 0xC8, 0xCC)          # markers in the SOF range that are not frame headers
 
 
-class VideoError(ValueError):
-    """A video or image file is missing, unreadable or empty, or an output path cannot be written."""
-
-
-class ImageFormatError(VideoError):
-    """The bytes are not an image in one of IMAGE_FORMATS."""
-
-
-class ImageTooLarge(VideoError):
-    """The image header announces more than the allowed pixels."""
+def as_video(x: np.ndarray) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] (a single [H, W, 3] frame gains T = 1); ValueError for anything else."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got {x.shape}")
+    return x
 
 
 def _check_path(path: str | Path) -> Path:
@@ -78,7 +83,6 @@ class VideoInfo(NamedTuple):
 def probe_video(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> VideoInfo:
     """Frame rate and size of a video file whose first frame decodes; VideoError for anything else
     (no file, not a video, audio only, truncated, frames over `max_pixels`)."""
-    import av
 
     path = _check_path(path)
     try:
@@ -106,7 +110,6 @@ def iter_frames(path: str | Path, fps: float | None = None, size: tuple[int, int
                 max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield uint8 [H, W, 3] RGB frames, resampled to `fps` (nearest source frame in time) and
     resized + centre-cropped to `size` = (width, height) when given."""
-    import av
 
     path = _check_path(path)
     src_fps = probe_fps(path)
@@ -151,7 +154,6 @@ def read_video(path: str | Path, fps: float | None = None, size: tuple[int, int]
 
 def resize_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to cover (width, height), then centre-crop to exactly that size."""
-    import cv2
 
     w, h = size
     ih, iw = img.shape[:2]
@@ -210,7 +212,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, as_rgb: bool =
     """uint8 RGB [H, W, 3] from an image file's bytes: the header's size is checked against
     `max_pixels` first (ImageTooLarge), then OpenCV decodes. Used by read_image, depth maps and the
     studio. as_rgb=False: the stored channels and bit depth as they are (16-bit depth maps)."""
-    import cv2
 
     fmt, w, h = image_header(data)
     if w < 1 or h < 1:
@@ -239,8 +240,6 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
 
 
 def write_image(path: str | Path, img: np.ndarray) -> Path:
-    import cv2
-
     path = check_output(path, IMAGE_SUFFIXES)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.asarray(img, np.uint8), cv2.COLOR_RGB2BGR)):
@@ -252,8 +251,6 @@ class VideoWriter:
     """Incremental H.264 mp4 writer (frames can arrive chunk by chunk while streaming)."""
 
     def __init__(self, path: str | Path, fps: float, crf: int = 18):
-        import av
-
         self.path = check_output(path, VIDEO_SUFFIXES)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps

@@ -30,9 +30,9 @@ def test_folder_clips_tracks_and_cache(media_dir, tmp_path, monkeypatch):
     assert [c.name.split(".")[0] for c in caches] == ["bigbuckbunny", "carphone_pristine"]
 
     # second open reads the cache: the tracker is never called
-    import motionstream.tracks.tracker as tracker
+    import motionstream.data.real as real
 
-    monkeypatch.setattr(tracker, "track_frames", lambda *a, **k: pytest.fail("tracker re-run despite cache"))
+    monkeypatch.setattr(real, "track_frames", lambda *a, **k: pytest.fail("tracker re-run despite cache"))
     again = VideoFolderDataset(folder, num_frames=T, width=W, height=H, grid=GRID)
     assert again[2].tracks == ds[2].tracks
 

@@ -5,7 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from motionstream.data.effects import EFFECTS, effect_scores
+from motionstream.data.effect_scores import effect_scores
+from motionstream.data.effects import EFFECTS
 from motionstream.data.scenes import HUES
 from motionstream.data.synth import (WorldConfig, build_world, composite, frame_grid, pixel_centres,
                                      render_clip, render_frames, scene_tracks)

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from motionstream.eval import metrics
-from motionstream.eval.baselines import forward_warp, repeat_first_frame
-from motionstream.eval.track_following import TrackFollowingEval, format_report
+from motionstream.scoring import metrics
+from motionstream.scoring.baselines import forward_warp, repeat_first_frame
+from motionstream.scoring.track_following import TrackFollowingEval, format_report
 from motionstream.tracks import TrackSet
 
 H, W, T, FPS = 72, 128, 9, 16.0

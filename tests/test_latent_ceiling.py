@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motionstream.eval import metrics
+from motionstream.scoring import metrics
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "latent_ceiling.py"
 

@@ -35,6 +35,7 @@ def env(tmp_path_factory):
 def text_encoder(monkeypatch):
     """The CLI loads the preset's text encoder; record the call and hand back a fast one."""
     import motionstream.models.text as text
+    import motionstream.stream.stack as stack
 
     calls = []
 
@@ -42,7 +43,8 @@ def text_encoder(monkeypatch):
         calls.append(cfg)
         return HashTextEncoder()
 
-    monkeypatch.setattr(text, "load_text_encoder", load)
+    for module in (text, stack):      # the teacher's command looks it up in text, the stream stack in stack
+        monkeypatch.setattr(module, "load_text_encoder", load)
     return calls
 
 

@@ -663,7 +663,8 @@ def test_host_header_must_be_allowed(server):
 def test_host_names_and_allow_list():
     from types import SimpleNamespace
 
-    from motionstream.app.server import allowed_hosts, host_name
+    from motionstream.app.server import host_name
+    from motionstream.cli.studio import allowed_hosts
 
     assert [host_name(h) for h in ("127.0.0.1:7860", "[::1]:7860", "::1", "LocalHost", "a.example:80")] == \
         ["127.0.0.1", "::1", "::1", "localhost", "a.example"]
@@ -714,14 +715,15 @@ def test_sessions_belong_to_the_socket_that_made_them(server):
 def test_token_from_environment_or_file_never_printed_in_full(monkeypatch, tmp_path, capsys):
     from types import SimpleNamespace
 
-    import motionstream.app.server as srv
+    import motionstream.app.server as server
+    import motionstream.cli.studio as srv
     from motionstream.cli import main
 
     secret = "s3cret-token-0123456789"
     started = []
     stack = SimpleNamespace(label="student x c3s1w1", folder=tmp_path)
     monkeypatch.setattr(srv, "studio_from_args", lambda args: SimpleNamespace(stack=stack, token=srv.resolve_token(args)))
-    monkeypatch.setattr(srv, "serve", lambda studio, host, port: started.append(studio.token))
+    monkeypatch.setattr(server, "serve", lambda studio, host, port: started.append(studio.token))
     monkeypatch.setenv(srv.TOKEN_ENV, secret)
     assert main(["studio", "--host", "0.0.0.0"]) == 0             # off loopback: the env token counts
     out = capsys.readouterr().out

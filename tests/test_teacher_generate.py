@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from motionstream.generate import clip_length, fit_length, fit_tracks
+from motionstream.diffusion.generate import clip_length, fit_length, fit_tracks
 from motionstream.tracks.trackset import TrackSet
 from motionstream.video import read_video, resize_crop, write_image
 
@@ -69,7 +69,7 @@ def test_generate_cli_with_keyframe_tracks(tmp_path):
 
 
 def test_thin_tracks_keeps_sparse_inputs_and_thins_dense_ones():
-    from motionstream.generate import thin_tracks
+    from motionstream.diffusion.generate import thin_tracks
 
     ts = TrackSet(np.random.default_rng(0).random((3, 500, 2)).astype(np.float32) * 30, np.ones((3, 500), bool), 64, 32, 16)
     assert thin_tracks(ts, 600) is ts

@@ -27,7 +27,6 @@ messages get an `error` reply; error texts carry no server paths (protocol.redac
 """
 
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -38,15 +37,26 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import skimage.data
+import uvicorn
+from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
 
 from motionstream.app import protocol
+from motionstream.app.config import LOOPBACK_HOSTS, TOKEN_ENV  # noqa: F401 (TOKEN_ENV: re-exported)
 from motionstream.app.session import (GenerationWorker, Session, StreamSlot, StudioConfig, encode_jpeg,
                                       recording_url)
+from motionstream.video import (MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError,
+                                decode_image as decode, probe_video, read_video, resize_crop)
 
 if TYPE_CHECKING:   # loading it imports torch: this module stays light until a model loads
     from motionstream.stream.stack import StreamStack
@@ -54,10 +64,6 @@ if TYPE_CHECKING:   # loading it imports torch: this module stays light until a 
 log = logging.getLogger("motionstream.studio")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")          # bind addresses that name no host a client would use
-TOKEN_ENV = "MOTIONSTREAM_TOKEN"
-TOKEN_SHOWN_CHARS = 4                           # the printed URL shows this much of the token
 SESSION_KEY_HEADER = "x-motionstream-session-key"
 SESSION_ID_BYTES = 16                           # 128-bit session ids and ...
 SESSION_KEY_BYTES = 32                          # ... 256-bit session keys (secrets.token_urlsafe)
@@ -85,8 +91,6 @@ class UploadError(ValueError):
 def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """uint8 RGB [H, W, 3] from uploaded bytes (video.decode_image: the header's size is checked before
     decoding, the same check as the CLI's), its errors as UploadErrors with their HTTP status."""
-    from motionstream.video import MAX_IMAGE_PIXELS, ImageFormatError, ImageTooLarge, VideoError
-    from motionstream.video import decode_image as decode
 
     try:
         return decode(data, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
@@ -111,7 +115,6 @@ def sniff_video(data: bytes) -> str:
 def decode_video(data: bytes, size: tuple[int, int], fps: float, max_frames: int, tmp_dir: Path) -> np.ndarray:
     """uint8 [T, H, W, 3] at the stream's size and fps (video.read_video); the file is probed first
     (video.probe_video: a video stream, a decodable first frame, frames under MAX_IMAGE_PIXELS)."""
-    from motionstream.video import ImageTooLarge, VideoError, probe_video, read_video
 
     fmt = sniff_video(data)
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +195,6 @@ class MediaStore:
 
 def sample_image(name: str) -> np.ndarray:
     """A photo shipped inside scikit-image (no download), uint8 RGB."""
-    import skimage.data
 
     if name not in SAMPLE_IMAGES:
         raise UploadError(f"unknown sample {name[:40]!r}; samples: {list(SAMPLE_IMAGES)}", 404)
@@ -327,8 +329,6 @@ class Studio:
             s.add_command(msg)
 
     async def on_socket(self, ws: Any) -> None:
-        from starlette.websockets import WebSocketDisconnect
-
         if not self.authorized(ws) or not origin_ok(ws.headers):
             await ws.close(code=1008)
             return
@@ -460,11 +460,6 @@ def origin_ok(headers: Any) -> bool:
 def create_app(studio: Studio):
     """The FastAPI app of a Studio (the worker starts and stops with the app): the page, then one
     router per concern (media_router, session_router, stream_router)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
 
     @asynccontextmanager
     async def lifespan(app):
@@ -496,7 +491,6 @@ def create_app(studio: Studio):
 
 def guard(studio: Studio, request: Any) -> None:
     """401 unless the request carries the studio's token (when it has one)."""
-    from fastapi import HTTPException
 
     if not studio.authorized(request):
         raise HTTPException(401, "missing or wrong token")
@@ -504,9 +498,6 @@ def guard(studio: Studio, request: Any) -> None:
 
 def media_router(studio: Studio):
     """/api/health, sample photos, image and driving-video uploads."""
-    from fastapi import APIRouter, HTTPException, Request
-    from fastapi.responses import Response
-    from starlette.concurrency import run_in_threadpool
 
     router = APIRouter()
 
@@ -521,8 +512,6 @@ def media_router(studio: Studio):
         return {"samples": list(SAMPLE_IMAGES)}
 
     def image_reply(img: np.ndarray) -> dict[str, Any]:
-        from motionstream.video import resize_crop
-
         fitted = resize_crop(img, (studio.stack.width, studio.stack.height))
         key = studio.media.add_image(fitted)
         return {"image": key, "width": fitted.shape[1], "height": fitted.shape[0], "url": f"/api/images/{key}.jpg"}
@@ -562,9 +551,6 @@ def media_router(studio: Studio):
 
 def session_router(studio: Studio):
     """A session's REST twins of its socket controls (start / stop) and its recording download."""
-    from fastapi import APIRouter, HTTPException, Request
-    from fastapi.responses import FileResponse
-    from starlette.concurrency import run_in_threadpool
 
     router = APIRouter()
 
@@ -623,8 +609,6 @@ def session_router(studio: Studio):
 
 def stream_router(studio: Studio):
     """The control socket (/ws) and the MJPEG view of the generating stream."""
-    from fastapi import APIRouter, HTTPException, Request, WebSocket
-    from fastapi.responses import StreamingResponse
 
     router = APIRouter()
 
@@ -659,126 +643,9 @@ def stream_router(studio: Studio):
     return router
 
 
-def check_host(host: str, token: str | None) -> None:
-    """Non-loopback hosts need a token (anyone on the network could otherwise drive the server)."""
-    from motionstream.cli import UserError
-
-    if host not in LOOPBACK_HOSTS and not token:
-        raise UserError(f"--host {host} exposes the studio beyond this machine: set a token as well "
-                        f"({TOKEN_ENV}=SECRET, --token-file FILE or --token SECRET; clients then add "
-                        "?token=SECRET to the page URL)")
-
-
-def resolve_token(args: argparse.Namespace) -> str | None:
-    """The access token from --token-file, else the MOTIONSTREAM_TOKEN environment variable, else
-    --token (visible in the process list, so the other two are preferred); None when none is set."""
-    from motionstream.cli import UserError
-
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip()
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"--token-file {args.token_file}: cannot read it ({type(err).__name__})") from None
-        if not token:
-            raise UserError(f"--token-file {args.token_file} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or args.token or None
-
-
-def shown_token(token: str) -> str:
-    """The token as printed: its first TOKEN_SHOWN_CHARS characters, the rest elided."""
-    return token[:TOKEN_SHOWN_CHARS] + "..."
-
-
-def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    """--allow-host names, plus the bind address when it names one host (clients use it as the Host)."""
-    extra = tuple(args.allow_host or ())
-    return extra + ((args.host,) if args.host not in WILDCARD_HOSTS else ())
-
-
 def serve(studio: Studio, host: str, port: int, log_level: str = "warning") -> None:
     """Run the studio until interrupted (uvicorn)."""
-    import uvicorn
 
     uvicorn.run(create_app(studio), host=host, port=port, log_level=log_level,
                 ws_max_size=WS_MAX_SIZE_FACTOR * studio.cfg.max_message_bytes, ws_ping_interval=WS_PING_S,
                 ws_ping_timeout=WS_PING_S)
-
-
-# ------------------------------------------------------------------------------- the command
-def studio_from_args(args: argparse.Namespace) -> Studio:
-    """Load the model stack named by the arguments; UserError for anything the user can fix."""
-    from motionstream.cli import UserError
-    from motionstream.config import ConfigError, load_config, section
-    from motionstream.models.checkpoints import WeightsNotFound
-    from motionstream.tracks.cli import parse_size
-
-    try:
-        cfg = section(load_config(args.config), "studio", StudioConfig)
-    except (ConfigError, TypeError) as err:
-        raise UserError(str(err)) from None
-    if args.record_dir:
-        cfg.record_dir = args.record_dir
-    if args.threads:
-        cfg.threads = args.threads
-    from motionstream.stream.stack import load_stream_stack
-
-    try:
-        stack = load_stream_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                                  size=parse_size(args.size) if args.size else None, cache=args.cache,
-                                  quality=args.quality)
-    except WeightsNotFound as err:
-        hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
-                "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
-                if args.model == "student" else "")
-        raise UserError(f"{err}{hint}") from None
-    except (ConfigError, ValueError) as err:
-        raise UserError(str(err)) from None
-    return Studio(stack, cfg, token=resolve_token(args), allowed_hosts=allowed_hosts(args))
-
-
-def run_studio(args: argparse.Namespace) -> int:
-    token = resolve_token(args)
-    check_host(args.host, token)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    studio = studio_from_args(args)
-    query = f"?token={shown_token(token)}  (the token elided: use the whole one)" if token else ""
-    print(f"motionstream studio: {studio.stack.label} [{studio.stack.folder}]")
-    print(f"open http://{args.host}:{args.port}/{query}  (Ctrl+C to stop)", flush=True)
-    serve(studio, args.host, args.port)
-    return 0
-
-
-def add_studio_arguments(p: argparse.ArgumentParser) -> None:
-    defaults = StudioConfig()
-    p.add_argument("--model", default="student",
-                   help="student (default: weights/student-tiny-cpu) | teacher | PATH to a streaming model folder")
-    p.add_argument("--config", default="tiny-cpu", help="preset name or YAML path (default tiny-cpu)")
-    p.add_argument("--vae", help="VAE model folder (default weights/vae-tiny-cpu)")
-    p.add_argument("--tiny-decoder", help="tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")
-    p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's)")
-    p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's, c3s1w1)")
-    p.add_argument("--quality", default="auto", help="quality rung (default auto: start on the preset's "
-                   "stream.quality and step down its ladder while the machine falls behind real time; a rung "
-                   "name such as full or 2-step pins it)")
-    p.add_argument("--host", default=defaults.host, help=f"bind address (default {defaults.host}; others need --token)")
-    p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
-    p.add_argument("--token", default=None, help=f"access token every client must send (required off loopback); "
-                   f"visible in the process list: prefer {TOKEN_ENV}=SECRET or --token-file")
-    p.add_argument("--token-file", default=None, help="read the access token from this file")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="also accept requests for this host name (repeatable; loopback names and the --host "
-                   "address are always accepted)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p.add_argument("--record-dir", default=None, help=f"where session recordings live (default {defaults.record_dir})")
-
-
-def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("studio", help="interactive web studio: drag, pin, draw paths, watch it stream",
-                            description="Serve the MotionStream studio: upload or pick an image, type a prompt, "
-                            "press Enter and drag on the video while it streams (Space pauses).")
-    add_studio_arguments(p)
-    p.set_defaults(func=run_studio)

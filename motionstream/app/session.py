@@ -41,9 +41,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import cv2
 import numpy as np
+import torch
 
 from motionstream.app import protocol
+from motionstream.app.config import StudioConfig  # noqa: F401 (re-exported)
+from motionstream.stream.apps import conditioning_subset, transfer_source
+from motionstream.stream.engine import StreamingGenerator
+from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
+from motionstream.tracks.sources import grid_points
+from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.video import VideoWriter
 
 if TYPE_CHECKING:   # loading it imports torch: the server module stays light until a model loads
     from motionstream.stream.stack import StreamStack
@@ -55,41 +64,6 @@ IDLE_POLL_S = 0.02                  # a paused or far-ahead worker re-checks its
 INTERVAL_EMA = 0.2                  # weight of the newest chunk-start interval (pointer timing)
 GEN_TIME_EMA = 0.3                  # weight of the newest chunk generation time (pacing)
 MIN_INTERVAL_S = 1e-3               # a chunk-start interval is never taken as shorter than this
-
-
-@dataclass
-class StudioConfig:
-    """Section `studio` of a preset (all limits of one server)."""
-
-    host: str = "127.0.0.1"
-    port: int = 7860
-    jpeg_quality: int = 85
-    threads: int = 0                       # torch threads (0 = torch's choice)
-    max_clients: int = 32                  # open sockets; more are refused
-    max_message_bytes: int = 65536         # one JSON control message
-    max_messages_per_second: int = 400     # per client; beyond: dropped with one error a second
-    max_pending_commands: int = 4096       # controls waiting for the next chunk boundary
-    max_queued_frames: int = 24            # per client latest-wins frame queue (2 chunks)
-    max_queued_messages: int = 64          # per client JSON outbox (oldest dropped)
-    lead_chunks: float = 1.0               # generate at most this many chunks ahead of playback ...
-    lead_safety: float = 1.5               # ... and start a chunk only when the frames still to play last
-                                           # less than this x its expected generation time (latency)
-    max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
-    max_upload_bytes: int = 16 * 2 ** 20   # images (their pixels: video.MAX_IMAGE_PIXELS, the CLI's cap)
-    max_video_bytes: int = 64 * 2 ** 20    # motion-transfer videos
-    max_video_frames: int = 161            # driving frames kept (it ping-pongs beyond)
-    max_images: int = 32                   # uploaded images kept in memory (oldest evicted)
-    max_videos: int = 4
-    max_pin_points: int = 2500             # one pinned grid
-    max_drag_points: int = 1024            # one dragged / path patch
-    grid_spacing: float = 8.0              # page defaults: points every VAE cell ...
-    grid_size: float = 48.0                # ... in a patch this wide
-    transfer_grid: int = 50                # tracker grid per side (a subset conditions the model)
-    camera_frames: int = 81                # one pass of a camera move; it ping-pongs beyond
-    camera_grid: int = 50
-    camera_fov: float = 60.0
-    max_mjpeg_viewers: int = 4
-    record_dir: str = "runs/studio"        # per-session recordings (deleted when the session closes)
 
 
 # ------------------------------------------------------------------------------- outboxes
@@ -139,8 +113,6 @@ class Recorder:
         self.closed = False
 
     def write(self, frames: np.ndarray) -> None:
-        from motionstream.video import VideoWriter
-
         with self._lock:
             if self.closed:
                 return
@@ -330,8 +302,6 @@ class LoopedTracks:
         self.tracks = tracks
 
     def __call__(self, controls: Any, start: int, count: int) -> None:
-        from motionstream.tracks.trackset import TrackSet
-
         n = self.tracks.num_frames
         period = max(2 * (n - 1), 1)
         idx = np.array([(k % period) if (k % period) < n else period - (k % period) for k in range(start, start + count)])
@@ -342,8 +312,6 @@ class LoopedTracks:
 
 def camera_source(stack: StreamStack, cfg: StudioConfig, path: str, strength: float, depth: np.ndarray | None = None):
     """Camera control without a depth network: a fronto-parallel plane unless a depth map is given."""
-    from motionstream.stream.apps import conditioning_subset
-    from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics
 
     if depth is None:
         depth = np.ones((stack.height, stack.width), np.float64)
@@ -360,7 +328,6 @@ class GenerationWorker(threading.Thread):
     def __init__(self, stack: StreamStack, slot: StreamSlot, cfg: StudioConfig, media: Any,
                  on_jpeg: Callable[[bytes], None] | None = None):
         super().__init__(name="motionstream-studio-worker", daemon=True)
-        from motionstream.stream.engine import StreamingGenerator
 
         self.stack, self.slot, self.cfg, self.media = stack, slot, cfg, media
         self.on_jpeg = on_jpeg
@@ -376,8 +343,6 @@ class GenerationWorker(threading.Thread):
         self.slot.wake()
 
     def run(self) -> None:
-        import torch
-
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         while not self.stopping:
@@ -499,8 +464,6 @@ class GenerationWorker(threading.Thread):
     def make_source(self, req: dict):
         mode = req.get("mode", "drag")
         if mode == "transfer":
-            from motionstream.stream.apps import transfer_source
-
             frames = self.media.video(req["video"])
             return transfer_source(frames, self.stack.fps, self.stack.latent_cells, self.cfg.transfer_grid,
                                    self.stack.stream_cfg.seed, self.stack.tracks_cfg)
@@ -519,7 +482,6 @@ class GenerationWorker(threading.Thread):
 
     def apply(self, s: Session) -> bool:
         """Apply every waiting control; True when the stream must stop."""
-        from motionstream.tracks.trackset import TrackError
 
         while s.commands:
             received, msg = s.commands.popleft()
@@ -569,8 +531,6 @@ class GenerationWorker(threading.Thread):
             controls.pointer_up(self._drag(msg["id"]), self.stream_time(received))
             del self.drags[msg["id"]]
         elif kind == "pin":
-            from motionstream.tracks.sources import grid_points
-
             w, h = self.stack.width, self.stack.height
             x0, x1 = sorted((min(max(msg["x0"], 0.0), w - 1.0), min(max(msg["x1"], 0.0), w - 1.0)))
             y0, y1 = sorted((min(max(msg["y0"], 0.0), h - 1.0), min(max(msg["y1"], 0.0), h - 1.0)))
@@ -610,7 +570,6 @@ def recording_url(s: Session) -> str:
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     """uint8 RGB [H, W, 3] -> JPEG bytes (cv2.imencode)."""
-    import cv2
 
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

@@ -1,9 +1,10 @@
-"""The `motionstream` command: one entry point, sub-commands registered by each subsystem.
+"""The `motionstream` command: one entry point, one module per command group in this package.
 
 Each module in COMMAND_MODULES exposes `register(commands, train)`, where `commands` is the
 top-level sub-parser action and `train` the one under `motionstream train`. Handlers are set with
-`parser.set_defaults(func=...)` and import heavy dependencies (torch, cv2) inside the handler so
-that `--help` stays fast.
+`parser.set_defaults(func=...)`. cli/ is the only package that imports the library inside functions
+(handlers, and `register` where the library holds the defaults): `motionstream --help`, a sub-command's
+`--help` and a bad argument answer without loading torch (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -12,29 +13,29 @@ import argparse
 import importlib
 import sys
 
+from motionstream.errors import UserError
+
 # module -> the top-level commands it registers. `main` imports only the modules of the command it
-# runs: the training modules import torch at import time (~2 s on a loaded machine), which a bad
-# input to `generate` or `tracks` must not wait for. The order matters: generate.py registers
-# `generate` before stream/cli.py extends it.
+# runs. The order matters: cli/generate.py registers `generate` before cli/stream.py extends it.
 COMMAND_MODULES = {
-    "motionstream.tracks.cli": ("tracks",),
-    "motionstream.data.cli": ("data",),
-    "motionstream.demo": ("demo",),
-    "motionstream.eval.cli": ("eval",),
+    "motionstream.cli.tracks": ("tracks",),
+    "motionstream.cli.data": ("data",),
+    "motionstream.cli.demo": ("demo",),
+    "motionstream.cli.eval": ("eval",),
     "motionstream.cli.train": ("train",),
     "motionstream.cli.codec": ("codec",),
-    "motionstream.generate": ("generate",),
-    "motionstream.stream.cli": ("generate", "transfer", "camera", "edit"),
-    "motionstream.app.server": ("studio",),
+    "motionstream.cli.generate": ("generate",),
+    "motionstream.cli.stream": ("generate", "transfer", "camera", "edit"),
+    "motionstream.cli.studio": ("studio",),
 }
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, no traceback."""
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line, or (`command` given and known) only what that command needs."""
+    """The whole command line, or (`command` given and known) only what that command needs.
+
+    The whole command line (for `motionstream --help` and an unknown command) takes each module's
+    `register_summary` where it has one: the command names and help lines without the options whose
+    defaults live in modules that load torch (the training stages)."""
     parser = argparse.ArgumentParser(
         prog="motionstream",
         description="Real-time, motion-controlled video generation (MotionStream). "
@@ -48,8 +49,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ).add_subparsers(dest="stage", metavar="STAGE", required=True)
     known = {c for provided in COMMAND_MODULES.values() for c in provided}
     for name, provided in COMMAND_MODULES.items():
-        if command not in known or command in provided:
+        if command in provided:
             importlib.import_module(name).register(commands, train)
+        elif command not in known:
+            module = importlib.import_module(name)
+            getattr(module, "register_summary", module.register)(commands, train)
     return parser
 
 

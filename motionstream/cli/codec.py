@@ -27,7 +27,7 @@ def cmd_roundtrip(args) -> int:
     import numpy as np
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
     from motionstream.train.losses_codec import psnr, ssim

@@ -32,7 +32,7 @@ def video_size(cfg: dict) -> tuple[int, int]:
 def cmd_train_vae(args) -> int:
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.train.common import load_run_config, run_section
     from motionstream.train.vae import VAESection, train_vae
 
@@ -54,7 +54,7 @@ def cmd_train_vae(args) -> int:
 def cmd_train_tiny_decoder(args) -> int:
     import torch
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.train.common import load_run_config, run_section
     from motionstream.train.tiny_decoder import TinyDecoderSection, train_tiny_decoder

@@ -19,6 +19,7 @@ motion, no text effects): the studio's own case of a still photo whose parts the
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from motionstream.data.synth import Clip, WorldConfig
@@ -80,7 +81,6 @@ def object_drag(clip: Clip, layer: int, rng: np.random.Generator | None = None,
 
 def never_covered(clip: Clip, margin: int = PIN_MARGIN) -> np.ndarray:
     """bool [H, W]: background pixels farther than `margin` px from any object pixel of any frame."""
-    import cv2
 
     covered = (clip.owner > 0).any(0).astype(np.uint8)
     size = 2 * margin + 1

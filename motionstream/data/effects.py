@@ -2,7 +2,7 @@
 
 Each effect is a pure function of time applied to the composited frame (float32 [H, W, 3] in
 [0, 1]); it never moves content, so tracks stay exact. Each has a measurable signature computed
-from frames alone (`effect_scores`, scored by eval.metrics.effect_score), so text adherence of
+from frames alone (data/effect_scores.py: `effect_scores`, `effect_score`), so text adherence of
 generated videos can be scored later:
 
     name        caption phrase                 signature (score > 0 means present)
@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from motionstream.data.scenes import HUES
@@ -65,7 +66,6 @@ class Particles:
 
     def draw(self, frame: np.ndarray, t: float, opacity: float) -> None:
         """Splat every dot bilinearly, blur to a soft disc, blend its colour in place."""
-        import cv2
 
         h, w = frame.shape[:2]
         x, y = self.positions(t, w, h)
@@ -109,7 +109,6 @@ class Effect:
 
     def apply(self, frame: np.ndarray, t: float) -> None:
         """Modify frame float32 [H, W, 3] in [0, 1] in place."""
-        import cv2
 
         k = self.strength * self.ramp(t)
         if self.name == "darker":
@@ -192,23 +191,3 @@ def sample_effects(rng: np.random.Generator, cfg: "WorldConfig", width: int, hei
             if rest:
                 names.append(rest[int(rng.integers(len(rest)))])
     return [make_effect(n, rng, cfg, width, height, px) for n in names]
-
-
-# ---------------------------------------------------------------------------------- signatures
-def effect_scores(frames: np.ndarray, tint_colour: str | None = None) -> dict[str, float]:
-    """Signatures of every effect for uint8 frames [T, H, W, 3]; positive = the effect is there.
-
-    The scorers are motionstream.eval.metrics.effect_score (the calibrated ones the adherence
-    benchmark thresholds; see its AdherenceConfig), imported here on use so `data` stays free of
-    eval at import time. Scores are raw differences in [0, 1] units so a caller compares them with a
-    reference (the same scene without effects, or a threshold). `tint_colour` (a HUES name) scores
-    the tint as the chroma shift projected on that hue (else: the shift's length, any hue).
-    """
-    from motionstream.eval.metrics import chroma_shift, effect_score
-
-    scores = {name: effect_score(frames, name) for name in EFFECTS}
-    if tint_colour is not None:
-        direction = hue_rgb(dict(HUES)[tint_colour])
-        direction = direction - direction.mean()
-        scores["tint"] = float(chroma_shift(frames) @ direction / np.linalg.norm(direction))
-    return scores

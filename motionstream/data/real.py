@@ -25,15 +25,14 @@ import numpy as np
 
 from motionstream.config import REPO_ROOT
 from motionstream.data.synth import Clip
+from motionstream.errors import VideoFolderError  # noqa: F401 (re-exported)
+from motionstream.tracks.tracker import track_frames
 from motionstream.tracks.trackset import TrackSet
+from motionstream.video import read_video
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 DEFAULT_CACHE = REPO_ROOT / "cache" / "real"
 MOVING_THRESHOLD_PX = 0.5  # estimated mask: per-frame motion unlike the median that counts as moving
-
-
-class VideoFolderError(ValueError):
-    """The folder has no usable videos (missing, too short, unreadable)."""
 
 
 @dataclass
@@ -117,14 +116,11 @@ class VideoFolderDataset:
         return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
     def _frames(self, path: Path) -> np.ndarray:
-        from motionstream.video import read_video
-
         frames, _ = read_video(path, fps=self.fps, size=(self.width, self.height))
         return frames
 
     def _index(self, path: Path, progress: bool) -> _Video | None:
         """Load (or compute and store) the tracks of every window of one video."""
-        from motionstream.tracks.tracker import track_frames
 
         cache = self._cache_path(path)
         stamp = self._source_stamp(path)

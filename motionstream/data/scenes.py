@@ -22,12 +22,15 @@ fixed point instead.
 
 from __future__ import annotations
 
+import colorsys
 import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
+import skimage.data
 
 if TYPE_CHECKING:  # pragma: no cover
     from motionstream.data.synth import WorldConfig
@@ -68,7 +71,6 @@ MATRIX_CACHE_SIZE = 64         # memoised screen_from_local matrices per layer
 @functools.lru_cache(maxsize=None)
 def load_photo(name: str) -> np.ndarray:
     """float32 [h, w, 3] in [0, 1] (grey photos repeated to 3 channels), cached per process."""
-    import skimage.data
 
     img = getattr(skimage.data, name)()
     if isinstance(img, tuple):  # stereo pairs
@@ -87,14 +89,12 @@ def load_photo(name: str) -> np.ndarray:
 def _random_colour(rng: np.random.Generator, sat: tuple[float, float] = (0.5, 1.0),
                    val: tuple[float, float] = (0.35, 1.0)) -> np.ndarray:
     """float32 [3] RGB in [0, 1] from a random hue / saturation / value."""
-    import colorsys
 
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val)), np.float32)
 
 
 def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4, base_cells: int = 4) -> np.ndarray:
     """float32 [h, w] in [0, 1]: smooth multi-octave value noise (coarse random grids, upsampled)."""
-    import cv2
 
     out = np.zeros((h, w), np.float32)
     amp, total = 1.0, 0.0
@@ -150,7 +150,6 @@ def procedural_texture(rng: np.random.Generator, kind: str, h: int, w: int, scal
 def photo_crop(rng: np.random.Generator, name: str, h: int, w: int, zoom: tuple[float, float]) -> np.ndarray:
     """float32 [h, w, 3]: a random crop of photo `name` covering `zoom` of its short side, resized
     to (h, w); random horizontal flip. Grey photos are colourised with a random gradient map."""
-    import cv2
 
     photo = load_photo(name)
     ph, pw = photo.shape[:2]
@@ -181,7 +180,6 @@ def article(word: str) -> str:
 
 def colour_name(rgb: np.ndarray) -> str:
     """Caption word for an RGB colour in [0, 1] (grey / white / black for unsaturated ones)."""
-    import colorsys
 
     h, s, v = colorsys.rgb_to_hsv(*[float(c) for c in rgb])
     if v < 0.2:
@@ -198,7 +196,6 @@ def shape_alpha(rng: np.random.Generator, kind: str, size: int, pad: int, softne
 
     Elongated shapes get a random aspect ratio; the blur of `softness` px makes the edge soft.
     """
-    import cv2
 
     n = size + 2 * pad
     c = n / 2.0

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from motionstream.config import from_dict
@@ -54,6 +55,4 @@ def shard_seeds(path: Path) -> list[int] | None:
 
 
 def init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already; cv2's own threads would oversubscribe

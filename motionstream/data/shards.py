@@ -19,7 +19,9 @@ whose seeds changed (e.g. the last, partial one when n grows).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,11 +29,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
 
 from motionstream.config import to_dict
 from motionstream.data.shard_worker import atomic_json, init_worker, shard_seeds, write_shard
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import DEFAULT_VIDEO, Clip, WorldConfig
+from motionstream.errors import ShardError  # noqa: F401 (re-exported)
 from motionstream.tracks.trackset import TrackSet
 
 FORMAT = "motionstream-shards"
@@ -39,10 +43,6 @@ FORMAT_VERSION = 1
 CORE_ARRAYS = ("frames", "tracks", "visibility", "moving_mask")
 # manifest fields that must match for write_shards to add to an existing folder
 SHAPE_KEYS = ("split", "start", "num_frames", "width", "height", "fps", "clips_per_shard", "world")
-
-
-class ShardError(ValueError):
-    """A shard folder is missing, incomplete or does not match what was asked for."""
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -58,10 +58,6 @@ def write_shards(out_dir: str | Path, split: str, n: int, num_frames: int = 33, 
 
     Resumable: complete shards with the expected seeds are kept. Raises ShardError if out_dir holds
     shards of a different split, size, length, fps or world config."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    from tqdm import tqdm
 
     if n < 1 or clips_per_shard < 1 or workers < 1:
         raise ShardError(f"need n, clips_per_shard, workers >= 1 (got {n}, {clips_per_shard}, {workers})")

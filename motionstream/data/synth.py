@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 from motionstream.config import VideoConfig
@@ -119,7 +120,6 @@ def frame_grid(width: int, height: int, grid: int) -> np.ndarray:
 def _warp_layer(layer: Layer, scene: Scene, t: float, box: tuple[int, int, int, int],
                 pix: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """float32 [y1-y0, x1-x0, C] layer texture resampled onto screen pixels of `box` (bilinear)."""
-    import cv2
 
     x0, y0, x1, y1 = box
     border = cv2.BORDER_REFLECT if layer.is_background else cv2.BORDER_CONSTANT
@@ -150,7 +150,6 @@ def composite(scene: Scene, t: float, occlusion_alpha: float,
               pix: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(canvas float32 [H, W, 3] premultiplied-over composite in [0, 1], owner uint8 [H, W]):
     owner = index of the nearest layer whose alpha > occlusion_alpha (0 = background)."""
-    import cv2
 
     canvas = np.zeros((scene.height, scene.width, 3), np.float32)
     owner = np.zeros((scene.height, scene.width), np.uint8)
@@ -175,7 +174,6 @@ def composite(scene: Scene, t: float, occlusion_alpha: float,
 
 def alpha_at(layer: Layer, scene: Scene, t: float, points: np.ndarray) -> np.ndarray:
     """float32 [N] the layer's alpha at screen points [N, 2], sampled like the renderer samples it."""
-    import cv2
 
     ux, uy = layer.screen_to_texture(scene.camera, t, scene.screen_centre, points[:, 0], points[:, 1])
     alpha = np.ascontiguousarray(layer.texture[..., 3])

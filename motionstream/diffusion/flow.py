@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 
 @dataclass
@@ -149,8 +150,6 @@ def euler_sample(velocity: VelocityFn, noise: torch.Tensor, schedule: torch.Tens
     z = noise
     steps = range(schedule.shape[0] - 1)
     if progress:
-        from tqdm import tqdm
-
         steps = tqdm(steps, desc="denoise", leave=False)
     for i in steps:
         t_now, t_next = schedule[i], schedule[i + 1]

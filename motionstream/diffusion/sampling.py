@@ -35,15 +35,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from motionstream.diffusion.flow import euler_sample, sampling_schedule
+from motionstream.config import from_dict
+from motionstream.diffusion.flow import DiffusionConfig, euler_sample, sampling_schedule
 from motionstream.diffusion.guidance import guided_prediction
-
-if TYPE_CHECKING:
-    from motionstream.models.conditioning import MotionCondition
+from motionstream.models.codec import load_codec
+from motionstream.models.conditioning import MotionCondition, video_prior
+from motionstream.models.folders import TEACHER_KIND, load_folder
 
 
 @dataclass
@@ -90,7 +92,6 @@ def video_prior_for(param: TeacherParam, encode, images, tracks, num_latent_fram
         return None
     if encode is None:
         raise ValueError("weights with the 'video' prior need the codec's encode function to build a condition")
-    from motionstream.models.conditioning import video_prior
 
     return video_prior(encode, images, tracks, num_latent_frames, temporal_factor)
 
@@ -99,7 +100,6 @@ def prior_encoder(param: TeacherParam, vae: str, device: torch.device | str = "c
     """VideoCodec.encode of the VAE `vae` when `param` needs the video prior, else None (nothing loaded)."""
     if param.output_skip != "video":
         return None
-    from motionstream.models.codec import load_codec
 
     return load_codec(vae, tiny_decoder=None).to(device).encode
 
@@ -122,7 +122,6 @@ def warp_prior(first: torch.Tensor, guide: torch.Tensor, guide_mask: torch.Tenso
     cells sample the first frame backwards along them (bilinear); covered cells keep the guide.
     Cells out of reach of every covered cell keep zero motion (the first-frame feature).
     """
-    import torch.nn.functional as F
 
     b, c, f, h, w = guide.shape
     dtype = first.dtype
@@ -224,20 +223,18 @@ def sample(model: torch.nn.Module, cond: "MotionCondition", text: tuple[torch.Te
     return euler_sample(velocity, noise, sampling_schedule(steps, shift), progress=progress)
 
 
+def load_dit_folder(name_or_path: str | Path, device: torch.device | str = "cpu", kind: str = "dit"):
+    """(WanDiT in eval mode, TeacherParam, metadata) of a DiT model folder (models/folders.py) of
+    `kind`: "teacher", "student", or "dit" for either. Raises checkpoints.WeightsNotFound naming the
+    path when missing."""
+    model, meta = load_folder(name_or_path, kind, device)
+    param = from_dict(TeacherParam, meta.get("teacher", {}), f"{name_or_path}/config.json:teacher")
+    return model, param, meta
+
+
 def load_teacher(name_or_path: str = "teacher-tiny-cpu"):
     """(WanDiT in eval mode, TeacherParam, DiffusionConfig, metadata) from a teacher model folder
     (a name in weights/ or a path). Raises checkpoints.WeightsNotFound naming the path when missing."""
-    from motionstream.config import from_dict
-    from motionstream.diffusion.flow import DiffusionConfig
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.dit import DiTConfig, WanDiT
-
-    meta, state = load_model_dir(name_or_path)
-    if meta.get("kind") != "teacher":
-        raise ValueError(f"{name_or_path} holds a {meta.get('kind')!r} model, not a teacher")
-    model = WanDiT(from_dict(DiTConfig, meta["config"], f"{name_or_path}/config.json"))
-    model.load_state_dict(state)
-    model.eval()
-    param = from_dict(TeacherParam, meta.get("teacher"), f"{name_or_path}/config.json:teacher")
+    model, param, meta = load_dit_folder(name_or_path, kind=TEACHER_KIND)
     dcfg = from_dict(DiffusionConfig, meta.get("diffusion"), f"{name_or_path}/config.json:diffusion")
     return model, param, dcfg, meta

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark
+from motionstream.scoring import metrics
 
 
 @dataclass
@@ -27,12 +30,8 @@ CFG = AdherenceBenchConfig()
 @benchmark("adherence", "Text-adherence scorers on the ground truth")
 def run_adherence(ctx: BenchmarkContext) -> None:
     """Detection rate of each effect scorer on held-out [world] clips with / without the effect."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from motionstream.eval import metrics
 
     cfg = metrics.AdherenceConfig()
     full = not ctx.quick and ctx.clips_override is None

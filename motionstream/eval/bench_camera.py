@@ -17,10 +17,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import skimage.data
 
-from motionstream.config import video_config
+from motionstream.config import REPO_ROOT, video_config
 from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
+from motionstream.eval.clips import media_paths
+from motionstream.scoring import metrics
+from motionstream.scoring.baselines import forward_warp
+from motionstream.tracks import camera
+from motionstream.video import read_video, resize_crop
 
 
 @dataclass
@@ -52,7 +61,6 @@ def apply_homography(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def render_homography(image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(frame uint8 [h, w, 3], valid bool [h, w]): `image` seen through H, and where it covers.
     cv2 samples at pixel centres (index i = continuous i + 0.5), hence the half-pixel shifts."""
-    import cv2
 
     h, w = image.shape[:2]
     shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
@@ -65,11 +73,6 @@ def render_homography(image: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.
 
 def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]:
     """Conditioning images at the model's size: media first frames, then skimage's bundled photos."""
-    import skimage.data
-
-    from motionstream.config import REPO_ROOT, video_config
-    from motionstream.eval.clips import media_paths
-    from motionstream.video import read_video, resize_crop
 
     vcfg = video_config(ctx.cfg)
     width, height, fps = vcfg.width, vcfg.height, vcfg.fps
@@ -84,9 +87,6 @@ def camera_images(ctx: BenchmarkContext, n: int) -> list[tuple[str, np.ndarray]]
 
 def planar_case(image: np.ndarray, path: str, num_frames: int, grid: int, fps: float, max_points: int) -> dict[str, Any]:
     """Camera tracks vs the exact homography, and renders along the tracks vs the exact render."""
-    from motionstream.eval import metrics
-    from motionstream.eval.baselines import forward_warp
-    from motionstream.tracks import camera
 
     h, w = image.shape[:2]
     K = camera.default_intrinsics(w, h)
@@ -116,7 +116,6 @@ def planar_case(image: np.ndarray, path: str, num_frames: int, grid: int, fps: f
 
 def depth_step_case(width: int, height: int, num_frames: int, grid: int, fps: float) -> dict[str, float]:
     """Parallax of a near box against the plane behind it under a sideways truck."""
-    from motionstream.tracks import camera
 
     depth = np.full((height, width), CFG.plane_depth)
     bh, bw = int(height * CFG.box_frac), int(width * CFG.box_frac)
@@ -137,10 +136,8 @@ def depth_step_case(width: int, height: int, num_frames: int, grid: int, fps: fl
 def run_camera(ctx: BenchmarkContext) -> None:
     """Camera-path tracks from a known depth map: the planar case against the exact homography
     (track error; render along the tracks vs the exact render), and parallax on a depth step."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     camera = require_module("motionstream.tracks.camera", "camera tracks")
 

@@ -13,9 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
+from motionstream.config import REPO_ROOT, video_config
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, require_module
+from motionstream.eval.clips import media_segments
+from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+from motionstream.scoring import metrics
 
 VAE_WEIGHTS = "vae-tiny-cpu"
 TINY_WEIGHTS = "tiny-decoder-tiny-cpu"
@@ -35,8 +42,6 @@ def _params(module) -> int:
 
 def codec_clips(ctx: BenchmarkContext) -> dict[str, list[tuple[str, np.ndarray]]]:
     """{source: [(name, frames uint8 [T,H,W,3])]}: [world] test clips and real media segments."""
-    from motionstream.config import REPO_ROOT, video_config
-    from motionstream.eval.clips import media_segments
 
     sources: dict[str, list[tuple[str, np.ndarray]]] = {}
     try:
@@ -54,9 +59,6 @@ def codec_clips(ctx: BenchmarkContext) -> dict[str, list[tuple[str, np.ndarray]]
 
 def measure_clip(codec, frames: np.ndarray) -> dict[str, Any]:
     """Encode + both decodes of one clip, with timings (s) and the decoded frames."""
-    import torch
-
-    from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 
     x = frames_to_tensor(frames)
     with torch.no_grad():
@@ -76,12 +78,8 @@ def measure_clip(codec, frames: np.ndarray) -> dict[str, Any]:
            needs_weights=(VAE_WEIGHTS, TINY_WEIGHTS))
 def run_codec(ctx: BenchmarkContext) -> None:
     """Reconstruction quality and speed of the embedded VAE's full decoder and the tiny decoder."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from motionstream.eval import metrics
 
     codec_mod = require_module("motionstream.models.codec", "video codec")
     codec = codec_mod.load_codec(vae=VAE_WEIGHTS, tiny_decoder=TINY_WEIGHTS)

@@ -27,12 +27,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from motionstream.config import video_config
-from motionstream.eval import metrics
+from motionstream.data.drags import changed_mask, drag_input, drag_world
+from motionstream.data.splits import held_out_seeds
+from motionstream.data.synth import render_clip
 from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
+from motionstream.scoring import metrics
+from motionstream.scoring.track_following import mean_over_clips
 from motionstream.tracks.trackset import TrackSet
 
 FULL_CASES = 16               # cases in a full run (--clips overrides; --quick: eval.quick_clips)
@@ -64,9 +69,6 @@ class DragCase:
 
 def drag_cases(n: int, cfg: dict[str, Any], num_frames: int, max_points: int | None) -> list[DragCase]:
     """The first `n` [world] test clips (in seed order) that have a moving object, as drag cases."""
-    from motionstream.data.drags import changed_mask, drag_input, drag_world
-    from motionstream.data.splits import held_out_seeds
-    from motionstream.data.synth import render_clip
 
     vcfg = video_config(cfg)
     width, height, fps = vcfg.width, vcfg.height, vcfg.fps
@@ -109,7 +111,6 @@ def score_case(case: DragCase, video: np.ndarray) -> dict[str, float]:
 def oracle_paste(case: DragCase) -> np.ndarray:
     """uint8 [T, H, W, 3]: the headroom row (module docstring). Nearer layers (higher index) are
     pasted last; an object's displacement is the mean of its visible true grid tracks."""
-    import cv2
 
     first = case.frames[0]
     h, w = first.shape[:2]
@@ -134,7 +135,6 @@ def oracle_paste(case: DragCase) -> np.ndarray:
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means over cases (nan skipped, capped PSNR) and the worst case of each metric."""
-    from motionstream.eval.track_following import mean_over_clips
 
     out = {k: mean_over_clips([r[k] for r in rows]) for k in METRIC_KEYS}
     for k in METRIC_KEYS:

@@ -1,9 +1,9 @@
 """`guidance`: the joint guidance grid on the teacher (paper Eq. 2, Fig. 4 in miniature).
 
-For every (w_t, w_m) of the grid the teacher (motionstream.generate.generate_teacher, Euler on its
+For every (w_t, w_m) of the grid the teacher (motionstream.diffusion.generate.generate_teacher, Euler on its
 shifted schedule, 1-3 evaluations per step) generates each held-out [world] clip from its first
 frame, caption and exact tracks, with the same noise seed in every cell. Scores per cell (means over
-clips, motionstream.eval.track_following): EPE on all visible points and on the reliable ones (the
+clips, motionstream.scoring.track_following): EPE on all visible points and on the reliable ones (the
 tracker follows them within 1 px on the ground truth), PSNR, and text adherence (share of the
 captions' effects the frame scorers see in the output). w_t = 0 is pure motion CFG, w_m = 0 pure
 text CFG, (0, 0) the plain conditional prediction.
@@ -17,9 +17,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
-from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark
+from motionstream.config import section
+from motionstream.eval.bench_long import text_encoder_for
+from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
+from motionstream.models.codec import load_codec
+from motionstream.scoring.track_following import TrackFollowingEval
 
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 VAE_WEIGHTS = "vae-tiny-cpu"
@@ -50,10 +56,7 @@ def pick_clips(clips: list, n: int) -> list:
 
 def _plot(ctx: BenchmarkContext, wts: list[float], wms: list[float], grids: dict[str, np.ndarray],
           last_frames: np.ndarray, clip_name: str) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     panels = (("epe_reliable", "EPE, reliable pts (px, lower better)", "viridis_r"),
               ("psnr", "PSNR (dB, higher better)", "viridis"),
@@ -91,13 +94,8 @@ def _plot(ctx: BenchmarkContext, wts: list[float], wms: list[float], grids: dict
 def run_guidance(ctx: BenchmarkContext) -> None:
     """(w_t, w_m) grid on the teacher: EPE (all and reliable points), PSNR, text adherence, means
     over held-out [world] clips with the same noise in every cell."""
-    from motionstream.config import section
-    from motionstream.eval.bench_long import text_encoder_for
-    from motionstream.eval.benchmarks import require_module
-    from motionstream.eval.track_following import TrackFollowingEval
-    from motionstream.models.codec import load_codec
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
     gcfg = section(ctx.cfg, "eval_guidance", GuidanceBenchConfig)
     wts = gcfg.quick_text_scales if ctx.quick else gcfg.text_scales

@@ -32,11 +32,17 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from motionstream.config import section, video_config
-from motionstream.eval.baselines import forward_warp
-from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
+from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
+                                          require_module)
+from motionstream.models.codec import load_codec
+from motionstream.models.text import load_text_encoder
+from motionstream.scoring import metrics
+from motionstream.scoring.baselines import forward_warp
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 VAE_WEIGHTS = "vae-tiny-cpu"
@@ -69,7 +75,6 @@ def stream_config(base, name: str):
 # ------------------------------------------------------------------------------ the student
 def text_encoder_for(ctx: BenchmarkContext):
     """The preset's text encoder (a seam: tests swap in a cheap deterministic one)."""
-    from motionstream.models.text import load_text_encoder
 
     return load_text_encoder(ctx.cfg)
 
@@ -89,8 +94,6 @@ def load_student_stream(ctx: BenchmarkContext, student: str | None = None, vae: 
     `overrides`); model folders default to this module's STUDENT/VAE/TINY_WEIGHTS. The tiny streaming
     decoder is used when its weights exist, else the full VAE decoder (noted in the context)."""
     student, vae, tiny = student or STUDENT_WEIGHTS, vae or VAE_WEIGHTS, tiny or TINY_WEIGHTS
-    from motionstream.eval.benchmarks import require_module
-    from motionstream.models.codec import load_codec
 
     engine = require_module("motionstream.stream.engine", "streaming engine")
     model, param, meta = engine.load_stream_model(student)
@@ -142,7 +145,6 @@ def window_references(gt_frames: np.ndarray, tracks, edges: np.ndarray, max_poin
                       reliable_px: float, tracker=None) -> list[WindowReference]:
     """Per window: the input tracks visible and in frame at its first frame (a fixed random subset
     of at most max_points), re-tracked on the ground truth."""
-    from motionstream.eval import metrics
 
     refs = []
     visible = tracks.conditioning_mask()
@@ -162,7 +164,6 @@ def window_references(gt_frames: np.ndarray, tracks, edges: np.ndarray, max_poin
 def window_scores(video: np.ndarray, gt_frames: np.ndarray, refs: list[WindowReference], fps: float,
                   tracker=None) -> list[dict[str, float]]:
     """Per window: start/stop frame, centre time (s), PSNR, EPE (valid and reliable points), point count."""
-    from motionstream.eval import metrics
 
     out = []
     for r in refs:
@@ -231,10 +232,7 @@ def scene_wins(per_config: dict[str, list[list[dict[str, float]]]], base: str) -
 # ------------------------------------------------------------------------------ the benchmark
 def _plot(ctx: BenchmarkContext, times: np.ndarray, curves: dict[str, dict[str, np.ndarray]],
           reference: dict[str, np.ndarray], floor: np.ndarray, horizon_s: float) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, c in curves.items():
@@ -268,7 +266,6 @@ def stream_scenes(ctx: BenchmarkContext, gen: Any, lcfg: LongBenchConfig, num_fr
     """Render the [world] test scenes at `num_frames` frames, stream each under every configuration of
     `lcfg` with `gen` (closed at the end), and score windows `edges` of each stream and of the
     forward-warp reference against the ground truth."""
-    from motionstream.eval.benchmarks import require_module
 
     synth = require_module("motionstream.data.synth", "[world] renderer")
     splits = require_module("motionstream.data.splits", "[world] splits")

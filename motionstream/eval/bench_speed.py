@@ -3,7 +3,7 @@
 Both models get the first [world] test clip (first frame, caption, exact tracks, eval.num_frames
 frames) on this machine's CPU threads.
 
-Teacher (motionstream.generate.generate_teacher): offline, the whole clip at once. fps = clip frames
+Teacher (motionstream.diffusion.generate.generate_teacher): offline, the whole clip at once. fps = clip frames
 / generation time of the whole clip; its latency (time to the first frame) is that whole time,
 since no frame exists before the last Euler step. Decode excluded = minus the VAE decode time,
 measured inside the same call (TimedCodec).
@@ -25,9 +25,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
-from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark
+from motionstream.config import section
+from motionstream.eval.bench_long import load_student_stream, text_encoder_for
+from motionstream.eval.benchmarks import BenchmarkContext, Table, benchmark, require_module
+from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial
+from motionstream.models.codec import load_codec
 
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 STUDENT_WEIGHTS = "student-tiny-cpu"
@@ -71,11 +78,8 @@ class TimedCodec:
 def time_teacher(ctx: BenchmarkContext, clip: Any, steps: int | None, warmup_steps: int) -> dict[str, Any]:
     """One timed generate_teacher call on `clip` at the teacher's guidance weights and `steps` Euler
     steps (None = its shipped sample_steps)."""
-    from motionstream.eval.bench_long import text_encoder_for
-    from motionstream.eval.benchmarks import require_module
-    from motionstream.models.codec import load_codec
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
     model, param, dcfg, _ = sampling.load_teacher(TEACHER_WEIGHTS)
     codec = TimedCodec(load_codec(VAE_WEIGHTS, tiny_decoder=None))
@@ -104,8 +108,6 @@ def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
     """Rows for the student (eval/stream_speed.py, the implementation benchmarks/stream.py runs too):
     generation and decode timed apart (decode included / excluded), then the overlapped pipeline; plus
     the machine-normalised figures (matmul peak, chunk FLOPs) in the first row."""
-    from motionstream.eval.bench_long import load_student_stream
-    from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial
 
     num_frames = len(clip.frames)
     gen, _ = load_student_stream(ctx, STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS, overlap_decode=False)
@@ -139,10 +141,7 @@ def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
 
 
 def _plot(ctx: BenchmarkContext, rows: list[dict[str, Any]]) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     labels = [r["model"].split(" (")[0] + (", overlapped" if "overlapped" in r["model"] else "") for r in rows]
     x = np.arange(len(rows))
@@ -167,9 +166,6 @@ def _plot(ctx: BenchmarkContext, rows: list[dict[str, Any]]) -> None:
 def run_speed(ctx: BenchmarkContext) -> None:
     """Teacher vs student throughput and latency on the same clip, decode included and excluded
     (teacher fps = generation of the whole clip / its frames; its latency is that whole time)."""
-    import torch
-
-    from motionstream.config import section
 
     scfg = section(ctx.cfg, "eval_speed", SpeedBenchConfig)
     clip = ctx.world_clips(1)[0]

@@ -7,7 +7,7 @@ tracker on a 50x50 grid). Rows: every registered method plus the tracker floor (
 video itself re-tracked: the lowest EPE a method can reach).
 
 Methods are rows registered with one call each; the shipped ones are the two baselines, the
-teacher (motionstream.generate.generate_teacher) and the student (stream.engine.StreamingGenerator):
+teacher (motionstream.diffusion.generate.generate_teacher) and the student (stream.engine.StreamingGenerator):
 
     register_method("my-model", factory=make_fn, needs_weights=("my-model-tiny-cpu",))
 
@@ -22,11 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from motionstream.config import video_config
-from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
-from motionstream.eval.track_following import GenerateFn
+from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
+                                          require_module)
+from motionstream.models.checkpoints import WeightsNotFound
+from motionstream.models.codec import load_codec
+from motionstream.models.text import load_text_encoder
+from motionstream.scoring.baselines import BASELINES
+from motionstream.scoring.track_following import GenerateFn, TrackFollowingEval
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
 
@@ -49,8 +56,6 @@ def register_method(name: str, factory: MethodFactory, needs_weights: tuple[str,
 
 def _baseline_factory(name: str) -> MethodFactory:
     def factory(ctx: BenchmarkContext) -> GenerateFn:
-        from motionstream.eval.baselines import BASELINES
-
         return BASELINES[name]
     return factory
 
@@ -65,15 +70,12 @@ WARP_METHOD = "forward-warp"
 
 
 def _teacher_factory(ctx: BenchmarkContext) -> GenerateFn:
-    """The offline teacher (motionstream.generate.generate_teacher) at its shipped sampling settings
+    """The offline teacher (motionstream.diffusion.generate.generate_teacher) at its shipped sampling settings
     (steps, joint guidance weights from its config.json; --quick: eval.quick_teacher_steps), conditioned on all of the clip's tracks
     (the paper's protocol: the full 50x50 grid) and its caption; full VAE decoder."""
-    from motionstream.eval.benchmarks import require_module
 
-    gen = require_module("motionstream.generate", "teacher generation")
+    gen = require_module("motionstream.diffusion.generate", "teacher generation")
     sampling = require_module("motionstream.diffusion.sampling", "teacher sampling")
-    from motionstream.models.codec import load_codec
-    from motionstream.models.text import load_text_encoder
 
     model, param, dcfg, _ = sampling.load_teacher(TEACHER_WEIGHTS)
     codec = load_codec(VAE_WEIGHTS, tiny_decoder=None)
@@ -103,12 +105,7 @@ def _student_factory(weights: str | None = None, **stream_overrides: Any) -> Met
 
 
 def _student_generate(ctx: BenchmarkContext, weights: str, **stream_overrides: Any) -> GenerateFn:
-    from motionstream.eval.benchmarks import require_module
-
     engine = require_module("motionstream.stream.engine", "streaming engine")
-    from motionstream.models.checkpoints import WeightsNotFound
-    from motionstream.models.codec import load_codec
-    from motionstream.models.text import load_text_encoder
 
     try:
         model, param, meta = engine.load_stream_model(weights)
@@ -171,10 +168,7 @@ def methods_for(ctx: BenchmarkContext) -> list[Method]:
 
 
 def _plot(ctx: BenchmarkContext, results: dict[str, dict[str, dict]], truth: dict[str, dict[str, float]]) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     sources = list(results)
@@ -304,8 +298,6 @@ def run_transfer(ctx: BenchmarkContext) -> None:
     lpips_weights = ctx.eval_cfg.lpips_weights
     if not lpips_weights:
         ctx.note("LPIPS skipped: no local LPIPS weights (set eval.lpips_weights in the config).")
-
-    from motionstream.eval.track_following import TrackFollowingEval
 
     evals = {s: TrackFollowingEval(clips, ctx.eval_cfg.max_points, with_ssim=True, lpips_weights=lpips_weights)
              for s, clips in ctx.progress(list(sources.items()), "tracker floor")}

@@ -20,16 +20,29 @@ crashing, so `motionstream eval all` always regenerates the whole report.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
+import os
+import platform
 import shutil
+import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm import tqdm
+
 from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.eval.availability import NotAvailable, require_module  # noqa: F401 (re-exported)
+from motionstream.eval.clips import fast_media_clips, media_clips, world_test_clips
+from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
 
 # Modules that register benchmarks when imported (kept light: heavy imports live inside functions).
 BENCHMARK_MODULES = (
@@ -45,10 +58,6 @@ BENCHMARK_MODULES = (
 
 RESULT_FILE = "result.json"
 TABLE_FILE = "table.md"
-
-
-class NotAvailable(Exception):
-    """Something the benchmark needs (weights, a module still being built) is missing."""
 
 
 @dataclass
@@ -141,8 +150,6 @@ class BenchmarkResult:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -179,7 +186,6 @@ class BenchmarkContext:
 
     def add_plot(self, fig, stem: str) -> Path:
         """Save a matplotlib figure as OUT/eval/NAME/<stem>.png and close it."""
-        import matplotlib.pyplot as plt
 
         path = self.out_dir / f"{stem}.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -191,11 +197,8 @@ class BenchmarkContext:
         """A grid of frames as OUT/eval/NAME/<stem>.png: one row per video (label -> uint8 [T, H, W, 3],
         all of one length), `num_times` evenly spaced frames from the first to the last. None when
         `videos` is empty."""
-        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
 
         if not videos:
             return None
@@ -222,25 +225,18 @@ class BenchmarkContext:
         self.notes.append(text)
 
     def progress(self, items: Iterable, desc: str):
-        from tqdm import tqdm
-
         return tqdm(items, desc=f"{self.name}: {desc}", leave=False)
 
     # clip sources shared by benchmarks (see motionstream.eval.clips)
     def world_clips(self, n: int | None = None):
-        from motionstream.eval.clips import world_test_clips
-
         return world_test_clips(n or self.num_clips, self.cfg, self.eval_cfg)
 
     def media_clips(self, n: int | None = None):
-        from motionstream.eval.clips import media_clips
-
         return media_clips(n or self.num_clips, self.cfg, self.eval_cfg)
 
     def fast_media_clips(self, n: int | None = None):
         """The hard real set: the fastest-moving segments of the real videos (eval.clips.fast_media_clips);
         at least eval.fast_clips of them, whatever the mode."""
-        from motionstream.eval.clips import fast_media_clips
 
         return fast_media_clips(max(n or self.num_clips, self.eval_cfg.fast_clips), self.cfg, self.eval_cfg)
 
@@ -264,8 +260,6 @@ def benchmark(name: str, title: str, needs_weights: Iterable[str] = (), descript
     """Register `fn(ctx)` as benchmark `name`. `needs_weights`: folders under weights/ (or paths)
     that must exist; when one is missing the benchmark is reported as not available."""
     def register(fn: BenchmarkFn) -> BenchmarkFn:
-        import inspect
-
         REGISTRY[name] = Benchmark(name, title, fn, tuple(needs_weights), description or inspect.cleandoc(fn.__doc__ or ""))
         return fn
     return register
@@ -280,7 +274,6 @@ def load_benchmarks() -> dict[str, Benchmark]:
 
 def missing_weights(names: Iterable[str]) -> list[str]:
     """The model folders among `names` that resolve to nothing (weights/NAME or a path)."""
-    from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
 
     missing = []
     for n in names:
@@ -291,18 +284,9 @@ def missing_weights(names: Iterable[str]) -> list[str]:
     return missing
 
 
-def require_module(module: str, what: str):
-    """Import `module` or raise NotAvailable naming it (for parts other engineers are still building)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise NotAvailable(f"{what} not built yet ({module}: {err})") from err
-
-
 # ------------------------------------------------------------------------- machine
 def git_commit() -> str:
     """Short HEAD hash, with '+dirty' when tracked files differ from it."""
-    import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -316,8 +300,6 @@ def git_commit() -> str:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads, versions: where the figures were measured."""
-    import os
-    import platform
 
     cpu = platform.processor() or "unknown"
     try:
@@ -329,13 +311,8 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 1),
                             "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    except ImportError:  # pragma: no cover
-        pass
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     return info
 
 
@@ -399,12 +376,10 @@ def read_results(out_root: str | Path) -> list[BenchmarkResult]:
 
 def run_all(quick: bool = False, out_root: str | Path = "docs", config: str = "tiny-cpu",
             clips: int | None = None, overrides: Iterable[str] = ()) -> list[BenchmarkResult]:
-    """Run every registered benchmark (a failure is recorded, not fatal), then write OUT/REPORT.md."""
-    from motionstream.eval.report import write_report
-
+    """Run every registered benchmark (a failure is recorded, not fatal); the caller writes OUT/REPORT.md
+    (eval/report.write_report: the report reads this module's registry)."""
     results = [run_benchmark(name, quick, out_root, config, catch_errors=True, clips=clips, overrides=overrides)
                for name in load_benchmarks()]
-    write_report(out_root, results)
     return results
 
 

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from motionstream.config import REPO_ROOT, video_config
+from motionstream.eval.availability import NotAvailable, require_module
 from motionstream.tracks.trackset import TrackSet
+from motionstream.video import read_video
 
 
 @dataclass
@@ -33,7 +36,6 @@ class EvalClip:
 
 def world_test_clips(n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     """The first `n` clips of the [world] test split, rendered at the config's video format."""
-    from motionstream.eval.benchmarks import require_module
 
     synth = require_module("motionstream.data.synth", "[world] renderer")
     splits = require_module("motionstream.data.splits", "[world] splits")
@@ -57,7 +59,6 @@ def media_paths(media_dir: Path) -> list[Path]:
 def media_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: tuple[int, int]) -> list[tuple[str, np.ndarray]]:
     """Up to `n` non-overlapping [num_frames] segments, taken round-robin over the media videos so a
     small n still covers every video. Returns (name, frames uint8 [T,H,W,3])."""
-    from motionstream.video import read_video
 
     per_video = []
     for p in media_paths(media_dir):
@@ -73,7 +74,6 @@ def media_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: t
 def tracked_media(segmenter, n: int, cfg: dict[str, Any], eval_cfg) -> list[EvalClip]:
     """`segmenter(n, media_dir, num_frames, fps, (width, height))` -> [(name, frames, ...)] as EvalClips
     with tracks from our tracker (eval_cfg.track_grid^2 grid on frame 0)."""
-    from motionstream.eval.benchmarks import NotAvailable, require_module
 
     tracker = require_module("motionstream.tracks.tracker", "point tracker")
     media_dir = (REPO_ROOT / eval_cfg.media_dir).resolve()
@@ -103,7 +103,6 @@ def motion_score(frames: np.ndarray) -> float:
     """Mean optical-flow magnitude (px per frame at the frames' size) of consecutive frames, from
     OpenCV's DIS flow on grey frames resized to MOTION_SIZE (DIS keeps large displacements that
     Farneback underestimates: 7.5 vs 3.2 px for 8 px/frame on a fine texture)."""
-    import cv2
 
     scale = frames.shape[2] / MOTION_SIZE[0]
     grey = [cv2.cvtColor(cv2.resize(f, MOTION_SIZE, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY) for f in frames]
@@ -118,7 +117,6 @@ def fast_segments(n: int, media_dir: Path, num_frames: int, fps: float, size: tu
     (candidates every FAST_STRIDE frames, kept ones FAST_MIN_GAP apart per video and speed), at least
     one per video when n allows. Returns (name, frames uint8 [T,H,W,3], motion score px/frame),
     fastest first."""
-    from motionstream.video import read_video
 
     per_video = []
     for p in media_paths(media_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motionstream.config import WEIGHTS_DIR
-
-
-class WeightsNotFound(FileNotFoundError):
-    """A model folder or weights file is missing: the message says where we looked and what to do."""
+from motionstream.errors import WeightsNotFound  # noqa: F401 (re-exported)
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:
@@ -114,7 +112,6 @@ def wan_layout(state_dict: dict[str, torch.Tensor]) -> str:
 
 def wan_diffusers_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a diffusers WanTransformer3DModel state dict to the original Wan keys (strict: unknown keys raise)."""
-    import re
 
     out = {}
     for key, value in state_dict.items():

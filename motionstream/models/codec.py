@@ -15,32 +15,14 @@ and for Wan 2.1's VAE (`motionstream.models.wan_vae`), both behind the same `Bac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] (or [H, W, 3]) -> float [1, 3, T, H, W] in [-1, 1]."""
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
-    return (x / 127.5 - 1.0)[None]
-
-
-def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
-    """float [1, 3, T, H, W] (or [3, T, H, W]) in [-1, 1] -> uint8 [T, H, W, 3] (clamped, rounded)."""
-    if video.ndim == 5:
-        if video.shape[0] != 1:
-            raise ValueError(f"tensor_to_frames takes one video, got batch {video.shape[0]}")
-        video = video[0]
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+from motionstream.models.folders import TINY_DECODER_KIND, VAE_KIND, load_folder
+from motionstream.models.frames import frames_to_tensor, tensor_to_frames  # noqa: F401 (re-exported)
+from motionstream.models.vae import StreamState
 
 
 class StreamDecoder(Protocol):
@@ -52,8 +34,6 @@ class _EmbeddedStream:
     """The embedded VAE's causal conv caches (a StreamState), carried across the calls of one stream."""
 
     def __init__(self, codec: "VideoCodec"):
-        from motionstream.models.vae import StreamState
-
         self.codec = codec
         self.state = StreamState()
 
@@ -157,25 +137,12 @@ def load_codec(vae: str | Path = "vae-tiny-cpu", tiny_decoder: str | Path | None
 
     `tiny_decoder=None` loads the full VAE only.
     """
-    from motionstream.config import from_dict
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.vae import CausalVAE, VAEConfig
-
-    meta, state = load_model_dir(vae)
-    cfg = from_dict(VAEConfig, meta["config"], f"{vae}/config.json")
-    model = CausalVAE(cfg)
-    model.load_state_dict(state)
-    model.eval()
+    model, _ = load_folder(vae, VAE_KIND)
+    cfg = model.cfg
     tiny = load_tiny_decoder(tiny_decoder) if tiny_decoder is not None else None
     return VideoCodec(model, cfg.latent_mean, cfg.latent_std, tiny)
 
 
 def load_tiny_decoder(name_or_path: str | Path) -> nn.Module:
-    from motionstream.config import from_dict
-    from motionstream.models.checkpoints import load_model_dir
-    from motionstream.models.tiny_decoder import TinyDecoderConfig, TinyVideoAutoencoder
-
-    meta, state = load_model_dir(name_or_path)
-    model = TinyVideoAutoencoder(from_dict(TinyDecoderConfig, meta["config"], f"{name_or_path}/config.json"))
-    model.load_state_dict(state)
-    return model.eval()
+    """The tiny streaming decoder (models/tiny_decoder.TinyVideoAutoencoder) of a model folder, eval mode."""
+    return load_folder(name_or_path, TINY_DECODER_KIND)[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPVisionModel
 
 from motionstream.models.checkpoints import WeightsNotFound
 
@@ -35,7 +36,6 @@ class CLIPImageEncoder:
             raise WeightsNotFound(f"no CLIP image encoder folder at {path} (a transformers CLIPVisionModel: "
                                   "config.json + weights, e.g. the image_encoder/ folder of a diffusers Wan I2V "
                                   "pipeline downloaded beforehand)")
-        from transformers import CLIPVisionModel
 
         self.model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype).eval().to(device)
         self.device, self.dtype = torch.device(device), dtype

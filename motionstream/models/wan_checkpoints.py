@@ -29,13 +29,14 @@ from typing import Any
 
 import torch
 
-from motionstream.config import from_dict, load_config, section, to_dict
-from motionstream.models.checkpoints import (WeightsNotFound, load_model_dir, load_safetensors_folder,
-                                             save_model_dir, wan_diffusers_to_original, wan_layout)
+from motionstream.config import load_config, section, to_dict
+from motionstream.models.checkpoints import (WeightsNotFound, load_safetensors_folder, save_model_dir,
+                                             wan_diffusers_to_original, wan_layout)
 from motionstream.models.dit import DiTConfig, WanDiT
 from motionstream.models.experts import NoiseExperts
+from motionstream.models.folders import WAN_DIT_KIND, load_folder
 
-KIND = "wan_dit"
+KIND = WAN_DIT_KIND
 NOT_IN_WAN = ("track_head.",)      # our parameters that Wan checkpoints do not have
 NOT_SUPPORTED = ("ref_conv.", "control_adapter.")   # VideoX-Fun V1.1 extras (extra tokens / camera adapter)
 
@@ -47,12 +48,8 @@ def save_dit(path: str | Path, model: WanDiT, meta: dict[str, Any] | None = None
 
 def load_dit(name_or_path: str | Path, device: torch.device | str = "cpu") -> WanDiT:
     """A WanDiT from a model folder written by save_dit (fp32)."""
-    meta, state = load_model_dir(name_or_path)
-    if meta.get("kind") != KIND:
-        raise ValueError(f"{name_or_path}: model folder of kind {meta.get('kind')!r}, expected {KIND!r}")
-    model = WanDiT(from_dict(DiTConfig, meta["config"], "dit"))
-    model.load_state_dict(state)
-    return model.to(device)
+    model, _ = load_folder(name_or_path, KIND, device)
+    return model.train()      # as a fresh module: the caller fine-tunes it or calls eval()
 
 
 def wan_state_to_dit(model: WanDiT, wan_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

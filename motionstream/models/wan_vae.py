@@ -23,6 +23,9 @@ import re
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from safetensors.torch import load_file
 
 from motionstream.models.checkpoints import WeightsNotFound
 from motionstream.models.codec import VideoCodec
@@ -104,8 +107,6 @@ def wan_vae_original_to_diffusers(state: dict[str, torch.Tensor], num_res_blocks
 def read_original_state(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of an original Wan VAE file: .safetensors, or a .pth read with torch.load(weights_only=True)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -117,7 +118,6 @@ def load_wan_autoencoder(path: str | Path, config: dict | None = None):
     """diffusers AutoencoderKLWan from a local diffusers folder (config.json + weights) or an original Wan VAE
     file (Wan2.1_VAE.pth / Wan2.2_VAE.pth; `config`: AutoencoderKLWan kwargs, default WAN_VAE_CONFIGS by
     latent width). WeightsNotFound if absent."""
-    from diffusers import AutoencoderKLWan
 
     path = Path(path)
     if path.is_file():
@@ -147,7 +147,6 @@ def load_taehv_state(path: str | Path, model: TinyVideoAutoencoder) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFound(f"no TAEHV weights at {path} (a taew2_1 .safetensors file; pickle files are not loaded)")
-    from safetensors.torch import load_file
 
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
     own = model.state_dict()
@@ -182,8 +181,6 @@ class WanStreamDecoder:
             outs.append(wan.decoder(x[:, :, i:i + 1], feat_cache=self.feat_cache, feat_idx=conv_idx, first_chunk=first))
         out = torch.cat(outs, 2)
         if wan.config.patch_size is not None:
-            from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
             out = unpatchify(out, patch_size=wan.config.patch_size)
         return out.clamp(-1, 1)
 

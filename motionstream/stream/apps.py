@@ -27,8 +27,19 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
+from tqdm import tqdm
 
+from motionstream.config import section
+from motionstream.diffusion.flow import DiffusionConfig
+from motionstream.diffusion.generate import generate_teacher
+from motionstream.stream.controls import MotionControls
+from motionstream.stream.engine import StreamingGenerator
+from motionstream.tracks.draw import draw_tracks, track_colors
+from motionstream.tracks.embed import TracksConfig, random_ids, track_counts, with_ids
+from motionstream.tracks.sources import grid_points, keyframe_path, static_grid
+from motionstream.tracks.tracker import OnlineTracker
 from motionstream.tracks.trackset import TrackSet
+from motionstream.video import VideoWriter
 
 TEACHER_SEGMENT_FRAMES = 33       # 1 + 4 * 8: the teacher's training clip length (train_teacher.latent_frames = 9)
 EDIT_PIN_SPACING_PX = 16.0        # static grid that keeps the non-dragged image still while editing
@@ -62,8 +73,6 @@ class TrackerSource:
     played back and forth (frame T-2, T-3, ..., 0, 1, ...) so the tracker keeps producing motion."""
 
     def __init__(self, frames: np.ndarray, points: np.ndarray, fps: float, ids: np.ndarray):
-        from motionstream.tracks.tracker import OnlineTracker
-
         self.frames, self.fps, self.ids = frames, fps, ids
         self.tracker = OnlineTracker(frames[0], points)
         self.first = (self.tracker.xy.copy(), self.tracker.visible.copy())
@@ -101,9 +110,6 @@ def run_stream(gen: Any, image: np.ndarray, prompt: str, source: MotionSource | 
     handed to the worker and the previous chunk's frames are written meanwhile. overlay(frames,
     first_frame_index) may draw on the frames before they are written (the returned last frame is
     the model's, undrawn). Returns a summary (frames, chunks, seconds, fps, last frame)."""
-    from tqdm import tqdm
-
-    from motionstream.video import VideoWriter
 
     gen.start(image, prompt)
     written, chunks = 0, 0
@@ -146,14 +152,9 @@ def run_app(stack: Any, image: np.ndarray, prompt: str, source: MotionSource | N
     offline by a teacher (run_teacher, the source's tracks gathered first; `steps` Euler steps,
     None = the diffusion section's sample_steps). Returns run_stream's / run_teacher's result."""
     if not stack.is_teacher:
-        from motionstream.stream.engine import StreamingGenerator
-
         gen = StreamingGenerator(stack.model, stack.codec, stack.text_encoder, stack.stream_cfg, stack.param,
                                  fps=stack.fps)
         return run_stream(gen, image, prompt, source, num_frames, out_path, progress=progress, overlay=overlay)
-    from motionstream.config import section
-    from motionstream.diffusion.flow import DiffusionConfig
-    from motionstream.stream.controls import MotionControls
 
     tracks = None
     if source is not None:
@@ -175,10 +176,6 @@ def run_teacher(model: Any, param: Any, codec: Any, text_encoder: Any, image: np
     """The offline teacher (generate.generate_teacher) over consecutive segments of segment_frames
     frames, each starting from the previous segment's last frame (see module docstring).
     tracks: the whole clip's tracks in stream pixels and fps (None = no motion)."""
-    from tqdm import tqdm
-
-    from motionstream.generate import generate_teacher
-    from motionstream.video import VideoWriter
 
     tf = model.cfg.temporal_factor
     if (segment_frames - 1) % tf:
@@ -226,7 +223,6 @@ def conditioning_subset(ts: TrackSet, latent_cells: int, seed: int = 0, tracks_c
                         keep_all: bool = False) -> TrackSet:
     """A fixed random subset with the paper's track count scaled to this latent grid (App. D, as the
     teacher was trained: tracks.embed.track_counts), with IDs in the trained range (keep_all: no thinning)."""
-    from motionstream.tracks.embed import TracksConfig, track_counts, with_ids
 
     tc = tracks_cfg or TracksConfig()
     _, hi = track_counts(latent_cells, tc.min_tracks, tc.max_tracks)
@@ -239,8 +235,6 @@ def conditioning_subset(ts: TrackSet, latent_cells: int, seed: int = 0, tracks_c
 def transfer_source(video_frames: np.ndarray, fps: float, latent_cells: int, grid: int, seed: int = 0,
                     tracks_cfg: Any = None) -> TrackerSource:
     """TrackerSource over a random subset (conditioning_subset) of a grid x grid grid on the first frame."""
-    from motionstream.tracks.embed import TracksConfig, random_ids, track_counts
-    from motionstream.tracks.sources import grid_points
 
     tc = tracks_cfg or TracksConfig()
     h, w = video_frames.shape[1:3]
@@ -254,7 +248,6 @@ def transfer_source(video_frames: np.ndarray, fps: float, latent_cells: int, gri
 
 def track_overlay(ts: TrackSet, tail: int = 8) -> Callable[[np.ndarray, int], np.ndarray]:
     """run_stream overlay drawing `ts` (stream frames) on each written piece, trails continuing across pieces."""
-    from motionstream.tracks.draw import draw_tracks, track_colors
 
     colors = track_colors(ts)
 
@@ -269,25 +262,10 @@ def track_overlay(ts: TrackSet, tail: int = 8) -> Callable[[np.ndarray, int], np
     return overlay
 
 
-def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:
-    """['x0,y0:x1,y1', ...] -> [(x0, y0, x1, y1), ...]; raises ValueError naming the bad spec."""
-    drags = []
-    for spec in specs:
-        try:
-            a, b = spec.split(":")
-            x0, y0 = (float(v) for v in a.split(","))
-            x1, y1 = (float(v) for v in b.split(","))
-        except ValueError:
-            raise ValueError(f"a drag must look like x0,y0:x1,y1 (pixels), got {spec!r}") from None
-        drags.append((x0, y0, x1, y1))
-    return drags
-
-
 def edit_tracks(drags: list[tuple[float, float, float, float]], num_frames: int, width: int, height: int,
                 fps: float, radius: float, pins: bool = True) -> TrackSet:
     """Drag-editing motion: a patch around each drag start moves to its end by EDIT_MOVE_FRACTION of
     the clip and stays; with `pins`, a static grid away from the drags holds everything else."""
-    from motionstream.tracks.sources import grid_points, keyframe_path, static_grid
 
     t_end = (num_frames - 1) / fps * EDIT_MOVE_FRACTION
     sets = [keyframe_path([(0.0, x0, y0), (t_end, x1, y1)], num_frames, width, height, fps, patch_radius=radius)

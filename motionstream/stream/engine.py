@@ -4,13 +4,13 @@ Paper Sec. 3.2 "Inference" and Sec. 4.4. Per chunk of C latent frames (config `s
 c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
 
     tracks of the chunk's video frames (MotionControls) -> MotionCondition (Eq. 1 map + guide)
-    K denoising steps + one clean pass, by the distillation's own sampler (train/rollout.py
+    K denoising steps + one clean pass, by the distillation's own sampler (diffusion/student.py
     StudentSampler.denoise / .write, so inference follows training exactly, paper Sec. 3.2):
         z = noise;  for each step t_k (shifted `denoising_steps`):  v = student(z, t_k | cache, text,
         motion) (cache read only);  x0 = z - t_k v;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise
         clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
-    noise per chunk = rollout.chunk_noise from one generator seeded at start(): the same latents as
-    rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
+    noise per chunk = diffusion/student.chunk_noise from one generator seeded at start(): the same latents as
+    train/rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
     x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
@@ -40,7 +40,7 @@ streaming encoder. Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frame
 against -2.1 dB / +0.6 px with the fixed sink; the student was never trained on a refreshed sink.
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
-train/rollout.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
+diffusion/student.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
 TeacherParam, "student": StudentConfig} + model.safetensors. The output parameterisation
 (diffusion/sampling.py: TeacherParam) travels with the weights.
 """
@@ -58,13 +58,19 @@ import cv2
 import numpy as np
 import torch
 
-from motionstream.diffusion.sampling import TeacherParam
-from motionstream.models.conditioning import MotionCondition
+from motionstream.config import section
+from motionstream.diffusion.sampling import TeacherParam, load_dit_folder
+from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_skip, chunk_noise, parse_cache_name,
+                                            stream_prior)
+from motionstream.models.codec import frames_to_tensor, tensor_to_frames
+from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
 from motionstream.models.kv_cache import KVCache
+from motionstream.models.rope import apply_rope
 from motionstream.stream.composite import composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
+from motionstream.tracks.embed import rasterize
 from motionstream.tracks.trackset import TrackSet
-from motionstream.train.rollout import StudentConfig, StudentSampler, add_skip, chunk_noise, stream_prior
+from motionstream.tracks.warp import warp_frame
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
@@ -141,7 +147,7 @@ class StreamConfig:
         return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
 
     def student_config(self, rung: str = FULL_QUALITY) -> StudentConfig:
-        """The train/rollout.StudentConfig the sampler runs with on quality `rung`."""
+        """The diffusion/student.StudentConfig the sampler runs with on quality `rung`."""
         if self.chunk_frames < 1:
             raise ValueError(f"stream.chunk_frames must be >= 1, got {self.chunk_frames}")
         return StudentConfig(self.chunk_frames, self.sink_chunks, self.window_chunks, self.steps_of(rung),
@@ -149,8 +155,6 @@ class StreamConfig:
 
     def with_cache_name(self, name: str) -> "StreamConfig":
         """A copy with chunk/sink/window from a cXsYwZ name (e.g. 'c3s1w1', 'c3s0w6')."""
-        from motionstream.train.rollout import parse_cache_name
-
         c, s, w = parse_cache_name(name)
         return replace(self, chunk_frames=c, sink_chunks=s, window_chunks=w)
 
@@ -165,8 +169,6 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
     whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
     prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder).
     """
-    from motionstream.models.conditioning import build_guide, image_condition
-    from motionstream.tracks.embed import rasterize
 
     tf = cfg.temporal_factor
     _, _, h, w = first_latent.shape
@@ -210,7 +212,6 @@ def scale_chunk(chunk: ChunkTracks, width: int, height: int) -> ChunkTracks:
 def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
     (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
-    from motionstream.tracks.warp import warp_frame
 
     ts = chunk.tracks
     return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], chunk.anchor_visible & ts.visibility[j],
@@ -253,7 +254,6 @@ class StreamingGenerator:
     @torch.inference_mode()
     def start(self, image: np.ndarray, prompt: str, config: StreamConfig | None = None) -> None:
         """Begin a stream from uint8 image [H, W, 3] (H, W multiples of the VAE stride) and a prompt."""
-        from motionstream.models.codec import frames_to_tensor
 
         if config is not None:
             self.config = config
@@ -288,7 +288,6 @@ class StreamingGenerator:
         """Image latent, cache and sampler of the current rung. A rung with a smaller working size
         (stream.quality_scale) generates from the image resized to it; the tracks are scaled to it per
         chunk and the frames scaled back to the stream's size, so callers never see the working size."""
-        from motionstream.models.codec import frames_to_tensor
 
         c = self.config
         self.work_width, self.work_height = self.work_size(self.quality)
@@ -413,7 +412,6 @@ class StreamingGenerator:
     @torch.inference_mode()
     def generate_latents(self) -> torch.Tensor:
         """The next chunk's clean latents [1, C_lat, C, h, w] (cache updated); no decoding."""
-        from motionstream.models.codec import frames_to_tensor
 
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
@@ -493,7 +491,6 @@ class StreamingGenerator:
         """The video prior after a refresh warps the new anchor's pixels along the re-anchored tracks.
         Those pixels are the anchor latent decoded as a first frame (which is how the model reads it as
         the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
-        from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 
         self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
         self.prior_encoder = self.codec.stream_encoder()
@@ -501,7 +498,7 @@ class StreamingGenerator:
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:
-        """The output-skip prior of the chunk (train/rollout.stream_prior of the whole stream, sliced):
+        """The output-skip prior of the chunk (diffusion/student.stream_prior of the whole stream, sliced):
         cond.prior for the "video" prior; for "warp" / "guide" built from the guide and the anchor latent."""
         first = self.anchor_latent[:, :, None].expand_as(cond.image_latent)
         return stream_prior(replace(cond, image_latent=first), self.param)
@@ -510,7 +507,6 @@ class StreamingGenerator:
     def decode_now(self, latents: torch.Tensor, blend: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Decode a chunk's latents [1, C_lat, C, h, w] on this thread: uint8 frames [T, H, W, 3] of the
         stream's size; blend = (warp frames, weight) of stream/composite.py, at the working size."""
-        from motionstream.models.codec import tensor_to_frames
 
         with self._lock:
             t0 = time.perf_counter()
@@ -531,23 +527,19 @@ class StreamingGenerator:
 
 # ------------------------------------------------------------------------------- loading
 def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(WanDiT in eval mode, TeacherParam, metadata) from a model folder (train/rollout.load_dit_folder).
+    """(WanDiT in eval mode, TeacherParam, metadata) from a model folder (diffusion/sampling.load_dit_folder).
 
     'student' and 'teacher' are the shipped folders weights/student-tiny-cpu and
     weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
-    from motionstream.train.rollout import load_dit_folder
-
     name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
     return load_dit_folder(name)
 
 
 def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, **overrides: Any) -> StreamConfig:
     """StreamConfig from a loaded preset: its `stream` section, the sampler settings of its `student`
-    section (train/rollout.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
+    section (diffusion/student.StudentConfig: chunk size, sink, window, steps, shift, renoise), then
     what a student folder says it was distilled for (its `student` metadata: chunk size, steps,
     shift, renoise; the sink / window stay a runtime choice), then explicit overrides (None = keep)."""
-    from motionstream.config import section
-    from motionstream.train.rollout import StudentConfig
 
     sc = section(cfg, "stream", StreamConfig)
     sampler_keys = ("chunk_frames", "sink_chunks", "window_chunks", "denoising_steps", "shift", "renoise")
@@ -561,7 +553,7 @@ def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, *
 
 
 class ChunkSampler(StudentSampler):
-    """train/rollout.StudentSampler fed one chunk's condition at a time.
+    """diffusion/student.StudentSampler fed one chunk's condition at a time.
 
     StudentSampler slices a whole-stream condition, which an endless stream never has; this keeps
     its denoise / write loop (the code the student is trained with) and only changes where the

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from motionstream.config import load_config, section, video_config
 from motionstream.models.checkpoints import WeightsNotFound, resolve_model_dir
+from motionstream.models.codec import load_codec
+from motionstream.models.text import load_text_encoder
+from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
+from motionstream.tracks.embed import TracksConfig
 
 
 class StreamModelNotFound(WeightsNotFound):
@@ -77,10 +82,6 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
     weights will be sampled offline with the VAE, so no tiny decoder is loaded for them.
     Raises StreamModelNotFound (the model folder), WeightsNotFound (codec / text weights),
     ConfigError or ValueError (bad preset, override or size); callers turn them into one-line errors."""
-    from motionstream.config import load_config, section, video_config
-    from motionstream.models.codec import load_codec
-    from motionstream.stream.engine import StreamConfig, load_stream_model, stream_config_for
-    from motionstream.tracks.embed import TracksConfig
 
     cfg = load_config(config)
     base = section(cfg, "stream", StreamConfig)
@@ -100,8 +101,6 @@ def load_stream_stack(model: str = "student", config: str = "tiny-cpu", size: tu
     use_tiny = stream_cfg.decoder == "tiny" and not (is_teacher and offline_teacher)
     codec = load_codec(stream_cfg.vae, stream_cfg.tiny_decoder if use_tiny else None)
     if text_encoder is None:
-        from motionstream.models.text import load_text_encoder
-
         text_encoder = load_text_encoder(cfg)
     step = codec.spatial_stride * net.cfg.patch_size[1]
     if width % step or height % step:

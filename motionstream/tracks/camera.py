@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from motionstream.tracks.io import read_npy
 from motionstream.tracks.sources import grid_points
 from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.video import VideoError, decode_image
 
 CAMERA_PATHS = ("orbit", "dolly", "pan", "truck")
 DEFAULT_FOV_DEG = 60.0       # horizontal field of view assumed when no intrinsics are given
@@ -174,7 +177,6 @@ def load_depth(path: str | Path, mode: str = "disparity", near: float = DEPTH_NE
             inverse depth is linear in the pixel value) or "depth" (bright = far, linear in depth).
             A constant image is a plane at `near`.
     size:   (width, height) to resize to (nearest neighbour, so depth edges stay sharp)."""
-    import cv2
 
     path = Path(path)
     if not path.is_file():
@@ -182,16 +184,12 @@ def load_depth(path: str | Path, mode: str = "disparity", near: float = DEPTH_NE
     if mode not in ("disparity", "depth"):
         raise TrackError(f"depth mode must be 'disparity' or 'depth', got {mode!r}")
     if path.suffix.lower() == ".npy":
-        from motionstream.tracks.io import read_npy
-
         depth = read_npy(path)
         if depth.ndim not in (2, 3) or not np.issubdtype(depth.dtype, np.number):
             raise TrackError(f"{path}: a depth map must be a numeric [H, W] array, got {depth.dtype} {list(depth.shape)}")
         depth = depth.astype(np.float64)
         depth = depth[..., 0] if depth.ndim == 3 else depth
     else:
-        from motionstream.video import VideoError, decode_image
-
         try:   # 8/16-bit as stored; the pixel cap is checked from the header before decoding
             img = decode_image(path.read_bytes(), as_rgb=False)
         except VideoError as err:

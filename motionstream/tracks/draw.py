@@ -10,10 +10,12 @@ from __future__ import annotations
 import colorsys
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from motionstream.tracks.trackset import TrackError, TrackSet
-from motionstream.video import IMAGE_SUFFIXES
+from motionstream.video import IMAGE_SUFFIXES, VideoWriter, write_image
 
 ROLE_COLORS = {"drag": (0, 220, 0), "static": (230, 30, 30), "path": (40, 90, 255)}  # RGB
 HUE_BINS = 24          # tracks coloured by position share this many hues (one polyline call per hue)
@@ -45,7 +47,6 @@ def draw_tracks(frames: np.ndarray, ts: TrackSet, tail: int = 8, radius: int = 2
     colors: uint8 [N, 3] per-track RGB (default track_colors(ts); pass the whole clip's colours
             when drawing it piece by piece, so colours do not change between pieces).
     Returns new uint8 frames [T, H, W, 3]; the input is not modified."""
-    import cv2
 
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
@@ -93,7 +94,6 @@ def save_overlay(path: str | Path, frames: np.ndarray, ts: TrackSet, tail: int =
                  frame_index: int = -1, progress: bool = True) -> Path:
     """Draw `ts` over frames [T, H, W, 3] (or an image [H, W, 3]) and write an .mp4 of every frame at
     ts.fps, or a .png/.jpg of frame `frame_index` (default the last; its tail shows the motion so far)."""
-    from motionstream.video import VideoWriter, write_image
 
     path = Path(path)
     frames = np.asarray(frames)
@@ -101,7 +101,6 @@ def save_overlay(path: str | Path, frames: np.ndarray, ts: TrackSet, tail: int =
         k = frame_index % ts.num_frames
         still = frames[k] if frames.ndim == 4 else frames
         return write_image(path, draw_tracks(still, ts.frames(0, k + 1), tail, radius)[k])
-    from tqdm import tqdm
 
     colors = track_colors(ts)
     with VideoWriter(path, ts.fps) as writer:

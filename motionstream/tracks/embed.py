@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from motionstream.tracks.trackset import TrackError, TrackSet
 
@@ -154,7 +155,6 @@ def apply_frame_mask(cond: Any, mask: np.ndarray, temporal_stride: int = VAE_TEM
                          f"{num_latent_frames(num_frames, temporal_stride)}")
     zero = frame_mask[latent_frame_index(num_frames, temporal_stride)]
     if hasattr(cond, "clone"):  # torch tensor
-        import torch
 
         out = cond.clone()
         out[torch.from_numpy(zero).to(out.device)] = 0

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.limits import MAX_IMAGE_PIXELS
 
 WAN_FPS = 16.0  # frame rate assumed for formats that do not store one (ATI, Wan-Move: both Wan 2.1 at 16 fps)
 KEYFRAME_TOLERANCE_PX = 1e-3  # a JSON keyframe is dropped when linear interpolation reproduces it this closely
@@ -141,8 +142,7 @@ def check_size(frames: int, tracks: int, where: str) -> None:
 
 def check_limits(ts: TrackSet, where: str) -> None:
     """A loaded TrackSet within the limits: fps, frames x tracks, and an image size that the pixel cap
-    of images (video.MAX_IMAGE_PIXELS) allows, since drawing and conditioning allocate images that size."""
-    from motionstream.video import MAX_IMAGE_PIXELS
+    of images (limits.MAX_IMAGE_PIXELS) allows, since drawing and conditioning allocate images that size."""
 
     check_fps(ts.fps, f"{where}: fps")
     check_size(ts.num_frames, ts.num_tracks, where)
@@ -400,6 +400,8 @@ def from_cotracker(tracks: Any, visibility: Any | None, width: int, height: int,
 
 def to_cotracker(ts: TrackSet):
     """TrackSet -> (tracks torch.float32 [1, T, N, 2], visibility torch.bool [1, T, N]) as CoTracker returns them."""
+    # the one import inside a function in tracks/: the track files and the `tracks` commands need no
+    # torch (loading it costs ~2 s), only this adapter does
     import torch
 
     return torch.from_numpy(ts.tracks.copy())[None], torch.from_numpy(ts.visibility.copy())[None]

@@ -23,10 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from motionstream.tracks.sources import grid_points
 from motionstream.tracks.trackset import TrackError, TrackSet
+from motionstream.video import read_video
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,6 @@ MEANSTD_STD_TOL = 0.05          # relative std change between frames left to LK 
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
     frame = np.asarray(frame)
     if frame.ndim == 2:
         return np.ascontiguousarray(frame, np.uint8)
@@ -79,8 +80,6 @@ class BrightnessNormalizer:
         self._clahe = None
 
     def __call__(self, gray: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        import cv2
-
         if self.mode == "clahe":
             if self._clahe is None:
                 self._clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_TILES, CLAHE_TILES))
@@ -104,8 +103,6 @@ class OnlineTracker:
 
     def __init__(self, first_frame: np.ndarray, points: np.ndarray | None = None, grid: int = 50,
                  params: LKParams = LKParams()):
-        import cv2
-
         self._cv2 = cv2
         self.params = params
         self._normalize = BrightnessNormalizer(params.normalize)
@@ -153,7 +150,6 @@ def track_frames(frames: np.ndarray, points: np.ndarray | None = None, grid: int
     points: float [N, 2] pixel (x, y) on frame 0, or None for a grid x grid grid over frame 0.
     Returns TrackSet [T, N] (role "transfer") in the frames' pixel coordinates; frame 0 holds the
     query points themselves. normalize: photometric normalisation before LK (see LKParams)."""
-    from tqdm import tqdm
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
@@ -174,7 +170,6 @@ def track_video(path: str | Path, grid: int = 50, fps: float = 16.0, size: tuple
     """Decode a video (resampled to `fps`, resized + centre-cropped to size=(width, height) when
     given, at most max_frames) and track a grid x grid grid from its first frame.
     Returns (TrackSet, frames uint8 [T, H, W, 3])."""
-    from motionstream.video import read_video
 
     frames, fps = read_video(path, fps=fps, size=size, max_frames=max_frames)
     return track_frames(frames, grid=grid, fps=fps, progress=progress), frames

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from motionstream.errors import TrackError  # noqa: F401 (re-exported)
+
 ROLES = ("drag", "static", "path", "transfer", "camera")
-
-
-class TrackError(ValueError):
-    """A TrackSet (or a file being read into one) is malformed."""
 
 
 @dataclass

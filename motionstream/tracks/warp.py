@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from motionstream.tracks.trackset import TrackSet
@@ -45,7 +46,6 @@ def dense_flow(points: np.ndarray, displacements: np.ndarray, width: int, height
 
     A wide Gaussian is applied on a grid coarsened by ~sigma / 4 and the result resized back: the
     flow is that smooth anyway, and the blur costs O(H W) instead of O(H W sigma)."""
-    import cv2
 
     flow = np.zeros((height, width, 2), np.float32)
     inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
@@ -84,7 +84,6 @@ def warp_frame(image: np.ndarray, start: np.ndarray, end: np.ndarray, visible: n
     lands at `end` [N, 2]; only tracks with `visible` [N] (visible at both ends) count. `num_tracks`
     sets the flow's smoothness (default N): pass the whole set's size so that every frame of a clip
     gets the same sigma."""
-    import cv2
 
     cfg = cfg or WarpConfig()
     h, w = image.shape[:2]

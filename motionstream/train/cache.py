@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from motionstream.models.codec import frames_to_tensor
 from motionstream.tracks.trackset import TrackSet
 
 CACHE_VERSION = 1
@@ -120,9 +122,6 @@ def build_cache(root: str | Path, seeds: list[int], render, codec, text_encoder,
     codec: a VideoCodec (encode(video [B,3,T,H,W] in [-1,1]) -> normalised latents).
     text_encoder: encode(list[str]) -> (tokens [B,L,D], mask [B,L]).
     """
-    from tqdm import tqdm
-
-    from motionstream.models.codec import frames_to_tensor
 
     root = Path(root)
     _check_meta(root, meta)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import VideoConfig
 from motionstream.data.splits import split_seeds
 from motionstream.data.synth import render_clip

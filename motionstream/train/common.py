@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The preset of a training command with its `--set` overrides; a bad preset or override is the user's
     input, so it becomes a one-line UserError."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import load_config
 
     try:
@@ -41,7 +41,7 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
 def run_section(cfg: dict[str, Any], name: str, cls: type):
     """`config.section` for a training command: a malformed section (unknown key, bad value) is the user's
     input, so it becomes a one-line UserError like a bad `--set`."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import section
 
     try:
@@ -303,7 +303,7 @@ def read_training_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, 
     A truncated or corrupt state is the user's to resolve (delete or restore it): a one-line UserError."""
     from safetensors import safe_open
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     run_dir = Path(run_dir)
     path, json_path = run_dir / "state.safetensors", run_dir / "state.json"

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import distribute_tensor
 
 from motionstream.train.common import EMA
 
@@ -114,7 +116,6 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     """Shard `model` with FSDP2 under torchrun (units from `fsdp_units`, then the root); no-op otherwise."""
     if not ctx.enabled:
         return model
-    from torch.distributed.fsdp import fully_shard
 
     for unit in fsdp_units(model):
         fully_shard(unit)
@@ -133,8 +134,6 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def _reshard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`full` laid out like `like` (a DTensor keeps its mesh and placements; a plain tensor its device)."""
     if hasattr(like, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
         return distribute_tensor(full.to(like.dtype).to(like.device_mesh.device_type), like.device_mesh, like.placements)
     return full.to(device=like.device, dtype=like.dtype)
 

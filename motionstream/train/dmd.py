@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT
 from motionstream.diffusion.dmd import critic_loss, dmd_gradient, dmd_loss
 from motionstream.diffusion.flow import add_noise, x0_from_velocity

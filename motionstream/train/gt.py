@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT, VideoConfig
 from motionstream.data.drags import drag_input, drag_world
 from motionstream.data.splits import SPLIT_SIZE, split_seeds

@@ -5,9 +5,13 @@ All video tensors are float [B, 3, T, H, W] in [-1, 1]; image-level losses run p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from motionstream.scoring.metrics import _LPIPSAlex
 
 SSIM_WINDOW = 11          # Gaussian window of the standard SSIM (Wang et al. 2004)
 SSIM_SIGMA = 1.5
@@ -125,15 +129,11 @@ def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1_weight: floa
 class LPIPSLoss:
     """Differentiable LPIPS (AlexNet) on videos in [-1, 1], from a local weights file only.
 
-    Reuses the backbone loader of `motionstream.eval.metrics` (same file layout: torchvision AlexNet
+    Reuses the backbone loader of `motionstream.scoring.metrics` (same file layout: torchvision AlexNet
     `features.*` + LPIPS `lin{i}.model.1.weight`); only the distance is recomputed here with gradients.
     """
 
     def __init__(self, path: str):
-        from pathlib import Path
-
-        from motionstream.eval.metrics import _LPIPSAlex
-
         if not Path(path).is_file():
             raise FileNotFoundError(f"LPIPS weights not found: {path}")
         self.net = _LPIPSAlex(Path(path))

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT
 from motionstream.diffusion.sampling import condition_prior, prior_encoder
 from motionstream.models.dit import chunk_attention_mask

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.diffusion.flow import euler_sample, shift_timesteps
 from motionstream.diffusion.guidance import guided_prediction
 from motionstream.diffusion.sampling import null_text_like, predict_velocity, video_prior_for

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.models.checkpoints import load_model_dir
 from motionstream.train.common import load_run_config, run_section

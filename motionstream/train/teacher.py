@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import REPO_ROOT, section, to_dict
 from motionstream.diffusion.flow import DiffusionConfig
 from motionstream.diffusion.sampling import TeacherParam

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from motionstream.cli import UserError
+from motionstream.errors import UserError
 from motionstream.config import from_dict, to_dict
 from motionstream.models.checkpoints import load_model_dir, save_model_dir
 from motionstream.models.codec import frames_to_tensor

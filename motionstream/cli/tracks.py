@@ -5,38 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from motionstream.cli.common import check_grid, parse_size, user_errors
+
 DEFAULT_GRID = 50
 DEFAULT_FPS = 16.0
 DEFAULT_CAMERA_FRAMES = 81
-MAX_GRID = 500          # points per side of a query grid: 250,000 tracks
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'832x480' -> (832, 480); None stays None."""
-    from motionstream.cli import UserError
-
-    if text is None:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"size must look like WIDTHxHEIGHT (e.g. 832x480), got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise UserError(f"size must be positive, got {text!r}")
-    from motionstream.video import MAX_IMAGE_PIXELS
-
-    if w * h > MAX_IMAGE_PIXELS:
-        raise UserError(f"size {text} is more than the limit of {MAX_IMAGE_PIXELS} pixels (MAX_IMAGE_PIXELS)")
-    return w, h
-
-
-def check_grid(grid: int) -> int:
-    """--grid within [1, MAX_GRID] (grid x grid tracks are allocated per frame)."""
-    from motionstream.cli import UserError
-
-    if not 1 <= grid <= MAX_GRID:
-        raise UserError(f"--grid must be within [1, {MAX_GRID}] (MAX_GRID), got {grid}")
-    return grid
 
 
 def check_track_output(path: str, what: str = "--output") -> None:
@@ -56,26 +29,8 @@ def check_overlay_output(path: str | None, what: str = "--overlay") -> None:
         check_output(path, VIDEO_SUFFIXES + IMAGE_SUFFIXES, what)
 
 
-def user_errors(fn):
-    """Decorator: the TrackError / VideoError of a CLI handler become one-line UserErrors
-    (shared by the `tracks` and the streaming sub-commands)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(args):
-        from motionstream.cli import UserError
-        from motionstream.tracks.trackset import TrackError
-        from motionstream.video import VideoError
-
-        try:
-            return fn(args)
-        except (TrackError, VideoError) as err:
-            raise UserError(str(err)) from err
-    return wrapper
-
-
 def _require_file(path: str, what: str) -> Path:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     p = Path(path)
     if not p.is_file():
@@ -85,7 +40,7 @@ def _require_file(path: str, what: str) -> Path:
 
 @user_errors
 def cmd_extract(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import check_fps, save_tracks
     from motionstream.tracks.tracker import track_video
@@ -112,7 +67,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 @user_errors
 def cmd_show(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import load_tracks
     from motionstream.video import probe_video, read_image, read_video
@@ -155,7 +110,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_camera(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import MAX_TRACK_FRAMES, check_fps, read_npy, save_tracks

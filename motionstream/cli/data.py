@@ -10,7 +10,7 @@ PREVIEW_TRACK_STRIDE = 5  # draw every 5th grid row/column (a 10 x 10 subset of 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'256x144' -> (256, 144)."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
 
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -23,7 +23,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def world_config(name: str):
     """WorldConfig from the `data` section of a preset."""
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import ConfigError, load_config, section
     from motionstream.data.synth import WorldConfig
 
@@ -34,7 +34,7 @@ def world_config(name: str):
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.data.shards import ShardError, write_shards
 
     width, height = parse_size(args.size)
@@ -51,7 +51,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _load_dataset(folder: str):
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.data.shards import ShardDataset, ShardError
 
     try:
@@ -64,7 +64,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.tracks.draw import draw_tracks
     from motionstream.video import write_video
 

@@ -9,7 +9,7 @@ Common options: --model student (default: weights/student-tiny-cpu, the causal s
 with the rolling cache) | teacher (weights/teacher-tiny-cpu, offline, joint guidance) | PATH (any
 model folder; its config.json `kind` says which), --config (preset), --frames, --cache cXsYwZ,
 --decoder tiny|full, --seed. `generate` is registered here unless another module (the teacher's
-generate.py) already registered it; `run_generate(args)` serves `--model student` for it.
+cli/generate.py) already registered it; `run_generate(args)` serves `--model student` for it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from motionstream.tracks.cli import user_errors
+from motionstream.cli.common import check_grid, user_errors
+from motionstream.errors import UserError
 
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
@@ -36,7 +37,6 @@ def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -
     """The checks every sub-command makes before any model loads: the output path(s), --frames, the
     image (size-checked from its header, then decoded). Returns the image, uint8 RGB at its own size.
     image_outputs: attribute names of extra outputs that are images (edit's --edited)."""
-    from motionstream.cli import UserError
     from motionstream.tracks.io import MAX_TRACK_FRAMES
     from motionstream.video import IMAGE_SUFFIXES, check_output, read_image
 
@@ -49,17 +49,30 @@ def read_inputs(args: argparse.Namespace, image_outputs: tuple[str, ...] = ()) -
     return read_image(args.image)
 
 
+def parse_drags(specs: list[str]) -> list[tuple[float, float, float, float]]:
+    """--drag ['x0,y0:x1,y1', ...] -> [(x0, y0, x1, y1), ...] in pixels; UserError naming the bad spec."""
+    drags = []
+    for spec in specs:
+        try:
+            a, b = spec.split(":")
+            x0, y0 = (float(v) for v in a.split(","))
+            x1, y1 = (float(v) for v in b.split(","))
+        except ValueError:
+            raise UserError(f"a drag must look like x0,y0:x1,y1 (pixels), got {spec!r}") from None
+        drags.append((x0, y0, x1, y1))
+    return drags
+
+
 def load_stack(args: argparse.Namespace):
     """The stream.stack.StreamStack the arguments name, loaded once; every loading failure is a
-    one-line UserError. args: this module's parser, or generate.py's (options it lacks take their
+    one-line UserError. args: this module's parser, or cli/generate.py's (options it lacks take their
     defaults). Call it after read_inputs, so that bad inputs fail before any model loads."""
     import torch
 
-    from motionstream.cli import UserError
     from motionstream.config import ConfigError
     from motionstream.models.checkpoints import WeightsNotFound
     from motionstream.stream.stack import StreamModelNotFound, load_stream_stack
-    from motionstream.tracks.cli import parse_size
+    from motionstream.cli.common import parse_size
 
     for name in ("size", "cache", "decoder", "sink_refresh", "tiny_decoder", "vae", "seed", "steps", "quality"):
         if not hasattr(args, name):
@@ -103,13 +116,14 @@ def run_and_report(st, args: argparse.Namespace, image: np.ndarray, source, num_
 @user_errors
 def run_generate(args: argparse.Namespace) -> int:
     """image + prompt + track file -> video."""
-    from motionstream.generate import fit_tracks
-    from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
     from motionstream.tracks.io import load_tracks, resample
 
     image = read_inputs(args)
     ih, iw = image.shape[:2]
     ts = load_tracks(args.tracks, width=iw, height=ih)     # checked before the model loads ...
+    from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset, track_overlay
+
     st = load_stack(args)
     if ts.fps != st.fps:
         ts = resample(ts, st.fps)                           # ... resampled to its frame rate after
@@ -126,9 +140,6 @@ def run_generate(args: argparse.Namespace) -> int:
 @user_errors
 def run_transfer(args: argparse.Namespace) -> int:
     """image + driving video -> tracker -> video (the image = the video's first frame: reconstruction)."""
-    from motionstream.cli import UserError
-    from motionstream.stream.apps import transfer_source
-    from motionstream.tracks.cli import check_grid
     from motionstream.video import probe_video, read_video
 
     image = read_inputs(args)
@@ -136,6 +147,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     check_grid(args.grid)
     if args.max_video_frames is not None and args.max_video_frames < 1:
         raise UserError(f"--max-video-frames must be >= 1, got {args.max_video_frames}")
+    from motionstream.stream.apps import transfer_source     # loads torch: after the checks
+
     st = load_stack(args)
     frames, _ = read_video(args.video, fps=st.fps, size=st.size, max_frames=args.max_video_frames)
     n = frames_wanted(args, len(frames))
@@ -147,13 +160,13 @@ def run_transfer(args: argparse.Namespace) -> int:
 @user_errors
 def run_camera(args: argparse.Namespace) -> int:
     """image + depth + camera path -> video."""
-    from motionstream.stream.apps import TrackFileSource, conditioning_subset
     from motionstream.tracks.camera import camera_path, camera_tracks, default_intrinsics, load_depth
-    from motionstream.tracks.cli import check_grid
 
     image = read_inputs(args)
     depth = load_depth(args.depth, mode=args.depth_mode)
     check_grid(args.grid)
+    from motionstream.stream.apps import TrackFileSource, conditioning_subset     # loads torch: after the checks
+
     st = load_stack(args)
     n = frames_wanted(args, args.path_frames)
     # the depth map is fitted to the image exactly like the image (cover + centre crop)
@@ -171,17 +184,14 @@ def run_camera(args: argparse.Namespace) -> int:
 @user_errors
 def run_edit(args: argparse.Namespace) -> int:
     """image + drags -> the edited image (the clip's last frame) + the clip."""
-    from motionstream.cli import UserError
-    from motionstream.generate import fit_tracks
-    from motionstream.stream.apps import TrackFileSource, edit_tracks, parse_drags
     from motionstream.video import write_image
 
     args.edited = args.edited or str(Path(args.output).with_suffix(".png"))
     image = read_inputs(args, image_outputs=("edited",))
-    try:
-        drags = parse_drags(args.drag)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    drags = parse_drags(args.drag)
+    from motionstream.diffusion.generate import fit_tracks     # (these load torch: after the checks)
+    from motionstream.stream.apps import TrackFileSource, edit_tracks
+
     st = load_stack(args)
     ih, iw = image.shape[:2]
     n = frames_wanted(args, args.edit_frames)
@@ -278,7 +288,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
                        "subset sized like training)")
         p.set_defaults(func=run_generate)
     else:
-        # generate.py (the teacher's command) owns `generate`; students go to the streaming engine
+        # cli/generate.py (the teacher's command) owns `generate`; students go to the streaming engine
         _add_stream_options(generate)
         generate.set_defaults(func=functools.partial(dispatch_generate, generate.get_default("func")))
 

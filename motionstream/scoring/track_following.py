@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from motionstream.eval import metrics
-from motionstream.eval.baselines import BASELINES
+from motionstream.scoring import metrics
+from motionstream.scoring.baselines import BASELINES
 
 GenerateFn = Callable[[Any], np.ndarray]
 

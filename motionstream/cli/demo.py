@@ -25,7 +25,7 @@ DEMO_MODELS = ("student", "teacher")   # tried in this order
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from motionstream.app.server import check_host, resolve_token, run_studio
+    from motionstream.cli.studio import check_host, resolve_token, run_studio
 
     # the tracking demo's own options (a video, an output) ask for the tracking demo
     tracks_only = args.tracks_only or args.video is not None or args.output is not None
@@ -73,8 +73,8 @@ def tracking_demo(args: argparse.Namespace) -> int:
     """Track a grid through the sample clip and write the tracks drawn over the video."""
     import time
 
-    from motionstream.cli import UserError
-    from motionstream.tracks.cli import parse_size
+    from motionstream.errors import UserError
+    from motionstream.cli.common import parse_size
     from motionstream.tracks.draw import save_overlay
     from motionstream.tracks.io import save_tracks
     from motionstream.tracks.tracker import track_video
@@ -95,7 +95,7 @@ def tracking_demo(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAction) -> None:
-    from motionstream.app.server import add_studio_arguments
+    from motionstream.cli.studio import add_studio_arguments
 
     p = commands.add_parser("demo", help="start the studio on the shipped weights (make demo)",
                             description="Start the interactive studio on weights/student-tiny-cpu (falling back "

@@ -13,15 +13,21 @@ the ground-truth video) is reported beside every EPE: no model can be measured b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
+from skimage.metrics import structural_similarity
 
+from motionstream.data.effect_scores import (  # noqa: F401 (re-exported: the adherence scorers)
+    EFFECTS, AdherenceConfig, adherence_rate, chroma_shift, effect_present, effect_score, text_adherence)
+from motionstream.tracks.tracker import track_frames
 from motionstream.tracks.trackset import TrackSet
+from motionstream.video import PIXEL_MAX, as_video
 
-PIXEL_MAX = 255.0
 PSNR_CAP_DB = 100.0  # stands in for the inf PSNR of identical videos when averaging over clips
 
 # A point tracker: (frames uint8 [T,H,W,3], query points float32 [N,2] at frame 0, fps) -> TrackSet
@@ -29,19 +35,8 @@ PSNR_CAP_DB = 100.0  # stands in for the inf PSNR of identical videos when avera
 Tracker = Callable[[np.ndarray, np.ndarray, float], TrackSet]
 
 
-def _as_video(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames, got {x.dtype}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected frames [T, H, W, 3], got {x.shape}")
-    return x
-
-
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = _as_video(a), _as_video(b)
+    a, b = as_video(a), as_video(b)
     if a.shape != b.shape:
         raise ValueError(f"videos differ in shape: {a.shape} vs {b.shape}")
     return a, b
@@ -81,7 +76,6 @@ def frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def frame_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """float64 [T]: per-frame SSIM (skimage: 7x7 uniform window, colour channels averaged). With
     `mask` bool [T,H,W] the SSIM map is averaged over the masked pixels only (nan for empty frames)."""
-    from skimage.metrics import structural_similarity
 
     a, b = _check_pair(a, b)
     if mask is None:
@@ -118,9 +112,6 @@ class _LPIPSAlex:
     SCALE = (0.458, 0.448, 0.450)
 
     def __init__(self, path: Path):
-        import torch
-        from safetensors.torch import load_file
-
         self.torch = torch
         state = {k: v.float() for k, v in load_file(str(path)).items()}
         try:
@@ -165,7 +156,6 @@ _LPIPS_CACHE: dict[str, _LPIPSAlex] = {}
 def lpips(a: np.ndarray, b: np.ndarray, weights: str | Path | None = None) -> float | None:
     """Mean per-frame LPIPS (lower = more similar) when `weights` names a local LPIPS-alex
     safetensors file; None (with a message on stderr) otherwise. Never downloads anything."""
-    import sys
 
     if weights is None:
         print("lpips: skipped (no local LPIPS weights given; set eval.lpips_weights in the config)", file=sys.stderr)
@@ -184,7 +174,6 @@ def lpips(a: np.ndarray, b: np.ndarray, weights: str | Path | None = None) -> fl
 # ------------------------------------------------------------------------------ EPE
 def default_tracker(frames: np.ndarray, points: np.ndarray, fps: float) -> TrackSet:
     """The project's point tracker (motionstream.tracks.tracker.track_frames) from query points."""
-    from motionstream.tracks.tracker import track_frames
 
     return track_frames(frames, points=points, fps=fps)
 
@@ -196,7 +185,7 @@ def track_errors(input_tracks: TrackSet, frames: np.ndarray,
     frame-0 positions. `valid` = visible and in-frame in the input, frames 1.. only (frame 0 is
     the query itself, its error is zero by construction). Frames of another size than the tracks'
     image are handled by scaling the query points in and the result back."""
-    frames = _as_video(frames)
+    frames = as_video(frames)
     if frames.shape[0] != input_tracks.num_frames:
         raise ValueError(f"video has {frames.shape[0]} frames but the tracks have {input_tracks.num_frames}")
     h, w = frames.shape[1:3]
@@ -246,103 +235,3 @@ def subsample_tracks(tracks: TrackSet, max_points: int | None, seed: int = 0) ->
         return tracks
     idx = np.sort(np.random.default_rng(seed).choice(tracks.num_tracks, max_points, replace=False))
     return tracks.subset(idx)
-
-
-# ------------------------------------------------------------------ text adherence
-from motionstream.data.effects import EFFECTS  # noqa: E402  (the effect names the world renders; numpy-only)
-
-
-@dataclass
-class AdherenceConfig:
-    """Per-effect thresholds on the effect scores below (a score above its threshold = the effect is
-    visible), and the scorers' windows. Thresholds were set on 80 [world] train-split clips (seeds
-    0-79; flash: 150 clips) between the scores of clips with and without each effect; the
-    `adherence` benchmark reports how well they separate the held-out test clips."""
-
-    darker: float = 0.04         # drop of median luma (0..1) from the first to the last window
-    brighter: float = 0.10       # rise of median luma (fog also brightens: kept above fog's rise)
-    tint: float = 0.09           # shift of the mean colour's chroma (RGB minus its grey), any hue
-    fog: float = 0.40            # relative drop of luma contrast (std)
-    particles: float = 0.006     # rise of small-spot energy (white top-hat of luma)
-    flash: float = 0.12          # peak of mean luma above the mean of the frames flash_gap before and after
-    window_frac: float = 0.25    # "start" / "end" = the first / last quarter of the clip (medians)
-    spot_size_px: int = 7        # top-hat structuring element: spots smaller than this count
-    flash_gap: int = 3           # frames: a flash is brighter than the frames this far on both sides
-
-
-def _luma(frames: np.ndarray) -> np.ndarray:
-    """float64 [T, H, W] in 0..1 (BT.601)."""
-    f = frames.astype(np.float64) / PIXEL_MAX
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
-
-
-def _start_end(series: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """Medians over the first and last `frac` of a per-frame series [T, ...]: medians so a
-    two-frame flash does not read as a trend."""
-    q = max(1, int(round(len(series) * frac)))
-    return np.median(series[:q], axis=0), np.median(series[-q:], axis=0)
-
-
-def chroma_shift(frames: np.ndarray, cfg: AdherenceConfig | None = None) -> np.ndarray:
-    """float64 [3]: shift of the mean colour's chroma (RGB minus its grey, 0..1 units) from the
-    start window to the end window of a video [T,H,W,3]; a tint moves it toward the tint's hue."""
-    cfg = cfg or AdherenceConfig()
-    frames = _as_video(frames)
-    mean_rgb = frames.reshape(len(frames), -1, 3).astype(np.float64).mean(1) / PIXEL_MAX
-    start, end = _start_end(mean_rgb - mean_rgb.mean(1, keepdims=True), cfg.window_frac)
-    return end - start
-
-
-def effect_score(frames: np.ndarray, effect: str, cfg: AdherenceConfig | None = None) -> float:
-    """Signed strength of a global visual effect in a video [T,H,W,3]; > 0 means the effect named by
-    the caption is happening (e.g. "darker": luma falls from start to end). Scorers look only at
-    the frames, so they judge generated and ground-truth videos alike (start / end windows, top-hat
-    spots; flash as a transient luma peak so that a brightening ramp does not read as a flash).
-    The one implementation of the effect signatures: data.effects.effect_scores calls it."""
-    cfg = cfg or AdherenceConfig()
-    frames = _as_video(frames)
-    lum = _luma(frames)
-    if effect in ("darker", "brighter"):
-        start, end = _start_end(lum.mean(axis=(1, 2)), cfg.window_frac)
-        return float(start - end) if effect == "darker" else float(end - start)
-    if effect == "tint":
-        return float(np.linalg.norm(chroma_shift(frames, cfg)))
-    if effect == "fog":
-        start, end = _start_end(lum.std(axis=(1, 2)), cfg.window_frac)
-        return float(1.0 - end / max(start, 1e-6))
-    if effect == "particles":
-        import cv2
-
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (cfg.spot_size_px, cfg.spot_size_px))
-        spots = np.array([cv2.morphologyEx(f.astype(np.float32), cv2.MORPH_TOPHAT, kernel).mean() for f in lum])
-        start, end = _start_end(spots, cfg.window_frac)
-        return float(end - start)
-    if effect == "flash":
-        # transient brightness: a luma ramp ("brighter") or a slow change is ~linear over 2 * gap
-        # frames and cancels; a flash of a few frames does not
-        series = lum.mean(axis=(1, 2))
-        padded = np.pad(series, cfg.flash_gap, mode="edge")
-        return float((series - 0.5 * (padded[:-2 * cfg.flash_gap] + padded[2 * cfg.flash_gap:])).max())
-    raise ValueError(f"unknown effect {effect!r}; known: {list(EFFECTS)}")
-
-
-def effect_present(frames: np.ndarray, effect: str, cfg: AdherenceConfig | None = None) -> bool:
-    """Whether the effect's score clears its threshold in `cfg`."""
-    cfg = cfg or AdherenceConfig()
-    return effect_score(frames, effect, cfg) > getattr(cfg, effect)
-
-
-def text_adherence(frames: np.ndarray, effects: Iterable[str], cfg: AdherenceConfig | None = None) -> dict[str, dict]:
-    """{effect: {"score": float, "agrees": bool}} for the effects a caption asks for."""
-    cfg = cfg or AdherenceConfig()
-    out = {}
-    for name in effects:
-        score = effect_score(frames, name, cfg)
-        out[name] = {"score": score, "agrees": bool(score > getattr(cfg, name))}
-    return out
-
-
-def adherence_rate(results: Iterable[dict[str, dict]]) -> float:
-    """Fraction of (clip, effect) pairs that agree with their caption; nan when there are none."""
-    flags = [r["agrees"] for res in results for r in res.values()]
-    return float(np.mean(flags)) if flags else float("nan")

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction, train: argparse._SubParsersAc
 
 
 def run(args: argparse.Namespace) -> int:
-    from motionstream.cli import UserError
+    from motionstream.errors import UserError
     from motionstream.config import ConfigError
     from motionstream.eval import benchmarks
     from motionstream.eval.report import headline, write_report
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.name == "all":
             results = benchmarks.run_all(args.quick, out_root, args.config, clips=args.clips, overrides=args.set)
+            write_report(out_root, results)
         elif args.name == "report":
             results = None
         elif args.name in registry:
