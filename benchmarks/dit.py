@@ -28,25 +28,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from motionstream.diffusion.student import parse_cache_name  # noqa: E402
+from motionstream.stream.perf import matmul_peak_gflops  # noqa: E402
+
 VAE_SPATIAL_STRIDE = 8        # 256x144 video -> 32x18 latents (embedded VAE and Wan 2.1 VAE)
-
-
-def parse_cache(name: str) -> tuple[int, int, int]:
-    """'c3s1w1' -> (3, 1, 1)."""
-    c, rest = name[1:].split("s")
-    s, w = rest.split("w")
-    return int(c), int(s), int(w)
-
-
-def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
-    """Best-of fp32 GEMM rate (GFLOP/s) at `threads` threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best / 1e9
 
 
 def pass_flops(model, run_pass, queries: int, keys: int, text_len: int) -> float:
@@ -82,7 +67,7 @@ def main() -> None:
     text_cfg = section(cfg, "text", TextConfig)
     video = video_config(cfg)
     hw = (video.height // VAE_SPATIAL_STRIDE, video.width // VAE_SPATIAL_STRIDE)
-    c, s, w = parse_cache(args.cache)
+    c, s, w = parse_cache_name(args.cache)
     torch.manual_seed(0)
     model = WanDiT(dit_cfg).eval()
     tf = dit_cfg.temporal_factor
@@ -123,7 +108,7 @@ def main() -> None:
             if measured:
                 times[i] = dt
         flops = pass_flops(model, denoise, tokens, tokens * (cache.current_slot + 1), text_cfg.max_length)
-    peak = matmul_peak_gflops(args.threads)
+    peak = matmul_peak_gflops(threads=args.threads)
     t_pass = statistics.median(pass_ms) / 1e3
     t10 = statistics.median(times[i] for i in early)
     tn = statistics.median(times[i] for i in late)
