@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from motionstream.diffusion.student import parse_cache_name  # noqa: E402
 from motionstream.stream.perf import matmul_peak_gflops  # noqa: E402
 
+MIN_CHUNKS = 17                # chunks 8..12 timed early, the last 5 late: the windows must not overlap
 VAE_SPATIAL_STRIDE = 8        # 256x144 video -> 32x18 latents (embedded VAE and Wan 2.1 VAE)
 
 
@@ -49,11 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny-cpu")
     parser.add_argument("--cache", default="c3s1w1", help="cXsYwZ: chunk frames, sink chunks, window chunks")
-    parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--chunks", type=int, default=1000,
+                        help=f"chunks to stream (>= {MIN_CHUNKS}: chunk 10 and the last ones are timed)")
     parser.add_argument("--steps", type=int, default=3, help="denoising passes per chunk")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.chunks < MIN_CHUNKS:
+        parser.error(f"--chunks must be >= {MIN_CHUNKS} (chunks 8-12 are the early timing window)")
 
     from tqdm import tqdm
 
@@ -114,7 +118,7 @@ def main() -> None:
     tn = statistics.median(times[i] for i in late)
     params = sum(p.numel() for p in model.parameters())
     load = os.getloadavg()
-    print(f"config {args.config} ({params / 1e6:.2f} M params), {video['width']}x{video['height']} -> latents "
+    print(f"config {args.config} ({params / 1e6:.2f} M params), {video.width}x{video.height} -> latents "
           f"{hw[1]}x{hw[0]}, {args.cache}: {tokens} queries, {tokens * (cache.current_slot + 1)} keys, "
           f"text {text_cfg.max_length} tokens, fp32, {args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"denoising pass (full cache): {t_pass * 1e3:.1f} ms  (median of {len(pass_ms)})")
