@@ -148,17 +148,12 @@ def register_teacher(train: argparse._SubParsersAction) -> None:
                    help="run folder (state, logs, samples); under torchrun write --run-dir (torchrun takes "
                    "--run as its own --run-path)")
     p.add_argument("--cache", default=None, help="latent cache folder (default: train_teacher.cache_dir)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--steps", type=int, default=None, help="stop at this global step")
+    add_stage_arguments(p, "write RUN's EMA weights to DIR and exit", steps_help="stop at this global step")
     p.add_argument("--resume-from", default=None, help="initialise from a teacher model folder when RUN is empty")
     p.add_argument("--stage", type=int, default=None, choices=[1, 2], help="2 = mid-frame masking fine-tune")
-    p.add_argument("--export", default=None, metavar="DIR", help="write RUN's EMA weights to DIR and exit")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-eval", action="store_true", help="skip the periodic track-following report")
     p.add_argument("--no-build-cache", action="store_true", help="do not start the background cache builder")
     p.add_argument("--cache-wait-minutes", type=float, default=30.0)
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_teacher)
 
     c = train.add_parser("teacher-cache", help="render + encode world train clips for teacher training",
@@ -171,6 +166,18 @@ def register_teacher(train: argparse._SubParsersAction) -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_teacher_cache)
+
+
+def add_stage_arguments(p: argparse.ArgumentParser, export_help: str, device: bool = True,
+                        steps_help: str = "stop at this global step (default: total_steps)") -> None:
+    """The options every resumable stage takes (train/loop.py StageArgs), plus --device where it runs on CUDA too."""
+    p.add_argument("--steps", type=int, default=None, help=steps_help)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--export", default=None, metavar="DIR", help=export_help)
+    if device:
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
 def register_ode(train: argparse._SubParsersAction) -> None:
@@ -191,12 +198,7 @@ def register_ode(train: argparse._SubParsersAction) -> None:
     p.add_argument("--motion-scale", type=float, default=None, help="w_m of the pairs' joint guidance "
                    "(default: diffusion.motion_scale)")
     p.add_argument("--no-generate", action="store_true", help="train on the pairs that exist")
-    p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--export", default=None, metavar="DIR", help="copy RUN/student to DIR and exit")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_stage_arguments(p, "copy RUN/student to DIR and exit")
     p.set_defaults(func=cmd_train_ode)
 
 
@@ -212,14 +214,9 @@ def register_dmd(train: argparse._SubParsersAction) -> None:
     p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "dmd"),
                    help="run folder (state, logs, samples, student/)")
     p.add_argument("--cache", default=None, help="teacher latent cache (default: train_teacher.cache_dir)")
-    p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--export", default=None, metavar="DIR", help="copy RUN/student (EMA) to DIR and exit")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=None)
+    add_stage_arguments(p, "copy RUN/student (EMA) to DIR and exit")
     p.add_argument("--no-samples", action="store_true", help="skip the periodic sample videos")
     p.add_argument("--vae", default=None, help="VAE folder that decodes the sample videos (default: the cache's)")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_dmd)
 
 
@@ -234,11 +231,7 @@ def register_gt(train: argparse._SubParsersAction) -> None:
     p.add_argument("--run", "--run-dir", dest="run", default=str(REPO_ROOT / "runs" / "gt"),
                    help="run folder (state, logs, student/)")
     p.add_argument("--vae", default=None, help="VAE folder (default: train_teacher.vae)")
-    p.add_argument("--steps", type=int, default=None, help="stop at this global step (default: total_steps)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--export", default=None, metavar="DIR", help="copy RUN/student (EMA) to DIR and exit")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_stage_arguments(p, "copy RUN/student (EMA) to DIR and exit", device=False)
     p.set_defaults(func=cmd_train_gt)
 
 

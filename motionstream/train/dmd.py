@@ -50,7 +50,7 @@ from motionstream.train.common import EMA, WarmupSchedule, optimizer_step, repo_
 from motionstream.train.distributed import DistContext, checkpoint_views, shutdown, wrap_model
 from motionstream.train.dmd_inputs import (DMDInputs, PromptSource, StepPlan, grad_chunks, long_tracks, make_noise,
                                            plan_step, to_device, window_condition, write_samples)
-from motionstream.train.loop import LoopResult, Stage, run_stage
+from motionstream.train.loop import LoopResult, Stage, StageArgs, run_stage
 from motionstream.train.rollout import StudentSampler, load_dit_folder, self_rollout
 from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
 
@@ -196,23 +196,16 @@ def wrap_generator(model: torch.nn.Module, ctx) -> torch.nn.Module:
 
 # ------------------------------------------------------------------------ command
 @dataclass
-class DMDArgs:
+class DMDArgs(StageArgs):
     """`motionstream train dmd` (see cli/train.py for each option's meaning)."""
 
-    config: str
-    overrides: list[str] = field(default_factory=list)
     teacher: str = "teacher-tiny-cpu"
     student: str = str(REPO_ROOT / "runs" / "ode" / "student")
     run: str = str(REPO_ROOT / "runs" / "dmd")
     cache: str | None = None
-    steps: int | None = None
-    minutes: float | None = None
-    export: str | None = None
     device: str = "auto"
-    threads: int | None = None
     no_samples: bool = False
     vae: str | None = None
-    no_progress: bool = False
 
 
 LOGGED = ("critic_loss", "dmd_loss", "dmd_grad_abs", "real_fake_gap", "gen_grad_norm")

@@ -50,7 +50,7 @@ from motionstream.models.text import load_text_encoder
 from motionstream.tracks.embed import sample_track_subset, with_ids
 from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step, run_section
 from motionstream.train.distributed import DistContext
-from motionstream.train.loop import LoopResult, Stage, run_stage
+from motionstream.train.loop import LoopResult, Stage, StageArgs, run_stage
 from motionstream.train.losses_student import changed_cell_weights, weighted_mse
 from motionstream.train.rollout import StudentSampler, chunk_noise, load_dit_folder, self_rollout
 from motionstream.train.student_stage import export_run_model, open_student_run, student_settings
@@ -205,19 +205,12 @@ def heldout(model, param, scfg, batches: dict[str, GTBatch]) -> dict[str, float]
 
 
 @dataclass
-class GTArgs:
+class GTArgs(StageArgs):
     """`motionstream train gt` (see cli/train.py for each option's meaning)."""
 
-    config: str
-    overrides: list[str] = field(default_factory=list)
     student: str = "student-tiny-cpu"
     run: str = str(REPO_ROOT / "runs" / "gt")
     vae: str | None = None
-    steps: int | None = None
-    minutes: float | None = None
-    export: str | None = None
-    threads: int | None = None
-    no_progress: bool = False
 
 
 class GTStage(Stage):

@@ -113,6 +113,21 @@ class LoopResult:
     last_eval: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class StageArgs:
+    """What every `motionstream train STAGE` run takes (cli/train.py add_stage_arguments); each stage's
+    dataclass adds its own fields. steps / minutes: stop at this global step / after this many minutes;
+    export: write the run's model folder to this path and exit; threads: torch threads (None: torch's)."""
+
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    steps: int | None = None
+    minutes: float | None = None
+    export: str | None = None
+    threads: int | None = None
+    no_progress: bool = False
+
+
 def tensorboard_writer(run_dir: Path, purge_step: int | None, log: logging.Logger):
     """A SummaryWriter writing event files into `run_dir`, or None when the `tensorboard` package is
     missing (one warning; training goes on). `purge_step`: a resumed run's step, so the events a kill

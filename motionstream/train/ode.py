@@ -43,7 +43,7 @@ from motionstream.models.dit import chunk_attention_mask
 from motionstream.train.cache import TeacherCache, text_key
 from motionstream.train.common import WarmupSchedule, optimizer_step, repo_path, seed_everything
 from motionstream.train.distributed import DistContext, shutdown, wrap_model
-from motionstream.train.loop import LoopResult, Stage, run_stage
+from motionstream.train.loop import LoopResult, Stage, StageArgs, run_stage
 from motionstream.train.ode_pairs import (ODEPairs, generate_pairs, ode_schedule, open_pairs_dir, pair_batch, pair_meta,
                                           teacher_trajectory)
 from motionstream.train.rollout import add_skip, load_dit_folder
@@ -144,11 +144,9 @@ def ode_step_inputs(step: int, ocfg: ODETrainConfig, num_pairs: int, num_chunks:
 
 
 @dataclass
-class ODEArgs:
+class ODEArgs(StageArgs):
     """`motionstream train ode` (see cli/train.py for each option's meaning)."""
 
-    config: str
-    overrides: list[str] = field(default_factory=list)
     teacher: str = "teacher-tiny-cpu"
     run: str = str(REPO_ROOT / "runs" / "ode")
     cache: str | None = None
@@ -158,12 +156,7 @@ class ODEArgs:
     text_scale: float | None = None
     motion_scale: float | None = None
     no_generate: bool = False
-    steps: int | None = None
-    minutes: float | None = None
-    export: str | None = None
     device: str = "auto"
-    threads: int | None = None
-    no_progress: bool = False
 
 
 class ODEStage(Stage):

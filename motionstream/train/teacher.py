@@ -44,7 +44,7 @@ from motionstream.train.cache import TeacherCache, text_key
 from motionstream.train.common import (EMA, WarmupSchedule, load_run_config, optimizer_step, read_training_state,
                                        repo_path, run_section, seed_everything)
 from motionstream.train.distributed import DistContext, checkpoint_views, init_distributed, restore_views, shutdown, wrap_model
-from motionstream.train.loop import LoopResult, LoopSettings, Stage, run_stage, stage_logger
+from motionstream.train.loop import LoopResult, LoopSettings, Stage, StageArgs, run_stage, stage_logger
 from motionstream.train.teacher_batch import Batch, latent_frames_at, make_batch, pad_text, teacher_loss
 from motionstream.train.teacher_eval import TeacherEval, TeacherEvaluation, teacher_param, tracks_section
 
@@ -119,24 +119,17 @@ def export_teacher(out_dir: str | Path, state: dict[str, torch.Tensor], dit_cfg,
 
 # --------------------------------------------------------------------- training
 @dataclass
-class TeacherArgs:
+class TeacherArgs(StageArgs):
     """`motionstream train teacher` (see cli/train.py for each option's meaning)."""
 
-    config: str
-    overrides: list[str] = field(default_factory=list)
     run: str = str(REPO_ROOT / "runs" / "teacher")
     cache: str | None = None
-    minutes: float | None = None
-    steps: int | None = None
     resume_from: str | None = None
     stage: int | None = None
-    export: str | None = None
     device: str = "auto"
-    threads: int | None = None
     no_eval: bool = False
     no_build_cache: bool = False
     cache_wait_minutes: float = 30.0
-    no_progress: bool = False
 
 
 class TeacherStage(Stage):
