@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
-from test_stream import moving_square  # noqa: E402
+from stream_fixtures import FPS, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.stream.composite import (composite_frames, composite_weight, latent_gap,  # noqa: E402
+from motionstream.stream.composite import (composite_frames, composite_weight, latent_gap,
                                            video_frame_latents)
-from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_video_frames, load_stream_model  # noqa: E402
+from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_video_frames, load_stream_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
