@@ -28,25 +28,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from motionstream.diffusion.student import parse_cache_name  # noqa: E402
+from motionstream.stream.perf import matmul_peak_gflops  # noqa: E402
+
+MIN_CHUNKS = 17                # chunks 8..12 timed early, the last 5 late: the windows must not overlap
 VAE_SPATIAL_STRIDE = 8        # 256x144 video -> 32x18 latents (embedded VAE and Wan 2.1 VAE)
-
-
-def parse_cache(name: str) -> tuple[int, int, int]:
-    """'c3s1w1' -> (3, 1, 1)."""
-    c, rest = name[1:].split("s")
-    s, w = rest.split("w")
-    return int(c), int(s), int(w)
-
-
-def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
-    """Best-of fp32 GEMM rate (GFLOP/s) at `threads` threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best / 1e9
 
 
 def pass_flops(model, run_pass, queries: int, keys: int, text_len: int) -> float:
@@ -64,11 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny-cpu")
     parser.add_argument("--cache", default="c3s1w1", help="cXsYwZ: chunk frames, sink chunks, window chunks")
-    parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--chunks", type=int, default=1000,
+                        help=f"chunks to stream (>= {MIN_CHUNKS}: chunk 10 and the last ones are timed)")
     parser.add_argument("--steps", type=int, default=3, help="denoising passes per chunk")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.chunks < MIN_CHUNKS:
+        parser.error(f"--chunks must be >= {MIN_CHUNKS} (chunks 8-12 are the early timing window)")
 
     from tqdm import tqdm
 
@@ -82,7 +71,7 @@ def main() -> None:
     text_cfg = section(cfg, "text", TextConfig)
     video = video_config(cfg)
     hw = (video.height // VAE_SPATIAL_STRIDE, video.width // VAE_SPATIAL_STRIDE)
-    c, s, w = parse_cache(args.cache)
+    c, s, w = parse_cache_name(args.cache)
     torch.manual_seed(0)
     model = WanDiT(dit_cfg).eval()
     tf = dit_cfg.temporal_factor
@@ -123,13 +112,13 @@ def main() -> None:
             if measured:
                 times[i] = dt
         flops = pass_flops(model, denoise, tokens, tokens * (cache.current_slot + 1), text_cfg.max_length)
-    peak = matmul_peak_gflops(args.threads)
+    peak = matmul_peak_gflops(threads=args.threads)
     t_pass = statistics.median(pass_ms) / 1e3
     t10 = statistics.median(times[i] for i in early)
     tn = statistics.median(times[i] for i in late)
     params = sum(p.numel() for p in model.parameters())
     load = os.getloadavg()
-    print(f"config {args.config} ({params / 1e6:.2f} M params), {video['width']}x{video['height']} -> latents "
+    print(f"config {args.config} ({params / 1e6:.2f} M params), {video.width}x{video.height} -> latents "
           f"{hw[1]}x{hw[0]}, {args.cache}: {tokens} queries, {tokens * (cache.current_slot + 1)} keys, "
           f"text {text_cfg.max_length} tokens, fp32, {args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"denoising pass (full cache): {t_pass * 1e3:.1f} ms  (median of {len(pass_ms)})")

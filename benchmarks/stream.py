@@ -1,7 +1,7 @@
 """Streaming speed of the student at the preset's size (tiny-cpu: 256x144, 16 fps), decode included,
 normalised by the machine's measured matmul peak. Everything in one command (about 5 minutes idle):
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/stream.py --chunks 60 --long-chunks 0 --busy
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/stream.py --chunks 60 --long-chunks 0 --busy --without-composite
 
 (--long-chunks 1010 adds the 1000-chunk flat-cost / flat-memory check; --teacher the offline teacher.)
 
@@ -119,6 +119,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quality", default=None, help="quality rung (default: the preset's stream.quality)")
     ap.add_argument("--busy", action="store_true", help="also run the pipeline beside one busy process "
                     "(a CPU-bound loop) and print its fps / the idle fps")
+    ap.add_argument("--without-composite", action="store_true", help="also run the pipeline with the prior "
+                    "composite off (stream.composite = []) and print the preset's fps / that fps (issue 19: the "
+                    "composite may cost at most 10 %%)")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
     return ap.parse_args()
@@ -218,6 +221,19 @@ def report_busy(st: Setup, chunks: int, idle_fps: float) -> None:
     print(f"          beside one busy process: {busy.fps / idle_fps:.2f}x the idle fps (target >= 0.5)")
 
 
+def report_without_composite(st: Setup, chunks: int, preset_fps: float) -> None:
+    """The pipeline again with the prior composite off (the decoded latents alone), same stream."""
+    from dataclasses import replace
+
+    preset = st.gen.config
+    st.gen.config = replace(preset, composite=[])
+    try:
+        plain = report_pipeline(st, chunks, label="no-comp")
+    finally:
+        st.gen.config = preset
+    print(f"          with the composite: {preset_fps / plain.fps:.2f}x the fps without it (issue 19: >= 0.9)")
+
+
 def busy_loop() -> None:
     """One busy process: a pure-Python loop, forever (terminated by the parent)."""
     x = 0
@@ -260,6 +276,8 @@ def main() -> None:
     report_normalised(st, pipeline, serial)
     if args.busy:
         report_busy(st, args.chunks, pipeline.fps)
+    if args.without_composite:
+        report_without_composite(st, args.chunks, pipeline.fps)
     if args.long_chunks > LONG_EARLY.stop:
         report_long(st, args.long_chunks)
     st.gen.close()

@@ -31,7 +31,7 @@ After a warm-up it drags on the video with one pointer sample every 50 ms and re
   - the browser's and the server's CPU share (their process trees' utime + stime from /proc over
     the drag, as % of the machine and in cores);
   - the fp32 matmul peak on the server's torch thread count, measured in the same run
-    (benchmarks/dit.py matmul_peak_gflops), painted fps per GFLOP/s of it, and the load average.
+    (motionstream/stream/perf.py matmul_peak_gflops), painted fps per GFLOP/s of it, and the load average.
 """
 
 from __future__ import annotations
@@ -219,7 +219,8 @@ def percentiles(values: np.ndarray, unit: str = "ms") -> str:
 
 def run_browser(seconds: float, threads: int) -> None:
     import torch
-    from dit import matmul_peak_gflops
+
+    from motionstream.stream.perf import matmul_peak_gflops
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", str(threads)]
@@ -229,7 +230,7 @@ def run_browser(seconds: float, threads: int) -> None:
         server = ServerProcess(Path(tmp), command)
         try:
             torch.set_num_threads(threads)
-            peak = matmul_peak_gflops(threads)           # the server is loaded and idle; no browser yet
+            peak = matmul_peak_gflops(threads=threads)           # the server is loaded and idle; no browser yet
             r = browser_measure(server, seconds)
         finally:
             server.stop()

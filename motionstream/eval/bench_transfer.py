@@ -26,7 +26,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from motionstream.config import video_config
+from motionstream.config import section, video_config
 from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
                                           require_module)
 from motionstream.models.checkpoints import WeightsNotFound
@@ -34,6 +34,7 @@ from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
 from motionstream.scoring.baselines import BASELINES
 from motionstream.scoring.track_following import GenerateFn, TrackFollowingEval
+from motionstream.stream.engine import StreamConfig
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
 
@@ -148,9 +149,6 @@ register_method("student-ode", _student_factory(STUDENT_ODE_WEIGHTS),
 
 def rung_methods(ctx: BenchmarkContext) -> list[Method]:
     """A row of the shipped student on each quality rung of the preset other than its stream.quality."""
-    from motionstream.config import section
-    from motionstream.stream.engine import StreamConfig
-
     stream = section(ctx.cfg, "stream", StreamConfig)
     return [Method(f"{STUDENT_METHOD} {rung}", _student_factory(quality=rung), (VAE_WEIGHTS, TINY_WEIGHTS),
                    f"the shipped student on quality rung {rung}") for rung in stream.rungs if rung != stream.quality]

@@ -16,7 +16,7 @@ order on one generator.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -75,8 +75,6 @@ def begin(gen: Any, image: np.ndarray, prompt: str, tracks: Any) -> None:
 def time_pipeline(gen: Any, image: np.ndarray, prompt: str, tracks: Any, chunks: int,
                   warmup: int = PIPELINE_WARMUP_CHUNKS) -> PipelineTiming:
     """`chunks` chunks through next_chunk_async with one decode in flight (see module docstring)."""
-    from dataclasses import replace
-
     config = gen.config
     gen.config = replace(config, overlap_decode=True)
     try:

@@ -14,6 +14,11 @@ the background it reveals, motion the warp gets wrong), its decoded frames are s
 The weight is read from the latents, so the blend costs no second decode. `lo` / `hi` (config
 `stream.composite`, latent RMS units) are tuned on [world] val clips for the shipped student (its
 card); an empty setting shows the decoded latents alone (the paper's output).
+
+A still chunk (`chunk_is_still`: no visible track leaves its anchor by more than
+`stream.still_px`, or no track at all, as in the studio before the first drag) is shown as the
+warp alone, which is then the image itself: nothing the user asked for moves, and the decoded
+latents would only add the codec's blur and block pattern to a picture that should stay intact.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
+from motionstream.stream.controls import ChunkTracks
 
 
 def latent_gap(x0: torch.Tensor, prior: torch.Tensor) -> np.ndarray:
@@ -46,6 +53,17 @@ def composite_weight(gap: np.ndarray, lo: float, hi: float, size: tuple[int, int
     ramp = np.clip((gap - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     per_latent = np.stack([cv2.resize(w, (width, height), interpolation=cv2.INTER_LINEAR) for w in ramp])
     return per_latent[video_frame_latents(len(gap), temporal_factor, first_chunk)]
+
+
+def chunk_is_still(chunk: ChunkTracks, tolerance_px: float) -> bool:
+    """True when no track visible at its anchor and on a frame of the chunk lies more than
+    `tolerance_px` (pixels of the chunk's frame) from its anchor, or the chunk has no such track."""
+    ts = chunk.tracks
+    visible = chunk.anchor_visible[None, :] & ts.visibility                # [T, N]
+    if not visible.any():
+        return True
+    offset = np.linalg.norm(ts.tracks - chunk.anchors[None], axis=-1)      # [T, N] px from the anchor
+    return bool((offset[visible] <= tolerance_px).all())
 
 
 def composite_frames(decoded: np.ndarray, warp: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
 from motionstream.models.kv_cache import KVCache
 from motionstream.models.rope import apply_rope
-from motionstream.stream.composite import composite_frames, composite_weight, latent_gap
+from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
 from motionstream.tracks.trackset import TrackSet
@@ -119,6 +119,9 @@ class StreamConfig:
     # [lo, hi] latent RMS gap: show the warp's pixels where the student keeps its "video" prior
     # (stream/composite.py); [] = the decoded latents alone
     composite: list[float] = field(default_factory=list)
+    # with the composite on, a chunk whose tracks all stay within this many px of their anchors shows
+    # the warp alone, i.e. the still image (stream/composite.py chunk_is_still); < 0 = never
+    still_px: float = -1.0
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -437,6 +440,8 @@ class StreamingGenerator:
             lo, hi = self.config.composite
             weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
                                       self.temporal_factor, first_chunk=self.chunk_index == 0)
+            if chunk_is_still(chunk, self.config.still_px):
+                weight[:] = 0.0
             self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0

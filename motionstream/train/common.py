@@ -22,16 +22,18 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
+
+from motionstream.config import REPO_ROOT, load_config, section
+from motionstream.errors import UserError
 
 
 # ----------------------------------------------------------------------------- logs
 def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The preset of a training command with its `--set` overrides; a bad preset or override is the user's
     input, so it becomes a one-line UserError."""
-    from motionstream.errors import UserError
-    from motionstream.config import load_config
-
     try:
         return load_config(path, list(overrides))
     except Exception as err:  # ConfigError / YAML errors
@@ -41,9 +43,6 @@ def load_run_config(path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
 def run_section(cfg: dict[str, Any], name: str, cls: type):
     """`config.section` for a training command: a malformed section (unknown key, bad value) is the user's
     input, so it becomes a one-line UserError like a bad `--set`."""
-    from motionstream.errors import UserError
-    from motionstream.config import section
-
     try:
         return section(cfg, name, cls)
     except Exception as err:  # ConfigError / TypeError from the dataclass
@@ -113,8 +112,6 @@ class EMA:
     state dict) is what checkpoints store under `ema.`."""
 
     def __init__(self, model: torch.nn.Module | None, decay: float = 0.999, num_updates: int = 0):
-        from torch.optim.swa_utils import AveragedModel
-
         self.decay = decay
         self.num_updates = num_updates
         start = {} if model is None else {k: v.detach().clone().float() for k, v in floating_state(model).items()}
@@ -228,8 +225,6 @@ def item_rng(seed: int, key: int, index: int, salt: int | None = None) -> tuple[
 
 def repo_path(path: str | Path) -> Path:
     """`path`, relative paths taken from the repository root (presets name cache folders that way)."""
-    from motionstream.config import REPO_ROOT
-
     p = Path(path)
     return p if p.is_absolute() else REPO_ROOT / p
 
@@ -301,10 +296,6 @@ def save_training_state(run_dir: str | Path, step: int, modules: dict[str, torch
 def read_training_state(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """(metadata, tensors) that `save_training_state` wrote, or None when the run has no state yet.
     A truncated or corrupt state is the user's to resolve (delete or restore it): a one-line UserError."""
-    from safetensors import safe_open
-
-    from motionstream.errors import UserError
-
     run_dir = Path(run_dir)
     path, json_path = run_dir / "state.safetensors", run_dir / "state.json"
     if not path.is_file() and not json_path.is_file():

@@ -32,6 +32,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+try:                       # optional at run time: a run without it logs one warning and goes on
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:
+    SummaryWriter = None
+
 from motionstream.train.common import (append_jsonl, format_record, load_training_state, run_logger,
                                        save_training_state)
 from motionstream.train.distributed import DistContext, checkpoint_views, restore_views
@@ -112,9 +117,7 @@ def tensorboard_writer(run_dir: Path, purge_step: int | None, log: logging.Logge
     """A SummaryWriter writing event files into `run_dir`, or None when the `tensorboard` package is
     missing (one warning; training goes on). `purge_step`: a resumed run's step, so the events a kill
     left past the last checkpoint are dropped and the curves continue from the resumed step."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+    if SummaryWriter is None:
         log.warning(MISSING_TENSORBOARD)
         if not _warned_missing_tensorboard:       # the console hears it once per process
             _warned_missing_tensorboard.append(True)

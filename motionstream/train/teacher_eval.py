@@ -23,6 +23,7 @@ from motionstream.diffusion.sampling import (TeacherParam, condition_prior, pred
 from motionstream.models.codec import frames_to_tensor, load_codec, tensor_to_frames
 from motionstream.models.conditioning import build_condition
 from motionstream.models.text import load_text_encoder
+from motionstream.scoring.track_following import TrackFollowingEval
 from motionstream.tracks.draw import draw_tracks
 from motionstream.tracks.embed import TracksConfig, sample_track_subset
 from motionstream.video import write_video
@@ -62,9 +63,6 @@ class TeacherEval:
 
     def __init__(self, cfg: dict[str, Any], tcfg, dcfg: DiffusionConfig, dit_cfg,
                  codec, text_encoder, num_latent_frames: int, log=print, seeds: list[int] | None = None):
-        # eval sits above train in the layer order: its scorer is imported where it is used
-        from motionstream.eval.track_following import TrackFollowingEval
-
         video = video_config(cfg)
         tracks_cfg = tracks_section(cfg)
         self.tcfg, self.dcfg, self.codec = tcfg, dcfg, codec

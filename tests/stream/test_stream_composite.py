@@ -10,9 +10,11 @@ import torch
 
 from stream_fixtures import FPS, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.stream.composite import (composite_frames, composite_weight, latent_gap,
+from motionstream.stream.composite import (chunk_is_still, composite_frames, composite_weight, latent_gap,
                                            video_frame_latents)
+from motionstream.stream.controls import ChunkTracks
 from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_video_frames, load_stream_model
+from motionstream.tracks.trackset import TrackSet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,11 +54,12 @@ def video_prior_parts(tmp_path_factory):
     return model, replace(param, output_skip="video", skip_form="mmse"), load_codec(folders["vae"], folders["tiny"])
 
 
-def stream(parts, composite, chunks=2):
+def stream(parts, composite, chunks=2, tracks=None, still_px=-1.0):
     model, param, codec = parts
-    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(composite=composite), param, fps=FPS)
+    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(composite=composite, still_px=still_px),
+                             param, fps=FPS)
     gen.start(sample_image(), "a bright square")
-    gen.push(moving_square(40))
+    gen.push(moving_square(40) if tracks is None else tracks)
     warps, frames = [], []
     for _ in range(chunks):
         warps.append(chunk_video_frames(gen.prior_image, gen.controls.chunk_tracks(gen.next_frame,
@@ -73,3 +76,38 @@ def test_engine_shows_the_warp_where_the_student_keeps_its_prior(video_prior_par
     assert np.array_equal(kept, warp)
     moved, _ = stream(video_prior_parts, [0.0, 1e-9])      # every gap above hi: the decoded latents
     assert np.array_equal(moved, plain)
+
+
+def _chunk(offsets: np.ndarray, visible: np.ndarray) -> ChunkTracks:
+    """A chunk of 2 tracks anchored at (10, 10) and (20, 10), moved by offsets [T, 2, 2] px."""
+    anchors = np.array([[10.0, 10.0], [20.0, 10.0]], np.float32)
+    ts = TrackSet((anchors[None] + offsets).astype(np.float32), visible, 64, 48, FPS, ids=np.array([1, 2]))
+    return ChunkTracks(ts, anchors, np.ones(2, bool), start_frame=0)
+
+
+def test_a_chunk_is_still_when_no_visible_track_leaves_its_anchor():
+    offsets = np.zeros((3, 2, 2), np.float32)
+    offsets[2, 1] = [0.3, 0.0]
+    assert chunk_is_still(_chunk(offsets, np.ones((3, 2), bool)), tolerance_px=0.5)
+    offsets[2, 1] = [0.0, 2.0]                            # one track moves 2 px on the last frame
+    assert not chunk_is_still(_chunk(offsets, np.ones((3, 2), bool)), tolerance_px=0.5)
+    hidden = np.ones((3, 2), bool)
+    hidden[2, 1] = False                                  # ... while hidden there: nothing visible moves
+    assert chunk_is_still(_chunk(offsets, hidden), tolerance_px=0.5)
+    assert chunk_is_still(_chunk(offsets, np.zeros((3, 2), bool)), tolerance_px=0.5)
+
+
+def test_a_still_stream_shows_the_image_itself(video_prior_parts):
+    """Tracks that never move: with still_px the frames are the image exactly (no codec blur); the
+    moving square's stream is unaffected by the gate."""
+    still = moving_square(40)
+    still = TrackSet(np.repeat(still.tracks[:1], 40, axis=0), still.visibility, still.width, still.height,
+                     still.fps, ids=still.ids)
+    decoded, _ = stream(video_prior_parts, [0.0, 1e-9], tracks=still)           # every pixel from the latents
+    gated, _ = stream(video_prior_parts, [0.0, 1e-9], tracks=still, still_px=0.5)
+    image = sample_image()
+    assert not all(np.array_equal(f, image) for f in decoded)
+    assert all(np.array_equal(f, image) for f in gated)
+    moving, _ = stream(video_prior_parts, [0.0, 1e-9], still_px=0.5)
+    plain, _ = stream(video_prior_parts, [0.0, 1e-9])
+    assert np.array_equal(moving, plain)
