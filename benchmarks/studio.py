@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/studio.py [--seconds 10]
 
-Starts the test server of tests/test_studio.py (a tiny random DiT at 128x96 with the PCA linear
+Starts the test server of tests/app/test_studio.py (a tiny random DiT at 128x96 with the PCA linear
 codec, one torch thread) in a subprocess, or with --shipped the real `motionstream studio` on the
 shipped weights (weights/student-tiny-cpu at 256x144, 2 torch threads), connects 8 WebSocket clients that all ask to start
 (one streams, seven wait in the queue), drags with the streaming one (a pointer sample every
@@ -19,7 +19,7 @@ shipped weights (weights/student-tiny-cpu at 256x144, 2 torch threads), connects
 
 --browser measures drag to pixel where the user sees it: the real page in Debian's Chromium
 (Playwright with executable_path=/usr/bin/chromium, never `playwright install`; the launch of
-tests/test_browser_studio.py) against `motionstream studio` on the shipped weights
+tests/app/test_browser_studio.py) against `motionstream studio` on the shipped weights
 (weights/student-tiny-cpu at 256x144, --threads 2), browser and server on this machine's cores.
 After a warm-up it drags on the video with one pointer sample every 50 ms and reports:
   - frames painted per second (the page's own count: a paint = the first requestAnimationFrame
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "app"))
 from test_studio import Client, ServerProcess, sample_id  # noqa: E402
 
 CLIENTS = 8

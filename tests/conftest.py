@@ -1,4 +1,10 @@
-"""Shared fixtures. Tests run on small inputs on 2 CPU cores; keep each one fast."""
+"""Shared fixtures. Tests run on small inputs on 2 CPU cores; keep each one fast.
+
+Layout: tests/<package>/ holds the tests of motionstream/<package>/ (tracks, data, models, diffusion, stream,
+app, train, eval, scoring, cli); tests/ itself holds the whole-repo tests, this file and the helper modules
+(distill_helpers, eval_model_fixtures, stream_fixtures, teacher_fixtures), importable from every folder
+through `pythonpath = ["tests"]` in pyproject.toml. There are no __init__.py files, so pytest imports each
+test file by its basename: basenames must be unique across the tree (hence the package prefixes)."""
 
 from __future__ import annotations
 

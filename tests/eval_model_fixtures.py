@@ -6,14 +6,12 @@ meaningless; the tests check structure."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders  # noqa: E402
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders
 
 
 @pytest.fixture(scope="module")

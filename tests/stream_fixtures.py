@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from motionstream.config import to_dict
+from motionstream.tracks.trackset import TrackSet
 
 
 class HashTextEncoder:
@@ -64,3 +65,12 @@ def sample_image(seed: int = 0) -> np.ndarray:
     img = np.stack([x * 255 / VIDEO_W, y * 255 / VIDEO_H, np.full_like(x, 96.0)], -1)
     img[16:32, 20:36] = 240
     return img.astype(np.uint8)
+
+
+def moving_square(num_frames: int, start: int = 0) -> TrackSet:
+    """A 3x3 grid of tracks on the bright square of sample_image moving right 1 px per frame."""
+    gx, gy = np.meshgrid([22.0, 28.0, 34.0], [18.0, 24.0, 30.0])
+    base = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+    t = np.arange(start, start + num_frames, dtype=np.float32)[:, None, None]
+    xy = (base[None] + np.concatenate([t, 0 * t], 2)).astype(np.float32)
+    return TrackSet(xy, np.ones(xy.shape[:2], bool), VIDEO_W, VIDEO_H, FPS, ids=np.arange(9) * 37 + 5)

@@ -1,4 +1,4 @@
-"""Tiny teacher setup shared by tests/test_teacher*.py and tests/test_distributed*.py: a random tiny
+"""Tiny teacher setup shared by tests/train/test_teacher*.py and tests/train/test_distributed.py: a random tiny
 VAE model folder, a tiny preset and a 4-clip cache of real [world] clips at 64x32 (9 frames)."""
 
 from __future__ import annotations

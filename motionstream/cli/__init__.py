@@ -4,7 +4,7 @@ Each module in COMMAND_MODULES exposes `register(commands, train)`, where `comma
 top-level sub-parser action and `train` the one under `motionstream train`. Handlers are set with
 `parser.set_defaults(func=...)`. cli/ is the only package that imports the library inside functions
 (handlers, and `register` where the library holds the defaults): `motionstream --help`, a sub-command's
-`--help` and a bad argument answer without loading torch (tests/test_cli_imports.py).
+`--help` and a bad argument answer without loading torch (tests/cli/test_cli_imports.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each scorer looks only at uint8 frames [T, H, W, 3], so it judges generated and ground-truth videos
 alike. They sit with the effects they score: the renderer checks its own output with them
-(tests/test_data_synth.py), and eval (metrics.text_adherence, the `adherence` benchmark) and the
+(tests/data/test_data_synth.py), and eval (metrics.text_adherence, the `adherence` benchmark) and the
 trainers' track-following report score generated videos with the same code.
 """
 

@@ -54,7 +54,7 @@ once the window has rolled (i > S + W): (min(i, S+W) * C) frames instead of (i *
 full-sequence path reproduces this exactly by appending, for each such chunk, one extra copy of the
 sink keys (and values) rotated at (absolute position + (i - S - W) * C); the mask lets chunk i see
 its own copy instead of the original sink keys. Softmax is over the exact same key set, so the
-result equals the cache path to float tolerance (tests/test_dit_causal.py). With a short sequence
+result equals the cache path to float tolerance (tests/models/test_dit_causal.py). With a short sequence
 (n_chunks <= S + W + 1, the usual training case) no copy is needed.
 
 clean_context=True builds the CausVid / teacher-forcing variant as a doubled sequence

@@ -10,7 +10,7 @@ c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
         motion) (cache read only);  x0 = z - t_k v;  z = (1 - t_{k+1}) x0 + t_{k+1} * fresh noise
         clean pass student(x0, t = 0, write=True): x0's K/V join the sink or roll the window
     noise per chunk = diffusion/student.chunk_noise from one generator seeded at start(): the same latents as
-    train/rollout.stream_generate on the same whole-stream condition (tests/test_stream.py)
+    train/rollout.stream_generate on the same whole-stream condition (tests/stream/test_stream.py)
     x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
@@ -169,7 +169,7 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
 
     first_latent [1, C_lat, h, w] (the image; or the refreshed anchor latent), chunk: the tracks of
     exactly the chunk's video frames. Equal to build_condition(...).chunk(a, b) on a whole clip
-    whose tracks start at the anchors (tests/test_stream.py checks this), but needs only the chunk.
+    whose tracks start at the anchors (tests/stream/test_stream.py checks this), but needs only the chunk.
     prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder).
     """
 

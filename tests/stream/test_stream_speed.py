@@ -3,18 +3,13 @@ and the machine-normalised measurements (stream/perf.py, eval/stream_speed.py)."
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
+from stream_fixtures import FPS, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.stream import perf  # noqa: E402
-from motionstream.stream.engine import AUTO_QUALITY, StreamConfig, StreamingGenerator, load_stream_model  # noqa: E402
+from motionstream.stream import perf
+from motionstream.stream.engine import AUTO_QUALITY, StreamConfig, StreamingGenerator, load_stream_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
@@ -87,8 +82,6 @@ def test_a_smaller_rung_generates_small_and_returns_frames_of_the_stream_size(pa
     gen = make_gen(parts, quality_ladder=small, quality_scale={"small": 0.5}, quality="small")
     full_grid = make_gen(parts).cache.token_grid
     from stream_fixtures import VIDEO_H, VIDEO_W
-    from tests.test_stream import moving_square
-
     assert (VIDEO_W, VIDEO_H) == (64, 48) and full_grid == (3, 4)
     assert gen.work_size("small") == (32, 32) and gen.cache.token_grid == (2, 2)   # 24 px rounds up to 32
 

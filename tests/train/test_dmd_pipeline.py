@@ -131,7 +131,7 @@ def test_ode_and_dmd_under_torchrun_fsdp_equal_one_process(tmp_path):
     common = ["--config", str(cfg), "--teacher", str(teacher), "--cache", str(cache)]
     flags = ["--threads", "1", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
 
     def run(cmd: list[str]) -> None:

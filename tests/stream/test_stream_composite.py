@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
-from test_stream import moving_square  # noqa: E402
+from stream_fixtures import FPS, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.stream.composite import (chunk_is_still, composite_frames, composite_weight,  # noqa: E402
-                                           latent_gap, video_frame_latents)
-from motionstream.stream.controls import ChunkTracks  # noqa: E402
-from motionstream.tracks.trackset import TrackSet  # noqa: E402
-from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_video_frames, load_stream_model  # noqa: E402
+from motionstream.stream.composite import (chunk_is_still, composite_frames, composite_weight, latent_gap,
+                                           video_frame_latents)
+from motionstream.stream.controls import ChunkTracks
+from motionstream.stream.engine import StreamConfig, StreamingGenerator, chunk_video_frames, load_stream_model
+from motionstream.tracks.trackset import TrackSet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

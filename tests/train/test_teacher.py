@@ -15,7 +15,7 @@ from motionstream.train.teacher import (TeacherTrainConfig, build_teacher, make_
                                         tracks_section)
 from teacher_fixtures import FRAMES, HEIGHT, WIDTH, HashTextEncoder, build_tiny_cache, tiny_config, tiny_vae_folder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

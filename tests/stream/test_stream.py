@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.stream.controls import MotionControls  # noqa: E402
-from motionstream.stream.engine import (StreamConfig, StreamingGenerator, chunk_condition,  # noqa: E402
+from motionstream.stream.controls import MotionControls
+from motionstream.stream.engine import (StreamConfig, StreamingGenerator, chunk_condition,
                                         load_stream_model)
-from motionstream.tracks.trackset import TrackSet  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
@@ -38,15 +35,6 @@ def parts(folders):
 def make_gen(parts, **cfg) -> StreamingGenerator:
     model, param, _, codec = parts
     return StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(**cfg), param, fps=FPS)
-
-
-def moving_square(num_frames: int, start: int = 0) -> TrackSet:
-    """A 3x3 grid of tracks on the bright square of sample_image moving right 1 px per frame."""
-    gx, gy = np.meshgrid([22.0, 28.0, 34.0], [18.0, 24.0, 30.0])
-    base = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-    t = np.arange(start, start + num_frames, dtype=np.float32)[:, None, None]
-    xy = (base[None] + np.concatenate([t, 0 * t], 2)).astype(np.float32)
-    return TrackSet(xy, np.ones(xy.shape[:2], bool), VIDEO_W, VIDEO_H, FPS, ids=np.arange(9) * 37 + 5)
 
 
 # ------------------------------------------------------------------------------------ engine

@@ -1,5 +1,5 @@
 """The studio page in a real browser: Playwright driving Debian's Chromium against a studio server on
-loopback (tiny random model, see tests/test_studio.py). Upload an image, Enter, drag on the canvas,
+loopback (tiny random model, see tests/app/test_studio.py). Upload an image, Enter, drag on the canvas,
 frames change where the drag was, Space pauses, record + download the mp4 and decode it.
 Screenshots of the page with a running stream go to runs/studio-screens/."""
 
@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_studio import STUDIO_H, STUDIO_W, ServerProcess  # noqa: E402
+from test_studio import STUDIO_H, STUDIO_W, ServerProcess
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENS = Path(__file__).resolve().parent.parent / "runs" / "studio-screens"
+SCREENS = Path(__file__).resolve().parents[2] / "runs" / "studio-screens"
 WAIT_MS = 60_000
 
 

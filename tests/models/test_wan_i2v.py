@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from test_dit_checkpoints import original_name as t2v_original_name
+
 from motionstream.models.dit import DiTConfig, MotionCondition, WanDiT
 from motionstream.models.experts import NoiseExperts
 from motionstream.models.wan_checkpoints import (WAN_CHECKPOINTS, WanCheckpoint, load_wan_dit, load_wan_weights,
                                                  wan_state_to_dit)
-from tests.test_dit_checkpoints import original_name as t2v_original_name
 
 HEADS, HEAD_DIM, TEXT_DIM, FFN, FREQ, IMAGE_DIM, LAT = 2, 12, 20, 40, 16, 12, 16
 DIM = HEADS * HEAD_DIM
@@ -358,7 +359,7 @@ def test_readme_names_every_supported_checkpoint():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text[text.index("## Paper scale"):]
     section = section[:section.index("\n## ", 1)]
     named = set(re.findall(r'"(wan2\.[12]-[a-z0-9.-]+)"', section))

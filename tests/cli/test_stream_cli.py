@@ -3,18 +3,15 @@ random model folders: each writes a real mp4 that is read back."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
-from test_stream import moving_square  # noqa: E402
+from stream_fixtures import FPS, VIDEO_H, VIDEO_W, HashTextEncoder, make_model_folders, moving_square, sample_image
 
-from motionstream.cli import main  # noqa: E402
-from motionstream.video import read_image, read_video, write_image, write_video  # noqa: E402
+from motionstream.cli import main
+from motionstream.video import read_image, read_video, write_image, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 

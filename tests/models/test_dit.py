@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
+
 from motionstream.config import load_config, section
 from motionstream.models.conditioning import build_guide
-from motionstream.models.dit import DiTConfig, MotionCondition, WanDiT, build_condition, chunk_attention_mask
+from motionstream.models.dit import DiTConfig, MotionCondition, build_condition, chunk_attention_mask
 from motionstream.models.rope import apply_rope, axis_dims, rope_tables
 from motionstream.models.track_head import TrackHead
 from motionstream.tracks import TrackSet
-from tests.test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
 
 
 def test_presets_build_and_have_wan_sizes():

@@ -3,18 +3,15 @@ cache (context only, never the rolling self-attention cache) and through the str
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stream_fixtures import DIT, FPS, HashTextEncoder, make_model_folders, sample_image  # noqa: E402
+from stream_fixtures import DIT, FPS, HashTextEncoder, make_model_folders, sample_image
+from test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
 
-from motionstream.models.dit import DiTConfig, WanDiT, chunk_attention_mask  # noqa: E402
-from tests.test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg  # noqa: E402
+from motionstream.models.dit import DiTConfig, chunk_attention_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLIP = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=3, num_attention_heads=2, image_size=16,

@@ -4,8 +4,7 @@ import resource
 
 import torch
 
-from motionstream.models.dit import chunk_attention_mask
-from tests.test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
+from test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
 
 
 def small_stream(window_chunks: int):

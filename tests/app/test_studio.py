@@ -1,7 +1,7 @@
 """The studio (motionstream/app): protocol, uploads, slot, and a real server on loopback driven by
 WebSocket clients (one stream + seven queued, fuzzed controls, pause, recording).
 
-The server runs in a subprocess (`python tests/test_studio.py --serve ...`) on a tiny random model
+The server runs in a subprocess (`python tests/app/test_studio.py --serve ...`) on a tiny random model
 saved like shipped weights (tests/stream_fixtures.py): real DiT, VAE and tiny decoder, a hash text
 encoder instead of MiniLM (the text encoder is not under test; loading MiniLM takes ~25 s here)."""
 
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+TESTS = Path(__file__).resolve().parents[1]
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))   # stream_fixtures when this file runs as the --serve script (pytest: pythonpath)
 
 from motionstream.app import protocol  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 STUDIO_W, STUDIO_H = 128, 96          # 16x12 latents, 8x6 tokens per latent frame: ~0.3 s a chunk on one core
 SERVER_START_S = 120
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from motionstream.train.distributed import DistContext
 from teacher_fixtures import build_tiny_cache, tiny_config, tiny_vae_folder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_local_slices_cover_the_global_batch():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 40              # the whole run
 CHECKPOINT_EVERY = 4
 KILL_AFTER = 8          # SIGKILL once a checkpoint at or past this step is on disk

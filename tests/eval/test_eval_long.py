@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_model_fixtures import model_folders, run_without_weights, small_config, wire  # noqa: E402,F401
+from eval_model_fixtures import model_folders, run_without_weights, small_config, wire  # noqa: F401
 
-from motionstream.eval import bench_long  # noqa: E402
-from motionstream.eval.benchmarks import run_benchmark  # noqa: E402
+from motionstream.eval import bench_long
+from motionstream.eval.benchmarks import run_benchmark
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
