@@ -46,7 +46,7 @@ def pass_flops(model, run_pass, queries: int, keys: int, text_len: int) -> float
     return counter.get_total_flops() + attention
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny-cpu")
     parser.add_argument("--cache", default="c3s1w1", help="cXsYwZ: chunk frames, sink chunks, window chunks")
@@ -58,7 +58,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.chunks < MIN_CHUNKS:
         parser.error(f"--chunks must be >= {MIN_CHUNKS} (chunks 8-12 are the early timing window)")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     from tqdm import tqdm
 
     from motionstream.config import load_config, section, video_config
