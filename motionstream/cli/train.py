@@ -44,7 +44,7 @@ def cmd_train_vae(args) -> int:
     if args.gan_start is not None:
         sec.train.gan_start_step = args.gan_start
     if args.lpips_weights and not Path(args.lpips_weights).is_file():
-        raise UserError(f"--lpips-weights: no file at {args.lpips_weights} (an LPIPS-alex .safetensors, see eval.metrics)")
+        raise UserError(f"--lpips-weights: no file at {args.lpips_weights} (an LPIPS-alex .safetensors, see scoring.metrics)")
     res = train_vae(sec, args.run, args.minutes, args.steps, args.init, args.freeze_encoder, video_size=video_size(cfg),
                     lpips_weights=args.lpips_weights)
     print(f"step {res['step']}: held-out PSNR {res['psnr']:.2f} dB, SSIM {res['ssim']:.4f} (log: {Path(args.run) / 'train.log'})")

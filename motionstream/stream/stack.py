@@ -1,6 +1,6 @@
 """Load everything a stream needs from a preset and a model folder, once: the one loaded stack.
 
-Shared by the applications' commands (stream/cli.py), the studio (app/) and the evaluation: the
+Shared by the applications' commands (cli/stream.py), the studio (app/) and the evaluation: the
 model folder ('student' = the preset's `stream.student`, 'teacher', a weights/ name or a path),
 the StreamConfig it runs under (preset + what the folder was distilled for + overrides), the
 codec, the text encoder, the tracks section, and the output frame size checked against the

@@ -1,5 +1,5 @@
 """The teacher's periodic evaluation: track following of the EMA weights on held-out [world] val clips
-(eval.track_following), its held-out flow-matching loss, and GT | sample videos.
+(scoring.track_following), its held-out flow-matching loss, and GT | sample videos.
 
 Sample grids, track subsets and noises are fixed per run (seeded from the stage's seed), so the
 reports of one run are comparable over time.
@@ -53,7 +53,7 @@ class _ZeroNetwork(torch.nn.Module):
 
 
 class TeacherEval:
-    """Track following of the EMA teacher on a few held-out [world] val clips (eval.track_following).
+    """Track following of the EMA teacher on a few held-out [world] val clips (scoring.track_following).
 
     Besides the evaluator's baselines (frozen first frame, forward warp) it scores the "prior paste":
     the decoded prior the output is parameterised around (diffusion/sampling.condition_prior), i.e.
