@@ -56,10 +56,11 @@ def composite_weight(gap: np.ndarray, lo: float, hi: float, size: tuple[int, int
 
 
 def chunk_is_still(chunk: ChunkTracks, tolerance_px: float) -> bool:
-    """True when no track visible at its anchor and on a frame of the chunk lies more than
-    `tolerance_px` (pixels of the chunk's frame) from its anchor, or the chunk has no such track."""
+    """True when no track the video prior follows (ChunkTracks.prior_visibility) lies more than
+    `tolerance_px` (pixels of the chunk's frame) from its anchor on a frame of the chunk, or the
+    chunk has no such track."""
     ts = chunk.tracks
-    visible = chunk.anchor_visible[None, :] & ts.visibility                # [T, N]
+    visible = chunk.prior_visibility                                       # [T, N], as the warp sees them
     if not visible.any():
         return True
     offset = np.linalg.norm(ts.tracks - chunk.anchors[None], axis=-1)      # [T, N] px from the anchor

@@ -19,7 +19,9 @@ samples; after the newest sample (the pointer has not reported yet, or rests) it
 position; before its first sample and after pointer_up it is *unspecified*. Unspecified and
 occluded points are invisible in the chunk's TrackSet, so their Eq. 1 features are zero: exactly
 the "no tracks" input the paper's stochastic mid-frame masking trains for (Sec. 3.1), so a
-released drag lets the model continue the scene instead of snapping content back.
+released drag lets the model continue the scene instead of snapping content back. The video prior
+(the first frame warped along the tracks) would snap it back, having no track there: for the prior
+alone, a released drag holds its content where it was dropped (ChunkTracks.prior_visible).
 
 Anchors (the Wan-Move guide's source, see models/conditioning.build_guide): each track carries the
 pixel position in the *first frame* whose latent it pastes along its path. Pushed TrackSets that
@@ -52,11 +54,20 @@ class ChunkTracks:
     tracks          TrackSet of the chunk's frames (frame 0 = stream frame `start_frame`), ids set
     anchors         float32 [N, 2] pixel (x, y) of each track's content in the first frame
     anchor_visible  bool [N]: False = no anchor (no guide for this track, its Eq. 1 ID still counts)
+    prior_visible   bool [T, N] or None (= tracks.visibility): where the video prior warps along the
+                    track; a released drag is invisible to the model but holds its content here
     """
     tracks: TrackSet
     anchors: np.ndarray
     anchor_visible: np.ndarray
     start_frame: int
+    prior_visible: np.ndarray | None = None
+
+    @property
+    def prior_visibility(self) -> np.ndarray:
+        """bool [T, N]: the tracks the video prior follows on each frame (anchored ones only)."""
+        shown = self.tracks.visibility if self.prior_visible is None else self.prior_visible
+        return shown & self.anchor_visible[None, :]
 
     @property
     def num_tracks(self) -> int:
@@ -166,9 +177,15 @@ class MotionControls:
         offsets = patch_points((0.0, 0.0), radius, spacing)
         points = offsets + np.array([x, y], np.float32)
         anchors = points.copy()
-        inherited = self._inherit_anchors(points)
+        inherited, donors = self._inherit_anchors(points)
         ok = ~np.isnan(inherited[:, 0])
         anchors[ok] = inherited[ok]
+        for key in donors:
+            # a released drag whose content is grabbed again stops holding it in the prior (the new drag
+            # carries it): otherwise the prior would show that content twice
+            up = self._drags[key].up_time
+            if up is not None and up <= t:
+                del self._drags[key]
         drag_id = self._next_drag
         self._next_drag += 1
         self._drags[drag_id] = _Drag(offsets.astype(np.float32), self.new_ids(len(offsets)), anchors.astype(np.float32),
@@ -229,7 +246,7 @@ class MotionControls:
         Marks those frames consumed (older samples and segments are dropped)."""
         stop = start_frame + num_frames
         times = np.arange(start_frame, stop) / self.fps
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]] = []
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]] = []
         segments = [seg for seg in self._pushed if max(seg.start, start_frame) < min(seg.stop, stop)]
         if segments:
             # segments of one source share IDs: one column per ID, each segment fills its own frames
@@ -249,24 +266,29 @@ class MotionControls:
                 anchors[cols], anchor_vis[cols] = seg.anchors, seg.anchor_visible
                 for k, r in zip(cols, seg.ts.role or ["transfer"] * seg.ts.num_tracks):
                     roles[k] = r
-            parts.append((xy, vis, ids.astype(np.int64), anchors, anchor_vis, roles))
+            parts.append((xy, vis, ids.astype(np.int64), anchors, anchor_vis, roles, vis))
         for drag in self._drags.values():
             pointer, held = self._pointer_at(drag, times)
             xy = (pointer[:, None] + drag.offsets[None]).astype(np.float32)
             vis = np.repeat(held[:, None], len(drag.offsets), 1)
-            parts.append((xy, vis, drag.ids, drag.anchors, np.ones(len(drag.ids), bool), [drag.role] * len(drag.ids)))
+            # the prior keeps a released drag's content where it was dropped (the pointer path holds there)
+            grabbed = np.repeat((times >= self._grab_time(drag))[:, None], len(drag.offsets), 1)
+            parts.append((xy, vis, drag.ids, drag.anchors, np.ones(len(drag.ids), bool), [drag.role] * len(drag.ids),
+                          grabbed))
         for points, ids in self._pins:
             xy = np.repeat(points[None], num_frames, 0)
-            parts.append((xy, np.ones(xy.shape[:2], bool), ids, points, np.ones(len(ids), bool), ["static"] * len(ids)))
+            pinned = np.ones(xy.shape[:2], bool)
+            parts.append((xy, pinned, ids, points, np.ones(len(ids), bool), ["static"] * len(ids), pinned))
         self._consume(stop)
         if not parts:
             empty = TrackSet(np.zeros((num_frames, 0, 2), np.float32), np.zeros((num_frames, 0), bool), self.width,
                              self.height, self.fps, np.zeros(0, np.int64), [])
             return ChunkTracks(empty, np.zeros((0, 2), np.float32), np.zeros(0, bool), start_frame)
-        xy, vis, ids, anchors, anchor_vis, roles = zip(*parts)
+        xy, vis, ids, anchors, anchor_vis, roles, prior_vis = zip(*parts)
         ts = TrackSet(np.concatenate(xy, 1), np.concatenate(vis, 1), self.width, self.height, self.fps,
                       np.concatenate(ids), sum(roles, []))
-        return ChunkTracks(ts, np.concatenate(anchors).astype(np.float32), np.concatenate(anchor_vis), start_frame)
+        return ChunkTracks(ts, np.concatenate(anchors).astype(np.float32), np.concatenate(anchor_vis), start_frame,
+                           prior_visible=np.concatenate(prior_vis, 1))
 
     @_locked
     def reanchor(self, frame_xy: dict[int, np.ndarray] | None = None) -> None:
@@ -287,6 +309,10 @@ class MotionControls:
             raise TrackError(f"unknown drag id {drag_id} (active: {self.active_drags})")
         return self._drags[drag_id]
 
+    def _grab_time(self, drag: _Drag) -> float:
+        """Seconds from which the drag counts on frame times (its first sample, to the nearest frame)."""
+        return min(drag.samples)[0] - 0.5 / self.fps
+
     def _pointer_at(self, drag: _Drag, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pointer xy [T, 2], held bool [T]) at frame times: interpolated, held after the newest sample."""
         samples = np.asarray(sorted(drag.samples), np.float64)
@@ -294,7 +320,7 @@ class MotionControls:
         # the newest sample (the pointer rests where it last reported)
         path = np.stack([np.interp(times, samples[:, 0], samples[:, 1]),
                          np.interp(times, samples[:, 0], samples[:, 2])], 1)
-        held = times >= samples[0, 0] - 0.5 / self.fps
+        held = times >= self._grab_time(drag)
         if drag.up_time is not None:
             held &= times < drag.up_time
         return path, held
@@ -309,24 +335,25 @@ class MotionControls:
             known[mine] = seg.anchor_visible[theirs]
         return anchors, known
 
-    def _inherit_anchors(self, points: np.ndarray) -> np.ndarray:
+    def _inherit_anchors(self, points: np.ndarray) -> tuple[np.ndarray, set[int]]:
         """For each new drag point, the anchor of the nearest earlier drag point within REGRAB_RADIUS_PX
-        of where it was released (NaN where none)."""
+        of where it was released (NaN where none); and the ids of the drags those anchors came from."""
         out = np.full(points.shape, np.nan, np.float32)
-        ends, anchors = [], []
-        for drag in self._drags.values():
+        ends, anchors, owners = [], [], []
+        for key, drag in self._drags.items():
             if drag.samples:
                 t, x, y = max(drag.samples)
                 ends.append(drag.offsets + np.array([x, y], np.float32))
                 anchors.append(drag.anchors)
+                owners.append(np.full(len(drag.offsets), key))
         if not ends:
-            return out
-        ends_a, anchors_a = np.concatenate(ends), np.concatenate(anchors)
+            return out, set()
+        ends_a, anchors_a, owners_a = np.concatenate(ends), np.concatenate(anchors), np.concatenate(owners)
         dist = np.linalg.norm(points[:, None] - ends_a[None], axis=2)
         nearest = dist.argmin(1)
         close = dist[np.arange(len(points)), nearest] <= REGRAB_RADIUS_PX
         out[close] = anchors_a[nearest[close]]
-        return out
+        return out, {int(k) for k in owners_a[nearest[close]]}
 
     def _consume(self, stop: int) -> None:
         """Frames before `stop` are done: drop what can no longer matter (keeps memory flat)."""

@@ -216,9 +216,9 @@ def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
     (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
 
-    ts = chunk.tracks
-    return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], chunk.anchor_visible & ts.visibility[j],
-                                num_tracks=ts.num_tracks) for j in range(ts.num_frames)])
+    ts, shown = chunk.tracks, chunk.prior_visibility
+    return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], shown[j], num_tracks=ts.num_tracks)
+                     for j in range(ts.num_frames)])
 
 
 # -------------------------------------------------------------------------------- the engine

@@ -268,6 +268,25 @@ def test_pointer_samples_resampled_onto_chunk_frames():
     assert (ts2.ids == ts.ids).all()                         # the same track keeps its ID across chunks
 
 
+def test_a_released_drag_holds_its_content_in_the_prior_until_grabbed_again():
+    """After pointer_up the drag's points are unspecified for the model (zero features) but the video
+    prior keeps them where they were dropped; a new grab there takes the content over (one copy)."""
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS, seed=1)
+    d = c.pointer_down(0.0, 10.0, 20.0, radius=0)
+    c.pointer_move(d, 0.5, 30.0, 20.0)
+    c.pointer_up(d, 0.6)                                     # released at frame 10 (0.6 s x 16 fps = 9.6)
+    before = c.chunk_tracks(0, 9)
+    np.testing.assert_array_equal(before.prior_visibility, before.tracks.visibility)
+    after = c.chunk_tracks(9, 12)
+    assert not after.tracks.visibility[2:, 0].any()          # frames 11.. : unspecified for the model
+    assert after.prior_visibility[:, 0].all()                # ... held for the prior
+    np.testing.assert_allclose(after.tracks.tracks[-1, 0], [30.0, 20.0])
+    c.pointer_down(1.5, 30.0, 20.0, radius=0)               # grab the dropped content again
+    regrabbed = c.chunk_tracks(21, 12)
+    assert regrabbed.num_tracks == 1                         # the released drag no longer holds a copy
+    np.testing.assert_allclose(regrabbed.anchors[0], [10.0, 20.0])
+
+
 def test_several_drags_pins_paths_and_regrab():
     c = MotionControls(VIDEO_W, VIDEO_H, FPS, seed=3)
     a = c.pointer_down(0.0, 10, 10, radius=8)

@@ -111,3 +111,21 @@ def test_a_still_stream_shows_the_image_itself(video_prior_parts):
     moving, _ = stream(video_prior_parts, [0.0, 1e-9], still_px=0.5)
     plain, _ = stream(video_prior_parts, [0.0, 1e-9])
     assert np.array_equal(moving, plain)
+
+
+def test_dropped_content_stays_where_the_drag_released_it(video_prior_parts):
+    """A drag moves the bright square right, then is released: the frames after the release keep the
+    square where it was dropped (the prior holds it), they do not snap back to the image."""
+    model, param, codec = video_prior_parts
+    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(composite=[1e6, 2e6], still_px=0.5),
+                             param, fps=FPS)
+    image = sample_image()
+    gen.start(image, "a bright square")
+    drag = gen.controls.pointer_down(t=0.0, x=28, y=24)
+    gen.push([(0.5, 40, 24)], drag_id=drag)                # 12 px to the right by frame 8
+    gen.controls.pointer_up(drag, t=0.6)
+    frames = np.concatenate([gen.next_chunk() for _ in range(3)])
+    gen.close()
+    last = frames[-1].astype(int)
+    assert np.abs(last - image).mean() > 1.0                # not the image again
+    assert last[24, 40].mean() > last[24, 22].mean() + 50   # the square's content sits at the drop point
