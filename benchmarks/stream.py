@@ -3,7 +3,8 @@ normalised by the machine's measured matmul peak. Everything in one command (abo
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/stream.py --chunks 60 --long-chunks 0 --busy --without-composite
 
-(--long-chunks 1010 adds the 1000-chunk flat-cost / flat-memory check; --teacher the offline teacher.)
+(--long-chunks 1010 adds the 1000-chunk flat-cost / flat-memory check; --teacher the offline teacher;
+--int8 the pipeline with stream.int8 against the preset, alternating.)
 
 Uses weights/student-tiny-cpu when it exists, else a randomly initialised WanDiT of the preset's
 `dit` size (speed does not depend on the weights; the output says which). Likewise the codec
@@ -21,6 +22,9 @@ Prints, from one run:
     (DiT passes, the video prior's VAE encode, the decode; torch.utils.flop_counter), fps per GFLOP/s
     of peak, utilisation overall and in the DiT passes, against issue 21's targets;
   - with --busy: the pipeline again beside one busy process, as a ratio of the idle fps;
+  - with --int8: the pipeline with stream.int8 (int8 dynamic quantisation of the DiT blocks' Linear
+    layers) toggled, in INT8_ROUNDS alternating rounds against the preset (the cores are shared):
+    fps of each round, the ratio of medians, and the DiT seconds per chunk both ways (serial);
   - a long generation-only stream to --long-chunks: median time of chunks 10-29 vs the last 20,
     RSS at chunk 10 vs the end, peak RSS (ru_maxrss);
   - with --teacher: the offline teacher's fps on a clip of the same length as the first 3 chunks
@@ -104,6 +108,7 @@ def grid_tracks(width: int, height: int, fps: float, num_frames: int, count: int
 
 
 PROMPT = "a calm lake at sunrise, gentle camera drift"
+INT8_ROUNDS = 3              # --int8: preset / int8 pipeline pairs, alternating (load drifts on shared cores)
 SERIAL_CHUNKS = 12           # serial split: medians over the chunks after the warm-up
 LONG_EARLY = slice(10, 30)   # long stream: chunks compared against the last LONG_LATE
 LONG_LATE = 20
@@ -122,6 +127,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--without-composite", action="store_true", help="also run the pipeline with the prior "
                     "composite off (stream.composite = []) and print the preset's fps / that fps (issue 19: the "
                     "composite may cost at most 10 %%)")
+    ap.add_argument("--int8", action="store_true", help="also run the pipeline with stream.int8 toggled, "
+                    f"alternating {INT8_ROUNDS} rounds with the preset, and print the ratio of median fps")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
     return ap.parse_args()
@@ -234,6 +241,30 @@ def report_without_composite(st: Setup, chunks: int, preset_fps: float) -> None:
     print(f"          with the composite: {preset_fps / plain.fps:.2f}x the fps without it (issue 19: >= 0.9)")
 
 
+def report_int8(st: Setup, chunks: int) -> None:
+    """The pipeline with stream.int8 toggled against the preset, alternating rounds; then the DiT
+    seconds per chunk of each (time_serial), so the gain is seen where it happens."""
+    from dataclasses import replace
+
+    preset = st.gen.config
+    variant = replace(preset, int8=not preset.int8)
+    fps: dict[bool, list[float]] = {False: [], True: []}
+    dit: dict[bool, float] = {}
+    try:
+        for r in range(INT8_ROUNDS):
+            for config in (preset, variant):
+                st.gen.config = config
+                fps[config.int8].append(report_pipeline(st, chunks, label=f"int8 {'on' if config.int8 else 'off'}").fps)
+        for config in (preset, variant):
+            st.gen.config = config
+            dit[config.int8] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS).median("dit_s")
+    finally:
+        st.gen.config = preset
+    on, off = np.median(fps[True]), np.median(fps[False])
+    print(f"int8      pipeline fps int8 on {on:.2f} vs off {off:.2f} (medians of {INT8_ROUNDS} alternating rounds): "
+          f"{on / off:.2f}x; DiT passes {dit[True]:.3f} vs {dit[False]:.3f} s/chunk: {dit[False] / dit[True]:.2f}x")
+
+
 def busy_loop() -> None:
     """One busy process: a pure-Python loop, forever (terminated by the parent)."""
     x = 0
@@ -278,6 +309,8 @@ def main() -> None:
         report_busy(st, args.chunks, pipeline.fps)
     if args.without_composite:
         report_without_composite(st, args.chunks, pipeline.fps)
+    if args.int8:
+        report_int8(st, args.chunks)
     if args.long_chunks > LONG_EARLY.stop:
         report_long(st, args.long_chunks)
     st.gen.close()

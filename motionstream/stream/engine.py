@@ -48,7 +48,9 @@ TeacherParam, "student": StudentConfig} + model.safetensors. The output paramete
 from __future__ import annotations
 
 import concurrent.futures as futures
+import copy
 import threading
+import warnings
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -122,9 +124,15 @@ class StreamConfig:
     # with the composite on, a chunk whose tracks all stay within this many px of their anchors shows
     # the warp alone, i.e. the still image (stream/composite.py chunk_is_still); < 0 = never
     still_px: float = -1.0
+    # int8 dynamic quantisation (torch.ao quantize_dynamic) of the Linear layers in the DiT's blocks:
+    # int8 weights, activations quantised per call, fp32 in and out; attention, norms, embeddings and
+    # the head stay fp32 (`int8_dit`). CPU only. Measured in benchmarks/stream_levers.py
+    int8: bool = False
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
+        if not isinstance(self.int8, bool):
+            raise ValueError(f"stream.int8 must be true or false, got {self.int8!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
         if self.decoder not in ("tiny", "full"):
@@ -238,7 +246,8 @@ class StreamingGenerator:
         if getattr(model.cfg, "image_dim", 0) and image_encoder is None:
             raise ValueError("this DiT has the CLIP image branch (dit.image_dim > 0): pass an image_encoder")
         self.image_encoder = image_encoder
-        self.model = model.eval()
+        self.fp32_model = model.eval()
+        self._int8_model: torch.nn.Module | None = None
         self.codec = codec.eval()
         self.text_encoder = text_encoder
         self.config = config or StreamConfig()
@@ -252,6 +261,17 @@ class StreamingGenerator:
         self.quality = self.config.quality
         self.last_decode_s = 0.0
         self.pending_quality = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The DiT the stream runs: the given weights, or with stream.int8 their int8 copy (`int8_dit`,
+        built on first use). The sampler takes it at start(), so a changed `config.int8` applies from
+        the next start."""
+        if not self.config.int8:
+            return self.fp32_model
+        if self._int8_model is None:
+            self._int8_model = int8_dit(self.fp32_model)
+        return self._int8_model
 
     # ------------------------------------------------------------------ lifecycle
     @torch.inference_mode()
@@ -538,6 +558,23 @@ def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, d
     weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
     name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
     return load_dit_folder(name)
+
+
+def int8_dit(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of WanDiT `model` (CPU, eval) whose blocks' nn.Linear layers (self- and cross-attention
+    q / k / v / o, the FFN) are int8 dynamic-quantised: weights int8 per tensor, activations quantised
+    per call, inputs and outputs fp32, so the KV cache stays fp32. The attention itself, the norms,
+    the patch / text / time embeddings and the head stay fp32. `model` itself is not changed."""
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("stream.int8 (dynamic quantisation) runs on the CPU only")
+    quantised = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        # torch.ao.quantization and its quantized tensors warn that they move to torchao; they work here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantised.blocks = torch.ao.quantization.quantize_dynamic(quantised.blocks, {torch.nn.Linear},
+                                                                 dtype=torch.qint8, inplace=True)
+    return quantised
 
 
 def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, **overrides: Any) -> StreamConfig:

@@ -3,6 +3,7 @@ and the machine-normalised measurements (stream/perf.py, eval/stream_speed.py)."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,3 +134,46 @@ def test_matmul_peak_is_positive_and_keeps_the_thread_count():
     threads = torch.get_num_threads()
     assert perf.matmul_peak_gflops(sizes=(64,), repeats=1, threads=1) > 0
     assert torch.get_num_threads() == threads
+
+
+# ------------------------------------------------------------------------------ int8 (stream.int8)
+def streamed_latents(parts, prompt: str = "a red square", chunks: int = 2, **cfg) -> tuple[StreamingGenerator, torch.Tensor]:
+    """The generator and its first `chunks` chunks of latents [1, C_lat, chunks * C, h, w] with a moving square."""
+    gen = make_gen(parts, **cfg)
+    gen.start(sample_image(), prompt)
+    gen.push(moving_square(60), start_frame=0)
+    return gen, torch.cat([gen.generate_latents() for _ in range(chunks)], 2)
+
+
+def test_int8_streams_close_to_fp32_and_leaves_the_weights_alone(parts):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    fp32_gen, fp32 = streamed_latents(parts)
+    int8_gen, int8 = streamed_latents(parts, int8=True)
+    _, other_prompt = streamed_latents(parts, prompt="a blue sky")
+    assert fp32_gen.model is parts[0] and isinstance(fp32_gen.model.blocks[0].ffn[0], torch.nn.Linear)
+    assert isinstance(int8_gen.model.blocks[0].ffn[0], DynamicInt8Linear)
+    assert type(parts[0].blocks[0].ffn[0]) is torch.nn.Linear           # the shared fp32 model is untouched
+    assert int8.shape == fp32.shape and int8.dtype == torch.float32
+    assert torch.isfinite(int8).all()
+    quant_error = (int8 - fp32).abs().max().item()
+    prompt_effect = (other_prompt - fp32).abs().max().item()
+    assert 0 < quant_error < 0.02 * fp32.abs().max().item()             # quantised, but a small change of the latents,
+    assert quant_error < 0.5 * prompt_effect                            # smaller than what another prompt changes
+    frames = int8_gen.decode_now(int8[:, :, :3])
+    assert frames.shape == (9, *sample_image().shape) and frames.dtype == np.uint8
+
+
+def test_int8_follows_the_config_at_start(parts):
+    gen = make_gen(parts)
+    assert gen.model is parts[0]
+    gen.config = StreamConfig(int8=True, quality_ladder=dict(LADDER))
+    gen.start(sample_image(), "a red square")
+    assert gen.model is not parts[0] and gen.sampler.model is gen.model
+    assert gen.model is gen.model                                       # built once
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_int8_setting_is_validated(value):
+    with pytest.raises(ValueError, match="stream.int8"):
+        StreamConfig(int8=value)
