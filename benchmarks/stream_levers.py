@@ -45,14 +45,24 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         composite it cost 0.4-0.5 dB on real clips).
     2 torch threads beside one busy process: 1 / 2 / 3 threads 4.87 / 7.05 / 7.25 fps (3 is within
         noise).
+  MEASURED, OPT-IN (stream.int8, off in tiny-cpu; proposed as a default or ladder rung)
+    int8 dynamic quantisation of the Linear layers of the DiT blocks (stream/engine.py int8_dit;
+        attention, norms, embeddings and head fp32): 1.38x on the pass here (133 -> 96 ms; its output, the
+        blocks' hidden states before the head, moves by up to 2.0). In the stream the latents (RMS 0.95)
+        move by at most 0.09 over 3 chunks. `benchmarks/stream.py --int8` (2-step, fused, 2 threads, 3
+        alternating rounds, two runs): pipeline 1.10x / 1.17x fps (--chunks 15: 22.36 vs 20.35 fps, load
+        2.3 -> 4.2, peak 161 GFLOP/s; --chunks 30: 22.77 vs 19.43 fps, load 3.6 -> 5.4, peak 92 GFLOP/s),
+        latency p50 0.71-0.77 vs 0.75-0.84 s, DiT passes 1.41x / 1.36x (0.188 vs 0.266, 0.192 vs 0.262
+        s/chunk); the prior encode and the decode (over half the chunk's FLOPs) do not change. Quality, same seeds, one worktree run each, `eval transfer --quick` / `eval drag --quick
+        --clips 4` with and without `--set stream.int8=true`: student PSNR world / media / fast 14.532 /
+        21.200 / 22.442 vs 14.532 / 21.201 / 22.444 (all student rows within 0.003 dB), EPE 2.283 / 0.431 /
+        0.757 vs 2.275 / 0.427 / 0.768; drag changed / object / frame PSNR 16.044 / 18.491 / 20.462 vs
+        16.043 / 18.490 / 20.462, object EPE 5.48 vs 5.43 (reliable 3.10 vs 3.03).
   NOT KEPT
     torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass
         is matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and
         write flag (hit the limit of 8) and took 94-361 s to compile on this machine: not worth a studio
         start.
-    int8 dynamic quantisation of the Linear layers: 1.38x on the pass (133 -> 96 ms) but the output
-        moves by up to 2.0 (max |diff|; latents have unit scale): not kept without a quality run and a
-        calibrated scheme.
     ONNX Runtime 1.31.1 (CPU provider, same threads, pass exported with the TorchScript exporter): 0.85x
         (164 -> 193 ms).
     channels_last(_3d) codec weights: 1.04x / 0.99x per frame in two runs (noise).

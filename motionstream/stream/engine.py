@@ -50,8 +50,8 @@ from __future__ import annotations
 import concurrent.futures as futures
 import copy
 import threading
-import warnings
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
