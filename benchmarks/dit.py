@@ -56,6 +56,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    try:
+        parse_cache_name(args.cache)
+    except ValueError as err:
+        parser.error(str(err))
     if args.chunks < MIN_CHUNKS:
         parser.error(f"--chunks must be >= {MIN_CHUNKS} (chunks 8-12 are the early timing window)")
     return args

@@ -153,7 +153,8 @@ def register_teacher(train: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", type=int, default=None, choices=[1, 2], help="2 = mid-frame masking fine-tune")
     p.add_argument("--no-eval", action="store_true", help="skip the periodic track-following report")
     p.add_argument("--no-build-cache", action="store_true", help="do not start the background cache builder")
-    p.add_argument("--cache-wait-minutes", type=float, default=30.0)
+    p.add_argument("--cache-wait-minutes", type=float, default=30.0,
+                   help="how long to wait for the background builder's first cache clips (default 30)")
     p.set_defaults(func=cmd_train_teacher)
 
     c = train.add_parser("teacher-cache", help="render + encode world train clips for teacher training",

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from motionstream.config import section, video_config
-from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
+from motionstream.eval.benchmarks import (BenchmarkContext, Table, benchmark, missing_weights,
                                           require_module)
 from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder

@@ -22,7 +22,7 @@ the student's fps per GFLOP/s of it and its DiT utilisation (stream/perf.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib

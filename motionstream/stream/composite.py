@@ -16,9 +16,9 @@ The weight is read from the latents, so the blend costs no second decode. `lo` /
 card); an empty setting shows the decoded latents alone (the paper's output).
 
 A still chunk (`chunk_is_still`: no visible track leaves its anchor by more than
-`stream.still_px`, or no track at all, as in the studio before the first drag) is shown as the
-warp alone, which is then the image itself: nothing the user asked for moves, and the decoded
-latents would only add the codec's blur and block pattern to a picture that should stay intact.
+`stream.still_px`, or no track at all, as in the studio before the first drag) shows the image
+itself: nothing the user asked for moves, and the decoded latents would only add the codec's blur
+and block pattern to a picture that should stay intact.
 """
 
 from __future__ import annotations
@@ -57,12 +57,14 @@ def composite_weight(gap: np.ndarray, lo: float, hi: float, size: tuple[int, int
 
 def chunk_is_still(chunk: ChunkTracks, tolerance_px: float) -> bool:
     """True when no track the video prior follows (ChunkTracks.prior_visibility) lies more than
-    `tolerance_px` (pixels of the chunk's frame) from its anchor on a frame of the chunk, or the
-    chunk has no such track."""
+    `tolerance_px` (pixels of the chunk's frame) from its anchor on a frame of the chunk, and at
+    least one is visible; or the chunk has no track at all."""
     ts = chunk.tracks
-    visible = chunk.prior_visibility                                       # [T, N], as the warp sees them
-    if not visible.any():
+    if ts.num_tracks == 0:
         return True
+    visible = chunk.prior_visibility                                       # [T, N], as the warp sees them
+    if not visible.any():                # tracks that exist but are all hidden: the model decides
+        return False
     offset = np.linalg.norm(ts.tracks - chunk.anchors[None], axis=-1)      # [T, N] px from the anchor
     return bool((offset[visible] <= tolerance_px).all())
 

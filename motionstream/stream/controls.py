@@ -96,6 +96,13 @@ class _Drag:
     samples: list[tuple[float, float, float]] = field(default_factory=list)
     up_time: float | None = None
     role: str = "drag"
+    # float64 [P]: stream time from which a later grab carries each point's content (inf = never); until
+    # then a released point holds its content in the video prior where it was dropped
+    handover: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.handover is None:
+            self.handover = np.full(len(self.offsets), np.inf)
 
 
 def _locked(method):
@@ -180,12 +187,11 @@ class MotionControls:
         inherited, donors = self._inherit_anchors(points)
         ok = ~np.isnan(inherited[:, 0])
         anchors[ok] = inherited[ok]
-        for key in donors:
-            # a released drag whose content is grabbed again stops holding it in the prior (the new drag
-            # carries it): otherwise the prior would show that content twice
-            up = self._drags[key].up_time
-            if up is not None and up <= t:
-                del self._drags[key]
+        for key, taken in donors.items():
+            # the points whose content the new grab carries stop holding it from t on (in the prior a
+            # released point holds its content until then): otherwise the prior would show it twice
+            donor = self._drags[key]
+            donor.handover[taken] = np.minimum(donor.handover[taken], float(t))
         drag_id = self._next_drag
         self._next_drag += 1
         self._drags[drag_id] = _Drag(offsets.astype(np.float32), self.new_ids(len(offsets)), anchors.astype(np.float32),
@@ -271,8 +277,10 @@ class MotionControls:
             pointer, held = self._pointer_at(drag, times)
             xy = (pointer[:, None] + drag.offsets[None]).astype(np.float32)
             vis = np.repeat(held[:, None], len(drag.offsets), 1)
-            # the prior keeps a released drag's content where it was dropped (the pointer path holds there)
-            grabbed = np.repeat((times >= self._grab_time(drag))[:, None], len(drag.offsets), 1)
+            # the prior keeps a released drag's content where it was dropped (the pointer path holds
+            # there) until a later grab carries it on (drag.handover)
+            released = np.zeros_like(held) if drag.up_time is None else times >= drag.up_time
+            grabbed = vis | (released[:, None] & (times[:, None] < drag.handover[None, :]))
             parts.append((xy, vis, drag.ids, drag.anchors, np.ones(len(drag.ids), bool), [drag.role] * len(drag.ids),
                           grabbed))
         for points, ids in self._pins:
@@ -335,25 +343,30 @@ class MotionControls:
             known[mine] = seg.anchor_visible[theirs]
         return anchors, known
 
-    def _inherit_anchors(self, points: np.ndarray) -> tuple[np.ndarray, set[int]]:
+    def _inherit_anchors(self, points: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """For each new drag point, the anchor of the nearest earlier drag point within REGRAB_RADIUS_PX
-        of where it was released (NaN where none); and the ids of the drags those anchors came from."""
+        of where it was released (NaN where none), among the points whose content no later grab has
+        taken; and, per donor drag, the indices of its points taken."""
         out = np.full(points.shape, np.nan, np.float32)
-        ends, anchors, owners = [], [], []
+        ends, anchors, owners, index = [], [], [], []
         for key, drag in self._drags.items():
-            if drag.samples:
+            free = np.isinf(drag.handover)
+            if drag.samples and free.any():
                 t, x, y = max(drag.samples)
-                ends.append(drag.offsets + np.array([x, y], np.float32))
-                anchors.append(drag.anchors)
-                owners.append(np.full(len(drag.offsets), key))
+                ends.append((drag.offsets + np.array([x, y], np.float32))[free])
+                anchors.append(drag.anchors[free])
+                owners.append(np.full(int(free.sum()), key))
+                index.append(np.flatnonzero(free))
         if not ends:
-            return out, set()
-        ends_a, anchors_a, owners_a = np.concatenate(ends), np.concatenate(anchors), np.concatenate(owners)
+            return out, {}
+        ends_a, anchors_a = np.concatenate(ends), np.concatenate(anchors)
+        owners_a, index_a = np.concatenate(owners), np.concatenate(index)
         dist = np.linalg.norm(points[:, None] - ends_a[None], axis=2)
         nearest = dist.argmin(1)
         close = dist[np.arange(len(points)), nearest] <= REGRAB_RADIUS_PX
         out[close] = anchors_a[nearest[close]]
-        return out, {int(k) for k in owners_a[nearest[close]]}
+        taken = nearest[close]
+        return out, {int(k): index_a[taken[owners_a[taken] == k]] for k in np.unique(owners_a[taken])}
 
     def _consume(self, stop: int) -> None:
         """Frames before `stop` are done: drop what can no longer matter (keeps memory flat)."""
@@ -361,19 +374,27 @@ class MotionControls:
         self._pushed = [s for s in self._pushed if s.stop > stop]
         now = stop / self.fps
         for key in [k for k, d in self._drags.items() if d.up_time is not None and d.up_time <= now]:
-            # released drags stay as anchor donors until the next grab; keep only their final sample
+            # a released drag holds its content in the prior and donates anchors to a re-grab: only its
+            # final sample still matters; once every point is carried on by later grabs it is done
             drag = self._drags[key]
             drag.samples = [max(drag.samples)]
+            if (drag.handover <= now).all():
+                del self._drags[key]
         for drag in self._drags.values():
             if drag.up_time is None and len(drag.samples) > 2:
                 # keep the newest sample at or before `now` and everything after it
                 samples = sorted(drag.samples)
                 older = [s for s in samples if s[0] <= now]
                 drag.samples = older[-1:] + [s for s in samples if s[0] > now]
-        # released drags: keep a bounded number as anchor donors
-        released = [k for k, d in self._drags.items() if d.up_time is not None and d.up_time <= now]
-        for key in released[:-MAX_RELEASED_DRAGS]:
+        # released drags: the oldest are forgotten (their content returns to the first frame in the prior)
+        # once more than MAX_HELD_POINTS points are held
+        released = sorted((d.up_time, k) for k, d in self._drags.items() if d.up_time is not None and d.up_time <= now)
+        held = sum(len(self._drags[k].offsets) for _, k in released)
+        for _, key in released:
+            if held <= MAX_HELD_POINTS:
+                break
+            held -= len(self._drags[key].offsets)
             del self._drags[key]
 
 
-MAX_RELEASED_DRAGS = 16   # released drags kept as anchor donors for re-grabs (bounds memory)
+MAX_HELD_POINTS = 2500    # released drag points held in the prior (bounds memory and warp cost; tiny-cpu's max_tracks)

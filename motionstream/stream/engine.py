@@ -67,7 +67,6 @@ from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_s
 from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
 from motionstream.models.kv_cache import KVCache
-from motionstream.models.rope import apply_rope
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
@@ -439,6 +438,7 @@ class StreamingGenerator:
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
+        still = self.config.still_px >= 0 and chunk_is_still(chunk, self.config.still_px)  # stream pixels
         if (self.work_width, self.work_height) != (self.width, self.height):
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
         prior, warp = None, None
@@ -460,8 +460,8 @@ class StreamingGenerator:
             lo, hi = self.config.composite
             weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
                                       self.temporal_factor, first_chunk=self.chunk_index == 0)
-            if chunk_is_still(chunk, self.config.still_px):
-                weight[:] = 0.0
+            if still:                    # the image itself, not a resampled warp within still_px of it
+                warp, weight = np.repeat(self.prior_image[None], len(warp), 0), np.zeros_like(weight)
             self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0

@@ -281,10 +281,46 @@ def test_a_released_drag_holds_its_content_in_the_prior_until_grabbed_again():
     assert not after.tracks.visibility[2:, 0].any()          # frames 11.. : unspecified for the model
     assert after.prior_visibility[:, 0].all()                # ... held for the prior
     np.testing.assert_allclose(after.tracks.tracks[-1, 0], [30.0, 20.0])
-    c.pointer_down(1.5, 30.0, 20.0, radius=0)               # grab the dropped content again
-    regrabbed = c.chunk_tracks(21, 12)
-    assert regrabbed.num_tracks == 1                         # the released drag no longer holds a copy
-    np.testing.assert_allclose(regrabbed.anchors[0], [10.0, 20.0])
+    c.pointer_down(1.5, 30.0, 20.0, radius=0)               # grab the dropped content again at frame 24
+    handover = c.chunk_tracks(21, 12)                        # frames 21..32: old hold until 24, then the new grab
+    old, new = handover.tracks.ids == after.tracks.ids[0], handover.tracks.ids != after.tracks.ids[0]
+    assert handover.prior_visibility[:3, old].all() and not handover.prior_visibility[3:, old].any()
+    assert not handover.prior_visibility[:3, new].any() and handover.prior_visibility[3:, new].all()
+    np.testing.assert_allclose(handover.anchors[new][0], [10.0, 20.0])   # it carries the same content
+    assert c.chunk_tracks(33, 12).num_tracks == 1            # the handed-over drag is gone
+
+
+def test_many_released_drags_all_hold_their_content():
+    """Released drags are forgotten by held points (MAX_HELD_POINTS), not by count: 40 one-point drags
+    dropped at different places all stay held."""
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS, seed=4)
+    for k in range(40):
+        d = c.pointer_down(0.0, 2.0 + k, 10.0, radius=0)
+        c.pointer_move(d, 0.25, 2.0 + k, 30.0)
+        c.pointer_up(d, 0.3)
+    c.chunk_tracks(0, 9)
+    later = c.chunk_tracks(9, 12)
+    assert later.num_tracks == 40 and later.prior_visibility.all() and not later.tracks.visibility.any()
+
+
+def test_release_and_regrab_within_one_chunk_keep_the_motion():
+    """Release and grab again before the engine has taken those frames: the first drag's motion up to its
+    release stays (model and prior), the prior holds until the new grab, then the new drag carries on."""
+    c = MotionControls(VIDEO_W, VIDEO_H, FPS, seed=2)
+    d = c.pointer_down(0.0, 10.0, 20.0, radius=0)
+    c.pointer_move(d, 1.0, 30.0, 20.0)
+    c.chunk_tracks(0, 9)                                     # the engine has taken frames 0..8
+    c.pointer_up(d, 1.0)                                     # frame 16
+    d2 = c.pointer_down(1.125, 30.0, 20.0, radius=0)         # frame 18, same chunk
+    c.pointer_move(d2, 1.5, 40.0, 20.0)
+    first_id = c._drags[d].ids[0]
+    ch = c.chunk_tracks(9, 12)                               # frames 9..20
+    first = ch.tracks.ids == first_id
+    assert first.sum() == 1                                  # the first drag is still there for these frames
+    assert ch.tracks.visibility[:7, first].all() and not ch.tracks.visibility[7:, first].any()
+    assert ch.prior_visibility[:9, first].all() and not ch.prior_visibility[9:, first].any()
+    np.testing.assert_allclose(ch.tracks.tracks[16 - 9, first], [[30.0, 20.0]])
+    np.testing.assert_allclose(ch.anchors[~first], [[10.0, 20.0]])      # the new grab carries that content
 
 
 def test_several_drags_pins_paths_and_regrab():

@@ -94,7 +94,9 @@ def test_a_chunk_is_still_when_no_visible_track_leaves_its_anchor():
     hidden = np.ones((3, 2), bool)
     hidden[2, 1] = False                                  # ... while hidden there: nothing visible moves
     assert chunk_is_still(_chunk(offsets, hidden), tolerance_px=0.5)
-    assert chunk_is_still(_chunk(offsets, np.zeros((3, 2), bool)), tolerance_px=0.5)
+    assert not chunk_is_still(_chunk(offsets, np.zeros((3, 2), bool)), tolerance_px=0.5)  # all hidden: not still
+    empty = TrackSet(np.zeros((3, 0, 2), np.float32), np.zeros((3, 0), bool), 64, 48, FPS, ids=np.zeros(0, np.int64))
+    assert chunk_is_still(ChunkTracks(empty, np.zeros((0, 2), np.float32), np.zeros(0, bool), 0), tolerance_px=0.5)
 
 
 def test_a_still_stream_shows_the_image_itself(video_prior_parts):
