@@ -62,7 +62,8 @@ class StreamStack:
     def label(self) -> str:
         """Which weights run, as clients may see it: kind, folder name (never its path), cache shape."""
         note = " (teacher weights run as a causal few-step stream: not distilled)" if self.is_teacher else ""
-        return f"{self.meta.get('kind')} {self.folder.name} {self.stream_cfg.name}{note}"
+        precision = " int8" if self.stream_cfg.int8 else ""
+        return f"{self.meta.get('kind')} {self.folder.name} {self.stream_cfg.name}{precision}{note}"
 
     def describe(self) -> dict[str, Any]:
         """The model as the studio's status and hello messages report it."""
