@@ -566,7 +566,7 @@ def int8_dit(model: torch.nn.Module) -> torch.nn.Module:
     per call, inputs and outputs fp32, so the KV cache stays fp32. The attention itself, the norms,
     the patch / text / time embeddings and the head stay fp32. `model` itself is not changed."""
     if next(model.parameters()).device.type != "cpu":
-        raise ValueError("stream.int8 (dynamic quantisation) runs on the CPU only: pass --set stream.int8=false on a GPU")
+        raise ValueError("stream.int8 (dynamic quantisation) runs on the CPU only: set stream.int8: false in the preset (--config) for a GPU")
     quantised = copy.deepcopy(model).eval()
     with warnings.catch_warnings():
         # torch.ao.quantization and its quantized tensors warn that they move to torchao; they work here
