@@ -317,10 +317,6 @@ class MotionControls:
             raise TrackError(f"unknown drag id {drag_id} (active: {self.active_drags})")
         return self._drags[drag_id]
 
-    def _grab_time(self, drag: _Drag) -> float:
-        """Seconds from which the drag counts on frame times (its first sample, to the nearest frame)."""
-        return min(drag.samples)[0] - 0.5 / self.fps
-
     def _pointer_at(self, drag: _Drag, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pointer xy [T, 2], held bool [T]) at frame times: interpolated, held after the newest sample."""
         samples = np.asarray(sorted(drag.samples), np.float64)
@@ -328,7 +324,7 @@ class MotionControls:
         # the newest sample (the pointer rests where it last reported)
         path = np.stack([np.interp(times, samples[:, 0], samples[:, 1]),
                          np.interp(times, samples[:, 0], samples[:, 2])], 1)
-        held = times >= self._grab_time(drag)
+        held = times >= samples[0, 0] - 0.5 / self.fps
         if drag.up_time is not None:
             held &= times < drag.up_time
         return path, held

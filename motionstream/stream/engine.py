@@ -120,8 +120,8 @@ class StreamConfig:
     # [lo, hi] latent RMS gap: show the warp's pixels where the student keeps its "video" prior
     # (stream/composite.py); [] = the decoded latents alone
     composite: list[float] = field(default_factory=list)
-    # with the composite on, a chunk whose tracks all stay within this many px of their anchors shows
-    # the warp alone, i.e. the still image (stream/composite.py chunk_is_still); < 0 = never
+    # with the composite on, a chunk whose tracks all stay within this many px of their anchors (or that
+    # has none) shows the image itself (stream/composite.py chunk_is_still); < 0 = never
     still_px: float = -1.0
     # int8 dynamic quantisation (torch.ao quantize_dynamic) of the Linear layers in the DiT's blocks:
     # int8 weights, activations quantised per call, fp32 in and out; attention, norms, embeddings and
@@ -438,7 +438,8 @@ class StreamingGenerator:
         c = self.config.chunk_frames
         latent_start = self.chunk_index * c
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
-        still = self.config.still_px >= 0 and chunk_is_still(chunk, self.config.still_px)  # stream pixels
+        still = (bool(self.config.composite) and self.config.still_px >= 0      # judged in the stream's pixels
+                 and chunk_is_still(chunk, self.config.still_px))
         if (self.work_width, self.work_height) != (self.width, self.height):
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
         prior, warp = None, None
