@@ -4,7 +4,8 @@ normalised by the machine's measured matmul peak. Everything in one command (abo
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/stream.py --chunks 60 --long-chunks 0 --busy --without-composite
 
 (--long-chunks 1010 adds the 1000-chunk flat-cost / flat-memory check; --teacher the offline teacher;
---int8 the pipeline with stream.int8 against the preset, alternating.)
+--int8 the pipeline with stream.int8 against the preset, alternating; --against stream.KEY=VALUE any
+other stream setting, the same way.)
 
 Uses weights/student-tiny-cpu when it exists, else a randomly initialised WanDiT of the preset's
 `dit` size (speed does not depend on the weights; the output says which). Likewise the codec
@@ -23,8 +24,9 @@ Prints, from one run:
     of peak, utilisation overall and in the DiT passes, against issue 21's targets;
   - with --busy: the pipeline again beside one busy process, as a ratio of the idle fps;
   - with --int8: the pipeline with stream.int8 (int8 dynamic quantisation of the DiT blocks' Linear
-    layers) toggled, in INT8_ROUNDS alternating rounds against the preset (the cores are shared):
-    fps of each round, the ratio of medians, and the DiT seconds per chunk both ways (serial);
+    layers) toggled, in ROUNDS alternating rounds against the preset (the cores are shared):
+    fps of each round, the ratio of medians, and the DiT and generation seconds per chunk both ways
+    (serial); --against stream.KEY=VALUE does the same for any stream setting (e.g. stream.prior=latent);
   - a long generation-only stream to --long-chunks: median time of chunks 10-29 vs the last 20,
     RSS at chunk 10 vs the end, peak RSS (ru_maxrss);
   - with --teacher: the offline teacher's fps on a clip of the same length as the first 3 chunks
@@ -49,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import motionstream  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from motionstream.config import WEIGHTS_DIR, load_config, section, video_config  # noqa: E402
 from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial  # noqa: E402
@@ -108,7 +111,7 @@ def grid_tracks(width: int, height: int, fps: float, num_frames: int, count: int
 
 
 PROMPT = "a calm lake at sunrise, gentle camera drift"
-INT8_ROUNDS = 3              # --int8: preset / int8 pipeline pairs, alternating (load drifts on shared cores)
+ROUNDS = 3                   # --int8 / --against: preset / variant pipeline pairs, alternating (load drifts)
 SERIAL_CHUNKS = 12           # serial split: medians over the chunks after the warm-up
 LONG_EARLY = slice(10, 30)   # long stream: chunks compared against the last LONG_LATE
 LONG_LATE = 20
@@ -128,7 +131,10 @@ def parse_args() -> argparse.Namespace:
                     "composite off (stream.composite = []) and print the preset's fps / that fps (issue 19: the "
                     "composite may cost at most 10 %%)")
     ap.add_argument("--int8", action="store_true", help="also run the pipeline with stream.int8 toggled, "
-                    f"alternating {INT8_ROUNDS} rounds with the preset, and print the ratio of median fps")
+                    f"alternating {ROUNDS} rounds with the preset, and print the ratio of median fps")
+    ap.add_argument("--against", metavar="stream.KEY=VALUE", type=stream_override, default=None,
+                    help="also run the pipeline with this stream setting (YAML value), alternating "
+                    f"{ROUNDS} rounds with the preset, and print the ratio of median fps")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
     return ap.parse_args()
@@ -241,28 +247,45 @@ def report_without_composite(st: Setup, chunks: int, preset_fps: float) -> None:
     print(f"          with the composite: {preset_fps / plain.fps:.2f}x the fps without it (issue 19: >= 0.9)")
 
 
-def report_int8(st: Setup, chunks: int) -> None:
-    """The pipeline with stream.int8 toggled against the preset, alternating rounds; then the DiT
-    seconds per chunk of each (time_serial), so the gain is seen where it happens."""
+def stream_override(text: str) -> tuple[str, object]:
+    """'stream.KEY=VALUE' -> (KEY, the YAML-parsed VALUE); the key must be a StreamConfig field."""
+    from dataclasses import fields
+
+    from motionstream.stream.engine import StreamConfig
+
+    key, sep, value = text.partition("=")
+    name = key.removeprefix("stream.")
+    known = [f.name for f in fields(StreamConfig)]
+    if not sep or not key.startswith("stream.") or name not in known:
+        raise argparse.ArgumentTypeError(f"expected stream.KEY=VALUE with KEY one of {known}, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
+def report_against(st: Setup, chunks: int, key: str, value: object) -> None:
+    """The pipeline with stream.KEY = VALUE against the preset, alternating rounds; then the DiT and
+    generation seconds per chunk of each (time_serial), so the gain is seen where it happens."""
     from dataclasses import replace
 
     preset = st.gen.config
-    variant = replace(preset, int8=not preset.int8)
-    fps: dict[bool, list[float]] = {False: [], True: []}
-    dit: dict[bool, float] = {}
+    variant = replace(preset, **{key: value})
+    labels = {id(preset): f"{key}={getattr(preset, key)}", id(variant): f"{key}={value}"}
+    fps: dict[int, list[float]] = {id(preset): [], id(variant): []}
+    serial = {}
     try:
-        for r in range(INT8_ROUNDS):
+        for _ in range(ROUNDS):
             for config in (preset, variant):
                 st.gen.config = config
-                fps[config.int8].append(report_pipeline(st, chunks, label=f"int8 {'on' if config.int8 else 'off'}").fps)
+                fps[id(config)].append(report_pipeline(st, chunks, label=labels[id(config)]).fps)
         for config in (preset, variant):
             st.gen.config = config
-            dit[config.int8] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS).median("dit_s")
+            serial[id(config)] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
     finally:
         st.gen.config = preset
-    on, off = np.median(fps[True]), np.median(fps[False])
-    print(f"int8      pipeline fps int8 on {on:.2f} vs off {off:.2f} (medians of {INT8_ROUNDS} alternating rounds): "
-          f"{on / off:.2f}x; DiT passes {dit[True]:.3f} vs {dit[False]:.3f} s/chunk: {dit[False] / dit[True]:.2f}x")
+    new, old = (np.median(fps[id(c)]) for c in (variant, preset))
+    (dn, gn), (do, go) = ((serial[id(c)].median("dit_s"), serial[id(c)].median("generate_s")) for c in (variant, preset))
+    print(f"against   pipeline fps {labels[id(variant)]} {new:.2f} vs {labels[id(preset)]} {old:.2f} (medians of "
+          f"{ROUNDS} alternating rounds): {new / old:.2f}x; generation {gn:.3f} vs {go:.3f} s/chunk: {go / gn:.2f}x; "
+          f"DiT passes {dn:.3f} vs {do:.3f} s/chunk: {do / dn:.2f}x")
 
 
 def busy_loop() -> None:
@@ -310,7 +333,9 @@ def main() -> None:
     if args.without_composite:
         report_without_composite(st, args.chunks, pipeline.fps)
     if args.int8:
-        report_int8(st, args.chunks)
+        report_against(st, args.chunks, "int8", not st.gen.config.int8)
+    if args.against:
+        report_against(st, args.chunks, *args.against)
     if args.long_chunks > LONG_EARLY.stop:
         report_long(st, args.long_chunks)
     st.gen.close()

@@ -20,13 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from motionstream.models.frames import frames_to_tensor
 from motionstream.models.track_head import TrackHead
 from motionstream.tracks.embed import rasterize
-from motionstream.tracks.warp import forward_warp
+from motionstream.tracks.warp import forward_warp, frame_flow
 
 if TYPE_CHECKING:
     from motionstream.models.dit import DiTConfig
@@ -150,6 +152,50 @@ def video_prior(encode: "Callable[[torch.Tensor], torch.Tensor]", images: "Seque
             raise ValueError(f"video_prior: tracks have {ts.num_frames} frames, {num_latent_frames} latent frames "
                              f"need {num_video}")
         out.append(encode(frames_to_tensor(forward_warp(image, ts.frames(0, num_video)))))
+    return torch.cat(out)
+
+
+def warp_latent(anchor_latent: torch.Tensor, flows: np.ndarray, temporal_factor: int,
+                first_chunk: bool) -> torch.Tensor:
+    """The "video" prior warped in latent space: [1, C_lat, n, h, w] from a latent [1, C_lat, h, w] and
+    the backward pixel flows [T, H, W, 2] of T video frames (tracks.warp.frame_flow). Latent frame j
+    is the latent moved by each of its video frames' flows (area-averaged onto the latent grid and
+    scaled to its cells), averaged over them; with first_chunk, video frame 0 alone makes latent frame
+    0 (T = 1 + 4(n-1)), else T = 4n. Stands in for encoding the warped pixels (video_prior), whose
+    VAE encode costs as many FLOPs per streamed chunk as the DiT."""
+
+    _, _, h, w = anchor_latent.shape
+    t, height, width = flows.shape[:3]
+    if (t - first_chunk) % temporal_factor:
+        raise ValueError(f"warp_latent: {t} flows do not fill latent frames of {temporal_factor} video frames")
+    small = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in flows])
+    small = small * np.array([w / width, h / height], np.float32)
+    # grid_sample reads pixel centres on [-1, 1] (align_corners=False)
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    sx = (gx - small[..., 0] + 0.5) / w * 2 - 1
+    sy = (gy - small[..., 1] + 0.5) / h * 2 - 1
+    grid = torch.from_numpy(np.stack([sx, sy], -1)).to(anchor_latent)
+    moved = F.grid_sample(anchor_latent.expand(t, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                          align_corners=False)                                         # [T, C, h, w]
+    groups = [moved[:1]] if first_chunk else []
+    groups += [moved[i:i + temporal_factor].mean(0, keepdim=True) for i in range(int(first_chunk), t, temporal_factor)]
+    return torch.cat(groups).permute(1, 0, 2, 3)[None]
+
+
+def latent_video_prior(first_latents: torch.Tensor, tracks: "Sequence[TrackSet]", num_latent_frames: int,
+                       width: int, height: int, temporal_factor: int = 4) -> torch.Tensor:
+    """video_prior made in latent space (warp_latent): [B, C_lat, F, h, w] from the first frames'
+    latents [B, C_lat, h, w] and their tracks, in a width x height video."""
+
+    num_video = 1 + temporal_factor * (num_latent_frames - 1)
+    out = []
+    for latent, ts in zip(first_latents, tracks):
+        if (ts.width, ts.height) != (width, height):
+            ts = ts.scaled(width, height)
+        vis = ts.visibility & ts.visibility[:1]
+        flows = np.stack([frame_flow(ts.tracks[0], ts.tracks[t], vis[t], width, height, num_tracks=ts.num_tracks)
+                          for t in range(num_video)])
+        out.append(warp_latent(latent[None], flows, temporal_factor, first_chunk=True))
     return torch.cat(out)
 
 

@@ -13,6 +13,13 @@ c3s1w1 = 3 latent frames, 1 sink chunk, a window of 1 chunk):
     train/rollout.stream_generate on the same whole-stream condition (tests/stream/test_stream.py)
     x0 -> streaming decoder (tiny by default) -> uint8 frames: 1 + 4(C-1) for the first chunk, 4C after
 
+Weights with the "video" output skip (the shipped student) also take a prior per chunk: the image
+warped along the chunk's tracks. `stream.prior = encode` runs the warped pixels through the VAE's
+streaming encoder (what the student was trained on; as many FLOPs as the DiT passes); `latent`
+warps the anchor latent itself on the latent grid with the same flows, which costs nothing next to
+the DiT (models/conditioning.warp_latent). The warped pixels also feed the composite
+(stream/composite.py).
+
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
 chunk 10,000 costs what chunk 2 costs. Decoding of chunk i runs on a worker thread and may overlap
 the generation of chunk i+1 (`next_chunk_async`); torch ops release the GIL.
@@ -36,7 +43,7 @@ track's anchor its current position. The fixed sink anchors the stream to frame 
 drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
 following a changing scene. Off by default. With a "video" prior the prior restarts from the new
 anchor: its latent decoded as a first frame, warped along the re-anchored tracks, encoded by a fresh
-streaming encoder. Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frames): drift -4.8 dB / +0.2 px
+streaming encoder (with `stream.prior = latent`, the new anchor latent itself is warped). Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frames): drift -4.8 dB / +0.2 px
 against -2.1 dB / +0.6 px with the fixed sink; the student was never trained on a refreshed sink.
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
@@ -65,13 +72,13 @@ from motionstream.diffusion.sampling import TeacherParam, load_dit_folder
 from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_skip, chunk_noise, parse_cache_name,
                                             stream_prior)
 from motionstream.models.codec import frames_to_tensor, tensor_to_frames
-from motionstream.models.conditioning import MotionCondition, build_guide, image_condition
+from motionstream.models.conditioning import MotionCondition, build_guide, image_condition, warp_latent
 from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
 from motionstream.tracks.trackset import TrackSet
-from motionstream.tracks.warp import warp_frame
+from motionstream.tracks.warp import frame_flow, remap_back
 
 STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
@@ -127,6 +134,10 @@ class StreamConfig:
     # int8 weights, activations quantised per call, fp32 in and out; attention, norms, embeddings and
     # the head stay fp32 (`int8_dit`). CPU only. Measured in benchmarks/stream_levers.py
     int8: bool = False
+    # how the "video" prior is made: encode = the warped pixels through the VAE encoder chunk by chunk
+    # (what the student was trained on); latent = the anchor latent warped on the latent grid
+    # (models/conditioning.warp_latent: no encoder FLOPs)
+    prior: str = "encode"
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -134,6 +145,8 @@ class StreamConfig:
             raise ValueError(f"stream.int8 must be true or false, got {self.int8!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
+        if self.prior not in ("encode", "latent"):
+            raise ValueError(f"stream.prior must be encode or latent, got {self.prior!r}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
         if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
@@ -177,7 +190,8 @@ def chunk_condition(first_latent: torch.Tensor, chunk: ChunkTracks, latent_start
     first_latent [1, C_lat, h, w] (the image; or the refreshed anchor latent), chunk: the tracks of
     exactly the chunk's video frames. Equal to build_condition(...).chunk(a, b) on a whole clip
     whose tracks start at the anchors (tests/stream/test_stream.py checks this), but needs only the chunk.
-    prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder).
+    prior: the chunk's video prior [1, C_lat, num_latent, h, w] (chunk_video_frames + a StreamEncoder,
+    or models/conditioning.warp_latent).
     """
 
     tf = cfg.temporal_factor
@@ -223,8 +237,13 @@ def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
     (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
 
+    return np.stack([remap_back(image, f) for f in chunk_flows(chunk, image.shape[1], image.shape[0])])
+
+
+def chunk_flows(chunk: ChunkTracks, width: int, height: int) -> np.ndarray:
+    """float32 [T, H, W, 2]: the backward flows of chunk_video_frames (tracks.warp.frame_flow)."""
     ts, shown = chunk.tracks, chunk.prior_visibility
-    return np.stack([warp_frame(image, chunk.anchors, ts.tracks[j], shown[j], num_tracks=ts.num_tracks)
+    return np.stack([frame_flow(chunk.anchors, ts.tracks[j], shown[j], width, height, num_tracks=ts.num_tracks)
                      for j in range(ts.num_frames)])
 
 
@@ -342,7 +361,8 @@ class StreamingGenerator:
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
         self.prior_image = self.work_image
-        self.prior_encoder = self.codec.stream_encoder() if self.param.output_skip == "video" else None
+        self.prior_encoder = (self.codec.stream_encoder()
+                              if self.param.output_skip == "video" and self.config.prior == "encode" else None)
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
         self.frames_out = 0
@@ -443,9 +463,13 @@ class StreamingGenerator:
         if (self.work_width, self.work_height) != (self.width, self.height):
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
         prior, warp = None, None
-        if self.prior_encoder is not None:
-            warp = chunk_video_frames(self.prior_image, chunk)
-            prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
+        if self.param.output_skip == "video":
+            flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
+            warp = np.stack([remap_back(self.prior_image, f) for f in flows])
+            if self.config.prior == "latent":
+                prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
+            else:
+                prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
         cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
                        image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -519,8 +543,9 @@ class StreamingGenerator:
         the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
 
         self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
-        self.prior_encoder = self.codec.stream_encoder()
-        self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
+        if self.config.prior == "encode":
+            self.prior_encoder = self.codec.stream_encoder()
+            self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:

@@ -85,11 +85,22 @@ def warp_frame(image: np.ndarray, start: np.ndarray, end: np.ndarray, visible: n
     sets the flow's smoothness (default N): pass the whole set's size so that every frame of a clip
     gets the same sigma."""
 
-    cfg = cfg or WarpConfig()
     h, w = image.shape[:2]
-    sigma = warp_sigma(len(start) if num_tracks is None else num_tracks, w, h, cfg)
+    return remap_back(image, frame_flow(start, end, visible, w, h, cfg, num_tracks))
+
+
+def frame_flow(start: np.ndarray, end: np.ndarray, visible: np.ndarray, width: int, height: int,
+               cfg: WarpConfig | None = None, num_tracks: int | None = None) -> np.ndarray:
+    """float32 [H, W, 2]: the backward flow of warp_frame (target pixel q samples the image at q - flow)."""
+    cfg = cfg or WarpConfig()
+    sigma = warp_sigma(len(start) if num_tracks is None else num_tracks, width, height, cfg)
     end, start = np.asarray(end, np.float32)[visible], np.asarray(start, np.float32)[visible]
-    flow = dense_flow(end, end - start, w, h, sigma, cfg.prior_weight)
+    return dense_flow(end, end - start, width, height, sigma, cfg.prior_weight)
+
+
+def remap_back(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """`image` [H, W, ...] sampled at q - flow[q] (bilinear, border replicated)."""
+    h, w = flow.shape[:2]
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return cv2.remap(image, grid_x - flow[..., 0], grid_y - flow[..., 1],
                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -45,7 +45,7 @@ from motionstream.data.drags import drag_input, drag_world
 from motionstream.data.splits import SPLIT_SIZE, split_seeds
 from motionstream.data.synth import WorldConfig, render_clip
 from motionstream.models.codec import frames_to_tensor, load_codec
-from motionstream.models.conditioning import build_condition, video_prior
+from motionstream.models.conditioning import build_condition, latent_video_prior, video_prior
 from motionstream.models.text import load_text_encoder
 from motionstream.tracks.embed import sample_track_subset, with_ids
 from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step, run_section
@@ -89,6 +89,13 @@ class GTTrainConfig:
     eval_every: int = 200
     eval_clips: int = 4
     threads: int = 2
+    # the "video" prior the student learns around: encode (the warped pixels through the VAE) or latent
+    # (the first latent warped on the latent grid, models/conditioning.latent_video_prior), as stream.prior
+    prior: str = "encode"
+
+    def __post_init__(self) -> None:
+        if self.prior not in ("encode", "latent"):
+            raise ValueError(f"train_gt.prior must be encode or latent, got {self.prior!r}")
 
 
 @dataclass
@@ -141,7 +148,10 @@ class ClipSource:
         tracks = user_tracks(clip, kind, rng, self.tracks_cfg, target.shape[-1] * target.shape[-2],
                              self.cfg.sparse_tracks)
         with torch.no_grad():
-            prior = video_prior(self.codec.encode, [clip.frames[0]], [tracks], num_latent, tf)[0]
+            if self.cfg.prior == "latent":
+                prior = latent_video_prior(target[None, :, 0], [tracks], num_latent, self.width, self.height, tf)[0]
+            else:
+                prior = video_prior(self.codec.encode, [clip.frames[0]], [tracks], num_latent, tf)[0]
         weights = changed_cell_weights(clip.frames, stride, tf, self.cfg.changed_weight)[None]
         return target[:, 0], tracks, prior, target, weights, clip.caption
 

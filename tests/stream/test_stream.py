@@ -473,3 +473,72 @@ def test_sink_refresh_restarts_the_video_prior_from_the_new_anchor(parts):
         whole = codec.encode(frames_to_tensor(np.concatenate([anchor[None], warped])))
     torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
     assert (warped[-1].astype(int) - anchor).any()                # the re-anchored square moved on
+
+
+def test_latent_video_prior_moves_the_anchor_latent_on_the_latent_grid():
+    """Zero flow gives the anchor latent in every latent frame; a flow of one latent cell (8 px)
+    shifts it by one cell; latent frames average their video frames' flows."""
+    from motionstream.models.conditioning import warp_latent as latent_video_prior
+
+    anchor = torch.randn(1, 4, 6, 10)
+    still = np.zeros((9, 48, 80, 2), np.float32)
+    first = latent_video_prior(anchor, still, 4, first_chunk=True)
+    assert first.shape == (1, 4, 3, 6, 10)
+    torch.testing.assert_close(first, anchor[:, :, None].expand(-1, -1, 3, -1, -1))
+    moved = still.copy()
+    moved[1:, ..., 0] = 8.0                             # content moves one latent cell right
+    shifted = latent_video_prior(anchor, moved, 4, first_chunk=True)
+    torch.testing.assert_close(shifted[:, :, 0], anchor)
+    torch.testing.assert_close(shifted[:, :, 1, :, 1:], anchor[:, :, :, :-1])
+    later = np.zeros((8, 48, 80, 2), np.float32)
+    later[4:, ..., 0] = 8.0                             # no motion in latent frame 0, one cell in frame 1
+    halves = latent_video_prior(anchor, later, 4, first_chunk=False)
+    assert halves.shape == (1, 4, 2, 6, 10)
+    torch.testing.assert_close(halves[:, :, 0], anchor)
+    torch.testing.assert_close(halves[:, :, 1, :, 1:], anchor[:, :, :, :-1])
+
+
+def test_latent_prior_streams_without_the_encoder(parts):
+    """stream.prior = latent: the chunk's prior is the anchor latent warped along the chunk's flows
+    (no streaming encoder), and it differs from the encoded prior only where the tracks move."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.conditioning import warp_latent as latent_video_prior
+    from motionstream.stream.engine import chunk_flows
+
+    model, _, meta, codec = parts
+    video_parts = (model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec)
+    gen = make_gen(video_parts, overlap_decode=False, seed=3, prior="latent")
+    gen.start(sample_image(), "a bright square")
+    assert gen.prior_encoder is None
+    seen = []
+    chunk_tracks = gen.controls.chunk_tracks
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    gen.push(moving_square(1 + 4 * 8))
+    for index in range(2):
+        gen.generate_latents()
+        flows = chunk_flows(seen[-1], gen.prior_image.shape[1], gen.prior_image.shape[0])
+        want = latent_video_prior(gen.anchor_latent, flows, 4, first_chunk=index == 0)
+        torch.testing.assert_close(gen.sampler.cond.prior, want)
+    assert (want[:, :, -1] - gen.anchor_latent).abs().amax() > 1e-3           # the square moved
+    with pytest.raises(ValueError, match="stream.prior"):
+        StreamConfig(prior="pixels")
+
+
+def test_latent_prior_of_the_stream_equals_the_whole_clip_one(parts):
+    """What train gt learns around with train_gt.prior = latent (conditioning.latent_video_prior of the
+    whole clip) is what the stream feeds with stream.prior = latent, chunk by chunk."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.conditioning import latent_video_prior
+
+    model, _, meta, codec = parts
+    gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
+                   overlap_decode=False, seed=3, prior="latent")
+    gen.start(sample_image(), "a bright square")
+    ts = moving_square(1 + 4 * 8)
+    gen.push(ts)
+    priors = []
+    for _ in range(3):
+        gen.generate_latents()
+        priors.append(gen.sampler.cond.prior)
+    whole = latent_video_prior(gen.image_latent, [ts], 9, gen.width, gen.height)
+    torch.testing.assert_close(torch.cat(priors, 2), whole, rtol=1e-5, atol=1e-5)
