@@ -45,7 +45,7 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         composite it cost 0.4-0.5 dB on real clips).
     2 torch threads beside one busy process: 1 / 2 / 3 threads 4.87 / 7.05 / 7.25 fps (3 is within
         noise).
-  MEASURED, OPT-IN (stream.int8, off in tiny-cpu; proposed as a default or ladder rung)
+  KEPT SINCE (stream.int8, on in tiny-cpu since commit eb4bfb4; measured here while it was opt-in)
     int8 dynamic quantisation of the Linear layers of the DiT blocks (stream/engine.py int8_dit;
         attention, norms, embeddings and head fp32): 1.38x on the pass here (133 -> 96 ms; its output, the
         blocks' hidden states before the head, moves by up to 2.0). In the stream the latents (RMS 0.95)

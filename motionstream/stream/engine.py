@@ -85,8 +85,10 @@ TEACHER_WEIGHTS = "teacher-tiny-cpu"
 FULL_QUALITY = "full"                 # the rung of the student's own denoising steps
 AUTO_QUALITY = "auto"                 # `--quality auto`: adaptive from the preset's rung (StreamConfig.adaptive)
 # rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder / quality_scale): fewer steps, then smaller
-DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
+DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-latent": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
 DEFAULT_SCALE = {"2-step-small": 0.75}
+DEFAULT_RUNG_PRIOR = {"2-step-latent": "latent", "2-step-small": "latent"}
+PRIORS = ("encode", "latent")
 SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 
@@ -138,6 +140,8 @@ class StreamConfig:
     # (what the student was trained on); latent = the anchor latent warped on the latent grid
     # (models/conditioning.warp_latent: no encoder FLOPs)
     prior: str = "encode"
+    # rung -> its prior (absent = `prior`; like quality_scale, rungs not on the ladder are ignored)
+    quality_prior: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNG_PRIOR))
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -145,8 +149,11 @@ class StreamConfig:
             raise ValueError(f"stream.int8 must be true or false, got {self.int8!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
-        if self.prior not in ("encode", "latent"):
+        if self.prior not in PRIORS:
             raise ValueError(f"stream.prior must be encode or latent, got {self.prior!r}")
+        for rung, prior in self.quality_prior.items():
+            if prior not in PRIORS:
+                raise ValueError(f"stream.quality_prior maps rungs to encode or latent, got {rung!r}: {prior!r}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
         if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
@@ -160,6 +167,10 @@ class StreamConfig:
     def rungs(self) -> list[str]:
         """Quality rungs, best first: FULL_QUALITY, then quality_ladder's."""
         return [FULL_QUALITY, *(r for r in self.quality_ladder if r != FULL_QUALITY)]
+
+    def prior_of(self, rung: str) -> str:
+        """How the "video" prior is made on quality `rung`: encode | latent."""
+        return self.quality_prior.get(rung, self.prior)
 
     def steps_of(self, rung: str) -> list[float]:
         """Unshifted denoising steps of a rung (FULL_QUALITY: denoising_steps, the student's own)."""
@@ -361,10 +372,10 @@ class StreamingGenerator:
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
         self.prior_image = self.work_image
-        self.prior_encoder = (self.codec.stream_encoder()
-                              if self.param.output_skip == "video" and self.config.prior == "encode" else None)
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
+        self.prior_encoder = None
+        self._sync_prior_encoder()
         self.frames_out = 0
         self.paused = False
         self.last_latents: torch.Tensor | None = None
@@ -466,7 +477,7 @@ class StreamingGenerator:
         if self.param.output_skip == "video":
             flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
             warp = np.stack([remap_back(self.prior_image, f) for f in flows])
-            if self.config.prior == "latent":
+            if self.config.prior_of(self.quality) == "latent":
                 prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
             else:
                 prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
@@ -523,6 +534,7 @@ class StreamingGenerator:
             return
         self.quality = rung
         self.sampler = ChunkSampler(self.model, self.config.student_config(rung), self.param, self.text)
+        self._sync_prior_encoder()
 
     def refresh_sink(self) -> bool:
         """Re-anchor the sink on the newest window chunk(s) (see module docstring). False when the
@@ -543,9 +555,19 @@ class StreamingGenerator:
         the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
 
         self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
-        if self.config.prior == "encode":
+        self.prior_encoder = None
+        self._sync_prior_encoder()
+
+    @torch.inference_mode()
+    def _sync_prior_encoder(self) -> None:
+        """A streaming encoder exactly when the rung encodes its "video" prior (none otherwise). One
+        made mid-stream sees the prior image first, so its chunks encode as 4n frames, as after a refresh."""
+        if self.param.output_skip != "video" or self.config.prior_of(self.quality) != "encode":
+            self.prior_encoder = None
+        elif self.prior_encoder is None:
             self.prior_encoder = self.codec.stream_encoder()
-            self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
+            if self.chunk_index > 0:
+                self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 
     # ------------------------------------------------------------------ internals
     def _prior(self, cond) -> torch.Tensor | None:

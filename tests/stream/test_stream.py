@@ -542,3 +542,36 @@ def test_latent_prior_of_the_stream_equals_the_whole_clip_one(parts):
         priors.append(gen.sampler.cond.prior)
     whole = latent_video_prior(gen.image_latent, [ts], 9, gen.width, gen.height)
     torch.testing.assert_close(torch.cat(priors, 2), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts_it(parts):
+    """stream.quality_prior: stepping down to a latent-prior rung mid-stream stops encoding (the
+    chunk's prior is the warped anchor latent); stepping back up makes a fresh encoder that has seen
+    the prior image, so the next prior equals encoding [image, warped chunk] whole."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.codec import frames_to_tensor
+    from motionstream.models.conditioning import warp_latent
+    from motionstream.stream.engine import chunk_flows, chunk_video_frames
+
+    model, _, meta, codec = parts
+    gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
+                   overlap_decode=False, seed=3, quality="2-step")
+    assert gen.config.prior_of("2-step") == "encode" and gen.config.prior_of("2-step-latent") == "latent"
+    gen.start(sample_image(), "a bright square")
+    gen.push(moving_square(1 + 4 * 11))
+    seen = []
+    chunk_tracks = gen.controls.chunk_tracks
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    gen.generate_latents()
+    assert gen.prior_encoder is not None
+    gen.set_quality("2-step-latent")
+    assert gen.prior_encoder is None
+    gen.generate_latents()
+    flows = chunk_flows(seen[-1], gen.prior_image.shape[1], gen.prior_image.shape[0])
+    torch.testing.assert_close(gen.sampler.cond.prior, warp_latent(gen.anchor_latent, flows, 4, first_chunk=False))
+    gen.set_quality("2-step")
+    gen.generate_latents()
+    warped = chunk_video_frames(gen.prior_image, seen[-1])
+    with torch.inference_mode():
+        whole = codec.encode(frames_to_tensor(np.concatenate([gen.prior_image[None], warped])))
+    torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
