@@ -269,23 +269,29 @@ def report_against(st: Setup, chunks: int, key: str, value: object) -> None:
     preset = st.gen.config
     variant = replace(preset, **{key: value})
     labels = {id(preset): f"{key}={getattr(preset, key)}", id(variant): f"{key}={value}"}
-    fps: dict[int, list[float]] = {id(preset): [], id(variant): []}
+    runs: dict[int, list] = {id(preset): [], id(variant): []}
     serial = {}
     try:
         for _ in range(ROUNDS):
             for config in (preset, variant):
                 st.gen.config = config
-                fps[id(config)].append(report_pipeline(st, chunks, label=labels[id(config)]).fps)
+                runs[id(config)].append(report_pipeline(st, chunks, label=labels[id(config)]))
         for config in (preset, variant):
             st.gen.config = config
             serial[id(config)] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
+        st.gen.config = variant
+        norm = normalise(st.gen, st.image, PROMPT, st.tracks)
     finally:
         st.gen.config = preset
+    fps = {k: [r.fps for r in v] for k, v in runs.items()}
     new, old = (np.median(fps[id(c)]) for c in (variant, preset))
     (dn, gn), (do, go) = ((serial[id(c)].median("dit_s"), serial[id(c)].median("generate_s")) for c in (variant, preset))
     print(f"against   pipeline fps {labels[id(variant)]} {new:.2f} vs {labels[id(preset)]} {old:.2f} (medians of "
           f"{ROUNDS} alternating rounds): {new / old:.2f}x; generation {gn:.3f} vs {go:.3f} s/chunk: {go / gn:.2f}x; "
           f"DiT passes {dn:.3f} vs {do:.3f} s/chunk: {do / dn:.2f}x")
+    latency = float(np.median(np.concatenate([r.latency for r in runs[id(variant)]])))
+    print(f"          normalised with {labels[id(variant)]} (median fps, pooled latency) "
+          + norm.summary(new, latency, dn))
 
 
 def busy_loop() -> None:
