@@ -58,6 +58,12 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         21.200 / 22.442 vs 14.532 / 21.201 / 22.444 (all student rows within 0.003 dB), EPE 2.283 / 0.431 /
         0.757 vs 2.275 / 0.427 / 0.768; drag changed / object / frame PSNR 16.044 / 18.491 / 20.462 vs
         16.043 / 18.490 / 20.462, object EPE 5.48 vs 5.43 (reliable 3.10 vs 3.03).
+    the video prior warped in latent space (rung `2-step-latent`, stream.quality_prior; measured
+        2026-12-05 by `benchmarks/stream.py --chunks 40 --long-chunks 0 --against stream.prior=latent`,
+        load ~1.9, peak 199-204 GFLOP/s): pipeline 58.95 vs 37.23 fps (1.58x, 3 alternating rounds),
+        generation 0.156 vs 0.263 s/chunk, chunk 24.4 vs 41.6 GFLOP, 0.296 fps per GFLOP/s, latency
+        p50 0.296 s (60/peak = 0.301 s). Quality -0.06..-0.22 dB against 2-step (student CARD): a
+        rung of the ladder, not the default.
   NOT KEPT
     torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass
         is matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and
