@@ -83,3 +83,25 @@ def test_every_input_kind_builds_a_batch(tmp_path):
     assert batch.cond.prior.shape == batch.target.shape and len(batch.noise) == 3
     drag = batch.kinds.index("drag")
     assert batch.cond.track_map[drag].abs().sum() > 0
+
+
+def test_the_latent_prior_option_trains_around_the_warped_first_latent(tmp_path):
+    """train_gt.prior = latent: the batch's prior starts from the first latent itself and is not the
+    encoded pixel warp (the same targets); bad values are refused. That the stream feeds the same
+    prior is tests/stream/test_stream.py::test_latent_prior_of_the_stream_equals_the_whole_clip_one."""
+    from motionstream.models.codec import load_codec
+    from motionstream.models.text import load_text_encoder
+    from motionstream.train.gt import ClipSource, GTTrainConfig
+    from motionstream.train.rollout import load_student
+
+    cfg = load_config(small_config(tmp_path))
+    model, scfg, _, _ = load_student("student-ode-tiny-cpu")
+    codec, text = load_codec("vae-tiny-cpu", tiny_decoder=None), load_text_encoder(cfg)
+    batches = {prior: ClipSource(codec, text, (64, 32, 16.0), cfg["tracks"], GTTrainConfig(prior=prior))
+               .batch(0, [0], 3, scfg, model.cfg, kinds=["dense"]) for prior in ("encode", "latent")}
+    latent = batches["latent"]
+    torch.testing.assert_close(latent.target, batches["encode"].target)
+    assert not torch.allclose(latent.cond.prior, batches["encode"].cond.prior)
+    torch.testing.assert_close(latent.cond.prior[:, :, 0], latent.target[:, :, 0])
+    with pytest.raises(ValueError, match="train_gt.prior"):
+        GTTrainConfig(prior="pixels")
