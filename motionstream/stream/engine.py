@@ -43,8 +43,9 @@ track's anchor its current position. The fixed sink anchors the stream to frame 
 drift but also resists scene changes (paper App. F); the refresh trades some drift resistance for
 following a changing scene. Off by default. With a "video" prior the prior restarts from the new
 anchor: its latent decoded as a first frame, warped along the re-anchored tracks, encoded by a fresh
-streaming encoder (with `stream.prior = latent`, the new anchor latent itself is warped). Measured by `eval long` (row c3s1w1-r6, 20 scenes x 330 frames): drift -4.8 dB / +0.2 px
-against -2.1 dB / +0.6 px with the fixed sink; the student was never trained on a refreshed sink.
+streaming encoder (with the latent prior, the new anchor latent itself is warped). Measured by `eval
+long` (row c3s1w1-r6, 20 scenes x 330 frames): drift -4.8 dB / +0.2 px against -2.1 dB / +0.6 px
+with the fixed sink; the student was never trained on a refreshed sink.
 
 Student model folders (`--model student` = weights/student-tiny-cpu, or any folder) are those of
 diffusion/student.export_student: config.json {"kind": "student", "config": DiTConfig, "teacher":
@@ -244,11 +245,14 @@ def scale_chunk(chunk: ChunkTracks, width: int, height: int) -> ChunkTracks:
     return replace(chunk, tracks=tracks, anchors=chunk.anchors * k)
 
 
-def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks) -> np.ndarray:
+def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks, flows: np.ndarray | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3]: `image` forward-warped from the anchors to each of the chunk's video frames
-    (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior)."""
+    (tracks.warp; the pixels the "video" prior encodes, see conditioning.video_prior). flows: the
+    chunk's chunk_flows when already made."""
 
-    return np.stack([remap_back(image, f) for f in chunk_flows(chunk, image.shape[1], image.shape[0])])
+    if flows is None:
+        flows = chunk_flows(chunk, image.shape[1], image.shape[0])
+    return np.stack([remap_back(image, f) for f in flows])
 
 
 def chunk_flows(chunk: ChunkTracks, width: int, height: int) -> np.ndarray:
@@ -476,7 +480,7 @@ class StreamingGenerator:
         prior, warp = None, None
         if self.param.output_skip == "video":
             flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
-            warp = np.stack([remap_back(self.prior_image, f) for f in flows])
+            warp = chunk_video_frames(self.prior_image, chunk, flows)
             if self.config.prior_of(self.quality) == "latent":
                 prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
             else:
