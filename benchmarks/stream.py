@@ -285,7 +285,8 @@ def report_against(st: Setup, chunks: int, key: str, value: object) -> None:
         st.gen.config = preset
     fps = {k: [r.fps for r in v] for k, v in runs.items()}
     new, old = (np.median(fps[id(c)]) for c in (variant, preset))
-    (dn, gn), (do, go) = ((serial[id(c)].median("dit_s"), serial[id(c)].median("generate_s")) for c in (variant, preset))
+    (dn, gn), (do, go) = ((serial[id(c)].median("dit_s"), serial[id(c)].median("generate_s"))
+                          for c in (variant, preset))
     print(f"against   pipeline fps {labels[id(variant)]} {new:.2f} vs {labels[id(preset)]} {old:.2f} (medians of "
           f"{ROUNDS} alternating rounds): {new / old:.2f}x; generation {gn:.3f} vs {go:.3f} s/chunk: {go / gn:.2f}x; "
           f"DiT passes {dn:.3f} vs {do:.3f} s/chunk: {do / dn:.2f}x")
