@@ -90,6 +90,9 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        # every rank past its last collective first: a rank that tears gloo down while another still
+        # talks to it can abort the other ("terminate called without an active exception", seen once in CI)
+        dist.barrier()
         dist.destroy_process_group()
 
 
