@@ -51,9 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import motionstream  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from motionstream.config import WEIGHTS_DIR, load_config, section, video_config  # noqa: E402
+from motionstream.config import WEIGHTS_DIR, apply_overrides, load_config, section, video_config  # noqa: E402
 from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial  # noqa: E402
 
 
@@ -132,7 +131,7 @@ def parse_args() -> argparse.Namespace:
                     "composite may cost at most 10 %%)")
     ap.add_argument("--int8", action="store_true", help="also run the pipeline with stream.int8 toggled, "
                     f"alternating {ROUNDS} rounds with the preset, and print the ratio of median fps")
-    ap.add_argument("--against", metavar="stream.KEY=VALUE", type=stream_override, default=None,
+    ap.add_argument("--against", metavar="stream.KEY=VALUE", type=checked_stream_override, default=None,
                     help="also run the pipeline with this stream setting (YAML value), alternating "
                     f"{ROUNDS} rounds with the preset, and print the ratio of median fps")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
@@ -247,28 +246,33 @@ def report_without_composite(st: Setup, chunks: int, preset_fps: float) -> None:
     print(f"          with the composite: {preset_fps / plain.fps:.2f}x the fps without it (issue 19: >= 0.9)")
 
 
-def stream_override(text: str) -> tuple[str, object]:
-    """'stream.KEY=VALUE' -> (KEY, the YAML-parsed VALUE); the key must be a StreamConfig field."""
-    from dataclasses import fields
+def with_stream_override(config, item: str):
+    """StreamConfig `config` with one 'stream.KEY=VALUE' (config.apply_overrides: known keys only, the
+    value read as YAML)."""
+    from dataclasses import fields, replace
 
+    current = {"stream": {f.name: getattr(config, f.name) for f in fields(config)}}
+    return replace(config, **apply_overrides(current, [item])["stream"])
+
+
+def checked_stream_override(item: str) -> str:
+    """argparse type of --against: the item, once it applies to a default StreamConfig."""
     from motionstream.stream.engine import StreamConfig
 
-    key, sep, value = text.partition("=")
-    name = key.removeprefix("stream.")
-    known = [f.name for f in fields(StreamConfig)]
-    if not sep or not key.startswith("stream.") or name not in known:
-        raise argparse.ArgumentTypeError(f"expected stream.KEY=VALUE with KEY one of {known}, got {text!r}")
-    return name, yaml.safe_load(value)
+    try:
+        with_stream_override(StreamConfig(), item)
+    except ValueError as err:            # ConfigError and StreamConfig's own checks: argparse prints the message
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return item
 
 
-def report_against(st: Setup, chunks: int, key: str, value: object) -> None:
-    """The pipeline with stream.KEY = VALUE against the preset, alternating rounds; then the DiT and
+def report_against(st: Setup, chunks: int, item: str) -> None:
+    """The pipeline with one 'stream.KEY=VALUE' against the preset, alternating rounds; then the DiT and
     generation seconds per chunk of each (time_serial), so the gain is seen where it happens."""
-    from dataclasses import replace
-
     preset = st.gen.config
-    variant = replace(preset, **{key: value})
-    labels = {id(preset): f"{key}={getattr(preset, key)}", id(variant): f"{key}={value}"}
+    variant = with_stream_override(preset, item)
+    key = item.partition("=")[0].removeprefix("stream.")
+    labels = {id(preset): f"{key}={getattr(preset, key)}", id(variant): f"{key}={getattr(variant, key)}"}
     runs: dict[int, list] = {id(preset): [], id(variant): []}
     serial = {}
     try:
@@ -340,9 +344,9 @@ def main() -> None:
     if args.without_composite:
         report_without_composite(st, args.chunks, pipeline.fps)
     if args.int8:
-        report_against(st, args.chunks, "int8", not st.gen.config.int8)
+        report_against(st, args.chunks, f"stream.int8={str(not st.gen.config.int8).lower()}")
     if args.against:
-        report_against(st, args.chunks, *args.against)
+        report_against(st, args.chunks, args.against)
     if args.long_chunks > LONG_EARLY.stop:
         report_long(st, args.long_chunks)
     st.gen.close()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from motionstream.models.frames import frames_to_tensor
 from motionstream.models.track_head import TrackHead
 from motionstream.tracks.embed import rasterize
-from motionstream.tracks.warp import forward_warp, frame_flow
+from motionstream.tracks.warp import clip_flows, forward_warp
 
 if TYPE_CHECKING:
     from motionstream.models.dit import DiTConfig
@@ -155,6 +155,9 @@ def video_prior(encode: "Callable[[torch.Tensor], torch.Tensor]", images: "Seque
     return torch.cat(out)
 
 
+PRIORS = ("encode", "latent")     # how a "video" prior is made: video_prior | latent_video_prior
+
+
 def warp_latent(anchor_latent: torch.Tensor, flows: np.ndarray, temporal_factor: int,
                 first_chunk: bool) -> torch.Tensor:
     """The "video" prior warped in latent space: [1, C_lat, n, h, w] from a latent [1, C_lat, h, w] and
@@ -188,15 +191,9 @@ def latent_video_prior(first_latents: torch.Tensor, tracks: "Sequence[TrackSet]"
     latents [B, C_lat, h, w] and their tracks, in a width x height video."""
 
     num_video = 1 + temporal_factor * (num_latent_frames - 1)
-    out = []
-    for latent, ts in zip(first_latents, tracks):
-        if (ts.width, ts.height) != (width, height):
-            ts = ts.scaled(width, height)
-        vis = ts.visibility & ts.visibility[:1]
-        flows = np.stack([frame_flow(ts.tracks[0], ts.tracks[t], vis[t], width, height, num_tracks=ts.num_tracks)
-                          for t in range(num_video)])
-        out.append(warp_latent(latent[None], flows, temporal_factor, first_chunk=True))
-    return torch.cat(out)
+    return torch.cat([warp_latent(latent[None], np.stack(list(clip_flows(ts, width, height, num_video))),
+                                  temporal_factor, first_chunk=True)
+                      for latent, ts in zip(first_latents, tracks)])
 
 
 def _checked_prior(prior: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:

@@ -73,7 +73,7 @@ from motionstream.diffusion.sampling import TeacherParam, load_dit_folder
 from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_skip, chunk_noise, parse_cache_name,
                                             stream_prior)
 from motionstream.models.codec import frames_to_tensor, tensor_to_frames
-from motionstream.models.conditioning import MotionCondition, build_guide, image_condition, warp_latent
+from motionstream.models.conditioning import PRIORS, MotionCondition, build_guide, image_condition, warp_latent
 from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
@@ -89,7 +89,6 @@ AUTO_QUALITY = "auto"                 # `--quality auto`: adaptive from the pres
 DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-latent": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
 DEFAULT_SCALE = {"2-step-small": 0.75}
 DEFAULT_RUNG_PRIOR = {"2-step-latent": "latent", "2-step-small": "latent"}
-PRIORS = ("encode", "latent")
 SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 
@@ -378,8 +377,7 @@ class StreamingGenerator:
         self.prior_image = self.work_image
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
-        self.prior_encoder = None
-        self._sync_prior_encoder()
+        self._sync_prior_encoder(restart=True)
         self.frames_out = 0
         self.paused = False
         self.last_latents: torch.Tensor | None = None
@@ -480,11 +478,13 @@ class StreamingGenerator:
         prior, warp = None, None
         if self.param.output_skip == "video":
             flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
-            warp = chunk_video_frames(self.prior_image, chunk, flows)
-            if self.config.prior_of(self.quality) == "latent":
-                prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
-            else:
+            encode = self.config.prior_of(self.quality) == "encode"
+            if encode or self.config.composite:          # the pixels: the encoder's input, the composite's
+                warp = chunk_video_frames(self.prior_image, chunk, flows)
+            if encode:
                 prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
+            else:
+                prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
         cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
                        image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -559,16 +559,17 @@ class StreamingGenerator:
         the image latent); a fresh causal encoder sees them first, so later chunks encode as 4n frames."""
 
         self.prior_image = tensor_to_frames(self.codec.decode(self.anchor_latent[:, :, None]))[0]
-        self.prior_encoder = None
-        self._sync_prior_encoder()
+        self._sync_prior_encoder(restart=True)
 
     @torch.inference_mode()
-    def _sync_prior_encoder(self) -> None:
-        """A streaming encoder exactly when the rung encodes its "video" prior (none otherwise). One
-        made mid-stream sees the prior image first, so its chunks encode as 4n frames, as after a refresh."""
-        if self.param.output_skip != "video" or self.config.prior_of(self.quality) != "encode":
+    def _sync_prior_encoder(self, restart: bool = False) -> None:
+        """A streaming encoder exactly when the rung encodes its "video" prior (none otherwise); restart:
+        a fresh one even if there is one. One made mid-stream sees the prior image first, so its chunks
+        encode as 4n frames, as after a refresh."""
+        encodes = self.param.output_skip == "video" and self.config.prior_of(self.quality) == "encode"
+        if restart or not encodes:
             self.prior_encoder = None
-        elif self.prior_encoder is None:
+        if encodes and self.prior_encoder is None:
             self.prior_encoder = self.codec.stream_encoder()
             if self.chunk_index > 0:
                 self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))

@@ -2,6 +2,8 @@
 
     dense_flow(points, displacements, W, H, sigma, prior_weight) -> flow [H, W, 2]
     warp_frame(image, p0, pt, visible, cfg) -> one frame: `image` moved by the displacements pt - p0
+        = remap_back(image, frame_flow(p0, pt, visible, W, H, cfg)), the flow and the remap apart
+    clip_flows(tracks, W, H) -> the flows from frame 0 to each frame, one at a time
     forward_warp(first_frame, tracks, cfg) -> [T, H, W, 3]: every frame of `tracks`
 
 The choice made: for each frame t, every track visible at frames 0 and t carries a displacement
@@ -20,6 +22,7 @@ Used by the evaluation (the forward-warp baseline) and by the DiT's "video" prio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -106,17 +109,25 @@ def remap_back(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def clip_flows(tracks: TrackSet, width: int, height: int, num_frames: int | None = None,
+               cfg: WarpConfig | None = None) -> Iterator[np.ndarray]:
+    """frame_flow (float32 [H, W, 2]) from frame 0 to each of the first `num_frames` frames (default
+    all) of `tracks`, rescaled to width x height; a track counts where it is visible at both ends.
+    One frame at a time: a long clip's flows together would not be small."""
+    if (tracks.width, tracks.height) != (width, height):
+        tracks = tracks.scaled(width, height)
+    pts = tracks.tracks
+    vis = tracks.visibility & tracks.visibility[:1]
+    for t in range(tracks.num_frames if num_frames is None else num_frames):
+        yield frame_flow(pts[0], pts[t], vis[t], width, height, cfg, num_tracks=tracks.num_tracks)
+
+
 def forward_warp(first_frame: np.ndarray, tracks: TrackSet, cfg: WarpConfig | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3]: `first_frame` [H, W, 3] moved along `tracks` (T frames; tracks in another
     image size are rescaled to the frame's). Frame 0 is the first frame exactly."""
     first_frame = np.asarray(first_frame, np.uint8)
     h, w = first_frame.shape[:2]
-    if (tracks.width, tracks.height) != (w, h):
-        tracks = tracks.scaled(w, h)
-    pts = tracks.tracks
-    vis = tracks.visibility & tracks.visibility[:1]          # need both ends of the displacement
     out = np.empty((tracks.num_frames, h, w, 3), np.uint8)
-    out[0] = first_frame
-    for t in range(1, tracks.num_frames):
-        out[t] = warp_frame(first_frame, pts[0], pts[t], vis[t], cfg, num_tracks=tracks.num_tracks)
+    for t, flow in enumerate(clip_flows(tracks, w, h, cfg=cfg)):
+        out[t] = first_frame if t == 0 else remap_back(first_frame, flow)
     return out

@@ -45,7 +45,7 @@ from motionstream.data.drags import drag_input, drag_world
 from motionstream.data.splits import SPLIT_SIZE, split_seeds
 from motionstream.data.synth import WorldConfig, render_clip
 from motionstream.models.codec import frames_to_tensor, load_codec
-from motionstream.models.conditioning import build_condition, latent_video_prior, video_prior
+from motionstream.models.conditioning import PRIORS, build_condition, latent_video_prior, video_prior
 from motionstream.models.text import load_text_encoder
 from motionstream.tracks.embed import sample_track_subset, with_ids
 from motionstream.train.common import EMA, WarmupSchedule, item_rng, optimizer_step, run_section
@@ -94,7 +94,7 @@ class GTTrainConfig:
     prior: str = "encode"
 
     def __post_init__(self) -> None:
-        if self.prior not in ("encode", "latent"):
+        if self.prior not in PRIORS:
             raise ValueError(f"train_gt.prior must be encode or latent, got {self.prior!r}")
 
 

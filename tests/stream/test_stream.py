@@ -478,21 +478,21 @@ def test_sink_refresh_restarts_the_video_prior_from_the_new_anchor(parts):
 def test_latent_video_prior_moves_the_anchor_latent_on_the_latent_grid():
     """Zero flow gives the anchor latent in every latent frame; a flow of one latent cell (8 px)
     shifts it by one cell; latent frames average their video frames' flows."""
-    from motionstream.models.conditioning import warp_latent as latent_video_prior
+    from motionstream.models.conditioning import warp_latent
 
     anchor = torch.randn(1, 4, 6, 10)
     still = np.zeros((9, 48, 80, 2), np.float32)
-    first = latent_video_prior(anchor, still, 4, first_chunk=True)
+    first = warp_latent(anchor, still, 4, first_chunk=True)
     assert first.shape == (1, 4, 3, 6, 10)
     torch.testing.assert_close(first, anchor[:, :, None].expand(-1, -1, 3, -1, -1))
     moved = still.copy()
     moved[1:, ..., 0] = 8.0                             # content moves one latent cell right
-    shifted = latent_video_prior(anchor, moved, 4, first_chunk=True)
+    shifted = warp_latent(anchor, moved, 4, first_chunk=True)
     torch.testing.assert_close(shifted[:, :, 0], anchor)
     torch.testing.assert_close(shifted[:, :, 1, :, 1:], anchor[:, :, :, :-1])
     later = np.zeros((8, 48, 80, 2), np.float32)
     later[4:, ..., 0] = 8.0                             # no motion in latent frame 0, one cell in frame 1
-    halves = latent_video_prior(anchor, later, 4, first_chunk=False)
+    halves = warp_latent(anchor, later, 4, first_chunk=False)
     assert halves.shape == (1, 4, 2, 6, 10)
     torch.testing.assert_close(halves[:, :, 0], anchor)
     torch.testing.assert_close(halves[:, :, 1, :, 1:], anchor[:, :, :, :-1])
@@ -502,7 +502,7 @@ def test_latent_prior_streams_without_the_encoder(parts):
     """stream.prior = latent: the chunk's prior is the anchor latent warped along the chunk's flows
     (no streaming encoder), and it differs from the encoded prior only where the tracks move."""
     from motionstream.diffusion.sampling import TeacherParam
-    from motionstream.models.conditioning import warp_latent as latent_video_prior
+    from motionstream.models.conditioning import warp_latent
     from motionstream.stream.engine import chunk_flows
 
     model, _, meta, codec = parts
@@ -517,7 +517,7 @@ def test_latent_prior_streams_without_the_encoder(parts):
     for index in range(2):
         gen.generate_latents()
         flows = chunk_flows(seen[-1], gen.prior_image.shape[1], gen.prior_image.shape[0])
-        want = latent_video_prior(gen.anchor_latent, flows, 4, first_chunk=index == 0)
+        want = warp_latent(gen.anchor_latent, flows, 4, first_chunk=index == 0)
         torch.testing.assert_close(gen.sampler.cond.prior, want)
     assert (want[:, :, -1] - gen.anchor_latent).abs().amax() > 1e-3           # the square moved
     with pytest.raises(ValueError, match="stream.prior"):
