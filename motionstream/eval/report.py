@@ -45,6 +45,14 @@ def _machine_line(results: Sequence[BenchmarkResult]) -> str:
     return ", ".join(parts) + f"; {m.get('platform', '')}, Python {m.get('python', '?')}"
 
 
+def _mode_line(results: Sequence[BenchmarkResult], quick: bool) -> str:
+    """Quick or full, and the clips per data source each benchmark actually ran (`--clips` overrides both)."""
+    clips = ", ".join(f"{r.name} {r.num_clips}" for r in results if r.num_clips)
+    mode = ("**quick** (fewer teacher steps and shorter streams than a full run; the CI smoke run uses 2 clips: "
+            "figures from few clips are noisy)" if quick else "full")
+    return f"{mode}; clips per data source: {clips}" if clips else mode
+
+
 def render_report(results: Sequence[BenchmarkResult], out_root: Path) -> str:
     """The markdown text of the report (plots linked relative to OUT/)."""
     registry = load_benchmarks()
@@ -59,7 +67,7 @@ def render_report(results: Sequence[BenchmarkResult], out_root: Path) -> str:
         "",
         f"- commit: `{'`, `'.join(commits) or 'unknown'}`",
         f"- machine: {_machine_line(results)}",
-        f"- mode: {'**quick** (2 clips per benchmark, CI smoke run: figures are noisy)' if quick else 'full'}",
+        f"- mode: {_mode_line(results, quick)}",
         f"- finished: {finished}; total benchmark wall time {sum(r.wall_s for r in results):.0f} s",
         "",
         "Reading the numbers: PSNR/SSIM compare with the ground-truth video (higher is better). EPE is the "

@@ -94,11 +94,14 @@ def test_unavailable_and_failing_benchmarks_are_reported(fake_benchmarks, tmp_pa
 
 
 def test_report_collects_every_result(fake_benchmarks, tmp_path):
-    for name in ("fake-ok", "fake-weights"):
-        run_benchmark(name, quick=True, out_root=tmp_path)
+    run_benchmark("fake-ok", quick=True, out_root=tmp_path, clips=3)
+    run_benchmark("fake-weights", quick=True, out_root=tmp_path)
     text = write_report(tmp_path).read_text()
     assert "AMD" in text or "CPU" in text
     assert "commit: `" in text and "quick" in text
+    # the mode line says how many clips each benchmark ran: --clips overrides the quick mode's 2
+    mode = next(line for line in text.splitlines() if line.startswith("- mode:"))
+    assert "fake-ok 3" in mode and "fake-weights 2" in mode
     assert "![fake-ok: line](eval/fake-ok/line.png)" in text and "**squares**" in text
     assert "not available: missing weights/no-such-model" in text
     assert text.index("## A cheap benchmark") < text.index("## Needs weights")
