@@ -72,6 +72,13 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
     ONNX Runtime 1.31.1 (CPU provider, same threads, pass exported with the TorchScript exporter): 0.85x
         (164 -> 193 ms).
     channels_last(_3d) codec weights: 1.04x / 0.99x per frame in two runs (noise).
+    generation and decode on one thread each (instead of both at the caller's 2 threads, which
+        oversubscribes the 2 cores while a decode overlaps the next chunk). Measured 2026-12-05, idle
+        machine (load 0.3 -> 1.8), the engine's pipeline (time_pipeline, 30 chunks) with the decode worker
+        rebuilt at the given thread count, 3 alternating rounds per pair (main / worker threads),
+        median fps: 2-step rung (encoded prior) 2/2 35.3, 1/1 23.6 (0.67x), 2/1 32.7 (0.93x);
+        2-step-latent 2/2 57.6, 1/1 56.1 (0.97x), 2/1 56.2 (0.98x; rounds ranged 52-66 fps: noise). The
+        generation is the larger share: on one thread it takes longer than the other thread's decode.
     fewer tokens per chunk (2 latent frames, c2s1w1): 0.74x / 0.82x per frame in two runs (64.8 -> 87.8
         ms): the per-chunk costs (text, prior encoder start, decode) do not shrink, and the student was
         trained at 3.
