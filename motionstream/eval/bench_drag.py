@@ -16,10 +16,12 @@ is compared with the whole true clip:
                    the plain one is high where objects leave the frame or turn)
 (frames 1..T-1; frame 0 is the input). Means over cases, plus the worst case of each.
 
-Rows: every method of the transfer benchmark (the no-model baselines, teacher, students), and one
-headroom row that no method can be: the objects' frame-0 pixels pasted rigidly at their TRUE
-mean displacement over the background inpainted where they were (oracle_paste: it knows the true
-motion and the layers, and invents nothing behind them).
+Rows: every method of the transfer benchmark (the no-model baselines, teacher, students); segment
+paste, a no-model baseline of drags only (tracks/paste.py: GrabCut segments the object under each drag
+patch, pasted at the patch's displacement over the inpainted first frame, from the studio's input
+alone); and one headroom row that no method can be: the objects' frame-0 pixels pasted rigidly at
+their TRUE mean displacement over the background inpainted where they were (oracle_paste: it knows
+the true motion and the layers, and invents nothing behind them).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from motionstream.config import video_config
@@ -38,11 +39,11 @@ from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, method
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
 from motionstream.scoring import metrics
 from motionstream.scoring.track_following import mean_over_clips
+from motionstream.tracks.paste import paste_segments, segment_paste
 from motionstream.tracks.trackset import TrackSet
 
 FULL_CASES = 16               # cases in a full run (--clips overrides; --quick: eval.quick_clips)
-INPAINT_RADIUS = 5            # px, cv2.inpaint radius of the oracle's background
-INPAINT_DILATE = 5            # px, the object mask is grown by this before inpainting (soft edges)
+PASTE_METHOD = "segment paste"
 METRIC_KEYS = ("changed_psnr", "object_psnr", "frame_psnr", "object_epe", "object_epe_reliable")
 
 
@@ -109,28 +110,18 @@ def score_case(case: DragCase, video: np.ndarray) -> dict[str, float]:
 
 
 def oracle_paste(case: DragCase) -> np.ndarray:
-    """uint8 [T, H, W, 3]: the headroom row (module docstring). Nearer layers (higher index) are
-    pasted last; an object's displacement is the mean of its visible true grid tracks."""
+    """uint8 [T, H, W, 3]: the headroom row (module docstring): tracks/paste.paste_segments with the
+    true layers as masks (nearer layers, higher index, pasted last) and, as an object's displacement,
+    the mean of its visible true grid tracks."""
 
-    first = case.frames[0]
-    h, w = first.shape[:2]
-    grow = np.ones((INPAINT_DILATE, INPAINT_DILATE), np.uint8)
-    held = np.isin(case.owner0, case.objects).astype(np.uint8)
-    plate = cv2.inpaint(first, cv2.dilate(held, grow), INPAINT_RADIUS, cv2.INPAINT_TELEA)
     truth = case.true_tracks
-    out = [first]
-    for t in range(1, len(case.frames)):
-        frame = plate.copy()
-        for layer in sorted(case.objects):
-            sel = (case.point_layer == layer) & truth.visibility[0]
-            dx, dy = (truth.tracks[t, sel] - truth.tracks[0, sel]).mean(0)
-            shift = np.float32([[1, 0, dx], [0, 1, dy]])
-            moved = cv2.warpAffine(first, shift, (w, h), flags=cv2.INTER_LINEAR)
-            where = cv2.warpAffine((case.owner0 == layer).astype(np.uint8), shift, (w, h),
-                                   flags=cv2.INTER_NEAREST) > 0
-            frame[where] = moved[where]
-        out.append(frame)
-    return np.stack(out)
+    layers = sorted(case.objects)
+    masks = [case.owner0 == layer for layer in layers]
+    displacements = np.zeros((len(case.frames), len(layers), 2), np.float32)
+    for k, layer in enumerate(layers):
+        sel = (case.point_layer == layer) & truth.visibility[0]
+        displacements[:, k] = (truth.tracks[:, sel] - truth.tracks[:1, sel]).mean(1)
+    return paste_segments(case.frames[0], masks, displacements)
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -158,6 +149,9 @@ def run_drag(ctx: BenchmarkContext) -> None:
     videos: dict[str, np.ndarray] = {"ground truth": cases[0].frames}
     skipped: dict[str, str] = {}
     rows_fns = [(m.name, m.needs_weights, m.factory) for m in methods_for(ctx)]
+    after_warp = next((i + 1 for i, row in enumerate(rows_fns) if row[0] == WARP_METHOD), len(rows_fns))
+    paste_row = lambda _ctx: lambda case: segment_paste(case.frames[0], case.tracks)   # noqa: E731
+    rows_fns.insert(after_warp, (PASTE_METHOD, (), paste_row))
     rows_fns.append(("oracle: true motion, rigid paste", (), lambda _ctx: oracle_paste))
     for name, needs, factory in rows_fns:
         missing = missing_weights(needs)
@@ -195,9 +189,10 @@ def run_drag(ctx: BenchmarkContext) -> None:
                              f"the dense transfer benchmark gives 2500."))
     for m, why in skipped.items():
         ctx.note(f"{m}: not available ({why})")
-    ctx.add_contact_sheet("sheet", {k: videos[k] for k in ("ground truth", WARP_METHOD, STUDENT_METHOD) if k in videos},
+    ctx.add_contact_sheet("sheet", {k: videos[k] for k in ("ground truth", WARP_METHOD, PASTE_METHOD, STUDENT_METHOD)
+                                    if k in videos},
                           f"drag: {cases[0].name}")
-    for m in ("repeat-first-frame", WARP_METHOD, STUDENT_METHOD):
+    for m in ("repeat-first-frame", WARP_METHOD, PASTE_METHOD, STUDENT_METHOD):
         if m in results:
             r = results[m]
             ctx.summary[f"{m} changed/object/frame PSNR"] = (

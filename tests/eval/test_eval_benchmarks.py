@@ -221,8 +221,8 @@ def test_transfer_benchmark_rows(tmp_path, monkeypatch):
 
 
 def test_drag_benchmark_rows(tmp_path, monkeypatch):
-    """The drag benchmark scores the baselines and the oracle on studio-like inputs: the oracle
-    (true motion) beats the frozen frame on the pixels that change, the ground truth scores inf,
+    """The drag benchmark scores the baselines, segment paste and the oracle on studio-like inputs: the
+    oracle (true motion) beats the frozen frame on the pixels that change, the ground truth scores inf,
     and a broken model gets a "failed" row without losing the others."""
     from motionstream.eval import bench_transfer
 
@@ -243,6 +243,11 @@ def test_drag_benchmark_rows(tmp_path, monkeypatch):
     oracle = next(k for k in got if k.startswith("oracle"))
     assert got[oracle]["changed_psnr"] > got["repeat-first-frame"]["changed_psnr"]
     assert got["forward-warp"]["object_epe"] < got["repeat-first-frame"]["object_epe"]
+    # segment paste (no model) sits right after the warp; it moves objects whole, so the wall around them
+    # does not stretch: above the warp over whole frames
+    names = [r[0] for r in res.tables[0].rows]
+    assert names.index(bench_drag.PASTE_METHOD) == names.index("forward-warp") + 1
+    assert got[bench_drag.PASTE_METHOD]["frame_psnr"] > got["forward-warp"]["frame_psnr"] + 1
     rows = {r[0]: r for r in res.tables[0].rows}
     assert rows["broken"][1] == "failed" and "ground truth (tracker floor)" in rows
     assert "sheet.png" in res.plots and res.summary

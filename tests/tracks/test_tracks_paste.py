@@ -1,0 +1,84 @@
+import numpy as np
+
+from motionstream.tracks.paste import drag_groups, paste_segments, segment_object, segment_paste
+from motionstream.tracks.sources import drag_tracks, grid_points, static_grid
+from motionstream.tracks.trackset import TrackSet
+from motionstream.tracks.warp import forward_warp
+
+W, H, T, FPS = 128, 72, 9, 16.0
+SQUARE = (slice(20, 44), slice(24, 48))      # rows, cols of the red object on frame 0
+SHIFT = 32                                   # px the object is dragged to the right by the last frame
+
+
+def scene() -> np.ndarray:
+    """A noisy grey wall with a red square on it (uint8 [H, W, 3])."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(90, 130, (H, W, 3)).astype(np.uint8)
+    image[SQUARE] = (220, 30, 30)
+    return image
+
+
+def drag_input() -> TrackSet:
+    """A drag patch on the square, moving it SHIFT px right over T frames, plus pins on the wall."""
+    samples = [(k / FPS, 36 + SHIFT * k / (T - 1), 32.0) for k in range(T)]
+    drag = drag_tracks(samples, (36.0, 32.0), T, W, H, FPS, patch_radius=8, spacing=8)
+    pins = grid_points(8, 8, W - 8, H - 8, spacing=16)
+    pins = pins[~((pins[:, 0] > 16) & (pins[:, 0] < 96) & (pins[:, 1] > 12) & (pins[:, 1] < 52))]
+    return TrackSet.concat([drag, static_grid(pins, T, W, H, FPS)])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def test_drag_groups_tell_patches_apart_by_their_motion_and_skip_pins():
+    left = drag_tracks([(0.0, 20.0, 20.0), (0.5, 40.0, 20.0)], (20.0, 20.0), T, W, H, FPS, patch_radius=8, spacing=8)
+    right = drag_tracks([(0.0, 90.0, 40.0), (0.5, 90.0, 60.0)], (90.0, 40.0), T, W, H, FPS, patch_radius=8, spacing=8)
+    pins = static_grid(grid_points(0, 0, W, H, rows=2, cols=2), T, W, H, FPS)
+    ts = TrackSet.concat([pins, left, right])
+    groups = drag_groups(ts)
+    n_pins, n_left = pins.num_tracks, left.num_tracks
+    assert [g.tolist() for g in groups] == [list(range(n_pins, n_pins + n_left)),
+                                           list(range(n_pins + n_left, ts.num_tracks))]
+    assert drag_groups(pins) == []
+    assert drag_groups(TrackSet(tracks=ts.tracks, visibility=ts.visibility, width=W, height=H, fps=FPS)) == []
+
+
+def test_segment_object_finds_the_object_under_the_patch():
+    image, ts = scene(), drag_input()
+    patch = ts.tracks[0, [i for i, r in enumerate(ts.role) if r == "drag"]]
+    pins = ts.tracks[0, [i for i, r in enumerate(ts.role) if r == "static"]]
+    mask = segment_object(image, patch, pins)
+    truth = np.zeros((H, W), bool)
+    truth[SQUARE] = True
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.9
+    assert not segment_object(image, np.array([[-50.0, -50.0]]), pins).any()     # a patch off the frame
+
+
+def test_segment_paste_moves_the_object_whole_and_shows_the_wall_behind_it():
+    image, ts = scene(), drag_input()
+    video = segment_paste(image, ts)
+    assert video.shape == (T, H, W, 3) and video.dtype == np.uint8
+    assert (video[0] == image).all()
+    last = video[-1]
+    moved = (SQUARE[0], slice(SQUARE[1].start + SHIFT, SQUARE[1].stop + SHIFT))
+    assert np.abs(last[moved].astype(int) - (220, 30, 30)).max() < 20          # the square arrives whole
+    uncovered = (SQUARE[0], slice(SQUARE[1].start, SQUARE[1].start + SHIFT))
+    assert np.abs(last[uncovered].astype(int) - 110).mean() < 25               # the wall shows where it was
+    # against the truth of this scene (the square moved over the wall, unseen wall = its mean grey),
+    # the paste is closer than the forward warp, which stretches the square over the uncovered wall
+    expected = np.full_like(image, 110)
+    expected[moved] = (220, 30, 30)
+    region = np.zeros((H, W), bool)
+    region[SQUARE[0], SQUARE[1].start:SQUARE[1].stop + SHIFT] = True
+    warp = forward_warp(image, ts)[-1]
+    assert psnr(last[region], expected[region]) > psnr(warp[region], expected[region]) + 3
+
+
+def test_no_drag_is_the_frozen_frame_and_zero_motion_the_image():
+    image, ts = scene(), drag_input()
+    pins_only = ts.subset(np.array([i for i, r in enumerate(ts.role) if r == "static"]))
+    assert (segment_paste(image, pins_only) == image[None]).all()
+    mask = np.zeros((H, W), bool)
+    mask[SQUARE] = True
+    assert (paste_segments(image, [mask], np.zeros((3, 1, 2), np.float32)) == image[None]).all()
