@@ -18,7 +18,10 @@ warped along the chunk's tracks. `stream.prior = encode` runs the warped pixels 
 streaming encoder (what the student was trained on; as many FLOPs as the DiT passes); `latent`
 warps the anchor latent itself on the latent grid with the same flows, which costs nothing next to
 the DiT (models/conditioning.warp_latent). The warped pixels also feed the composite
-(stream/composite.py).
+(stream/composite.py). With `stream.drag_paste`, a chunk moved only by drags and pins (the studio's
+input) gets segment-paste pixels instead of the Gaussian warp where the prior is encoded: the object
+under each drag patch moves as a whole over the background inpainted behind it (tracks/paste.py;
+segments are made once per patch and image, SegmentCache).
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
 chunk 10,000 costs what chunk 2 costs. Decoding of chunk i runs on a worker thread and may overlap
@@ -78,6 +81,7 @@ from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
+from motionstream.tracks.paste import DRAG_ROLES, SegmentCache, segment_paste
 from motionstream.tracks.trackset import TrackSet
 from motionstream.tracks.warp import frame_flow, remap_back
 
@@ -142,6 +146,10 @@ class StreamConfig:
     prior: str = "encode"
     # rung -> its prior (absent = `prior`; like quality_scale, rungs not on the ladder are ignored)
     quality_prior: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNG_PRIOR))
+    # on rungs that encode their prior: a chunk moved only by drags and pins takes segment-paste pixels
+    # (tracks/paste.py) as its prior and composite, not the Gaussian warp (which stretches the dragged
+    # object and never shows what it uncovers)
+    drag_paste: bool = False
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
@@ -252,6 +260,23 @@ def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks, flows: np.ndarray 
     if flows is None:
         flows = chunk_flows(chunk, image.shape[1], image.shape[0])
     return np.stack([remap_back(image, f) for f in flows])
+
+
+def is_drag_chunk(chunk: ChunkTracks) -> bool:
+    """True when the chunk's tracks are drags (tracks/paste.DRAG_ROLES) and pins only, at least one drag."""
+    roles = set(chunk.tracks.role or ())
+    return bool(roles & set(DRAG_ROLES)) and roles <= {*DRAG_ROLES, "static"}
+
+
+def chunk_paste_frames(image: np.ndarray, chunk: ChunkTracks, segments: SegmentCache) -> np.ndarray:
+    """uint8 [T, H, W, 3]: tracks/paste.segment_paste of `image` along a drag chunk (is_drag_chunk):
+    the anchors are each track's content on `image`, the chunk's frames follow them where the prior
+    does (ChunkTracks.prior_visibility)."""
+    ts = chunk.tracks
+    along = TrackSet(np.concatenate([chunk.anchors[None], ts.tracks]),
+                     np.concatenate([chunk.anchor_visible[None], chunk.prior_visibility]),
+                     ts.width, ts.height, ts.fps, role=ts.role)
+    return segment_paste(image, along, segments)[1:]
 
 
 def chunk_flows(chunk: ChunkTracks, width: int, height: int) -> np.ndarray:
@@ -375,6 +400,7 @@ class StreamingGenerator:
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
         self.prior_image = self.work_image
+        self.segments = SegmentCache()
         self.noise_gen = torch.Generator().manual_seed(self.config.seed)
         self.chunk_index = 0
         self._sync_prior_encoder(restart=True)
@@ -477,10 +503,13 @@ class StreamingGenerator:
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
         prior, warp = None, None
         if self.param.output_skip == "video":
-            flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
             encode = self.config.prior_of(self.quality) == "encode"
-            if encode or self.config.composite:          # the pixels: the encoder's input, the composite's
-                warp = chunk_video_frames(self.prior_image, chunk, flows)
+            if encode and self.config.drag_paste and is_drag_chunk(chunk):
+                warp = chunk_paste_frames(self.prior_image, chunk, self.segments)
+            else:
+                flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
+                if encode or self.config.composite:      # the pixels: the encoder's input, the composite's
+                    warp = chunk_video_frames(self.prior_image, chunk, flows)
             if encode:
                 prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
             else:

@@ -3,7 +3,8 @@
     drag_groups(tracks) -> lists of track indices, one per drag patch (tracks that move together)
     segment_object(image, patch_points, background_points) -> bool [H, W]: the object under a patch
     paste_segments(image, masks, displacements) -> [T, H, W, 3]: segments moved over an inpainted plate
-    segment_paste(first_frame, tracks) -> [T, H, W, 3]: the three above, from the studio's input
+    segment_paste(first_frame, tracks, cache) -> [T, H, W, 3]: the three above, from the studio's input
+    SegmentCache: segments and plates already made (a stream segments a patch once, not every chunk)
 
 The studio sends a few drag patches (role "drag" or "path": every point of a patch shares one motion)
 and pinned points (role "static"). The forward warp (tracks/warp.py) spreads each patch's motion over
@@ -15,7 +16,11 @@ shows. Segment paste instead:
      are sure foreground, every other track's point on frame 0 (pins, other patches) sure background;
   3. fills where the objects were (grown by HOLE_GROW_PX) with cv2.inpaint (Telea): the plate;
   4. on frame t pastes each object's frame-0 pixels at its patch's median displacement from frame 0
-     onto the plate, in patch order.
+     (over the patch's points visible on frame t; none visible = it stays) onto the plate, in patch
+     order.
+
+GrabCut takes about 0.1 s per patch at 256x144, more than the rest of a chunk's prior, so a stream
+keeps a SegmentCache: a patch is segmented again only when the image or its seeds change.
 
 Rigid translation only (no rotation or scaling), and the inpainted plate is smooth where the truth has
 texture. Tracks of other roles (static pins, dense transfer or camera tracks) move nothing: without
@@ -23,6 +28,9 @@ a drag it is the frozen frame. The `drag` benchmark scores it as the strongest n
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -33,8 +41,10 @@ DRAG_ROLES = ("drag", "path")   # roles whose points move together as one patch
 OFFSET_DECIMALS = 1             # patches are told apart by their offsets rounded to 0.1 px
 SEED_RADIUS_PX = 3              # radius of the sure fore- / background disc drawn at each point
 GRABCUT_ITERATIONS = 5
+GRABCUT_SEED = 0                # the same image and seeds give the same segment
 HOLE_GROW_PX = 5                # the objects' mask is grown by this before inpainting (soft edges)
 INPAINT_RADIUS_PX = 5
+CACHE_ENTRIES = 32              # segments + plates a SegmentCache keeps (least recently used dropped)
 
 
 def drag_groups(tracks: TrackSet) -> list[np.ndarray]:
@@ -70,6 +80,7 @@ def segment_object(image: np.ndarray, patch_points: np.ndarray, background_point
     if not (mask == cv2.GC_FGD).any():
         return np.zeros((h, w), bool)                # the patch lies outside the frame
     background_model, foreground_model = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.setRNGSeed(GRABCUT_SEED)                     # its GMMs start from k-means on OpenCV's thread RNG
     cv2.grabCut(np.ascontiguousarray(image), mask, None, background_model, foreground_model,
                 GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     fore = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -80,16 +91,23 @@ def segment_object(image: np.ndarray, patch_points: np.ndarray, background_point
     return np.isin(parts, held[held > 0])
 
 
-def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray) -> np.ndarray:
-    """uint8 [T, H, W, 3]: frame t = the plate (image inpainted under every mask, grown by
-    HOLE_GROW_PX) with image's pixels inside masks[k] pasted at displacements[t, k] (float [T, K, 2],
-    x, y), later masks over earlier ones; a frame whose displacements are all 0 is the image itself."""
+def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """uint8 [H, W, 3]: `image` inpainted (cv2.inpaint, Telea) under the union of `masks`, grown by
+    HOLE_GROW_PX: the background the objects leave behind."""
+    held = np.any(masks, axis=0).astype(np.uint8)
+    grow = np.ones((HOLE_GROW_PX, HOLE_GROW_PX), np.uint8)
+    return cv2.inpaint(image, cv2.dilate(held, grow), INPAINT_RADIUS_PX, cv2.INPAINT_TELEA)
+
+
+def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray,
+                   plate: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3]: frame t = the plate (default inpainted_plate(image, masks)) with image's
+    pixels inside masks[k] pasted at displacements[t, k] (float [T, K, 2], x, y), later masks over
+    earlier ones; a frame whose displacements are all 0 is the image itself."""
     h, w = image.shape[:2]
     if not masks:
         return np.repeat(image[None], len(displacements), 0)
-    held = np.any(masks, axis=0).astype(np.uint8)
-    grow = np.ones((HOLE_GROW_PX, HOLE_GROW_PX), np.uint8)
-    plate = cv2.inpaint(image, cv2.dilate(held, grow), INPAINT_RADIUS_PX, cv2.INPAINT_TELEA)
+    plate = inpainted_plate(image, masks) if plate is None else plate
     frames = []
     for shifts in displacements:
         if not np.any(shifts):
@@ -105,20 +123,48 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
     return np.stack(frames)
 
 
-def segment_paste(first_frame: np.ndarray, tracks: TrackSet) -> np.ndarray:
+class SegmentCache:
+    """Segments and plates by what they are made of (the image's bytes and the seed points), least
+    recently used dropped beyond CACHE_ENTRIES."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES):
+        self.entries = entries
+        self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple, make) -> np.ndarray:
+        """The value stored under `key`, else make() stored under it."""
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        value = self._store[key] = make()
+        if len(self._store) > self.entries:
+            self._store.popitem(last=False)
+        return value
+
+
+def segment_paste(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3] (T = tracks.num_frames): the module docstring's method on `first_frame`
-    (uint8 [H, W, 3], the tracks' size)."""
+    (uint8 [H, W, 3], the tracks' size); frame 0 of `tracks` holds each track's content on first_frame."""
     h, w = first_frame.shape[:2]
     if (tracks.width, tracks.height) != (w, h):
         tracks = tracks.scaled(w, h)
+    cache = cache or SegmentCache()
+    image_key = hashlib.sha1(np.ascontiguousarray(first_frame)).hexdigest()
     groups = drag_groups(tracks)
     start, seen = tracks.tracks[0], tracks.visibility[0]
-    masks = []
+    masks, keys = [], []
     for group in groups:
         background = seen.copy()
         background[group] = False                   # every other track on frame 0 is sure background
-        masks.append(segment_object(first_frame, start[group[seen[group]]], start[background]))
+        fore, back = start[group[seen[group]]], start[background]
+        keys.append((image_key, fore.tobytes(), back.tobytes()))
+        masks.append(cache.get(keys[-1], lambda: segment_object(first_frame, fore, back)))
     displacements = np.zeros((tracks.num_frames, len(groups), 2), np.float32)
     for k, group in enumerate(groups):
-        displacements[:, k] = np.median(tracks.tracks[:, group] - start[None, group], axis=1)
-    return paste_segments(first_frame, masks, displacements)
+        moved = tracks.tracks[:, group] - start[None, group]                 # [T, n, 2]
+        for t in range(tracks.num_frames):
+            shown = tracks.visibility[t, group]
+            if shown.any():
+                displacements[t, k] = np.median(moved[t, shown], axis=0)
+    plate = cache.get(("plate", *keys), lambda: inpainted_plate(first_frame, masks)) if masks else first_frame
+    return paste_segments(first_frame, masks, displacements, plate)

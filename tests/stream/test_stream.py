@@ -575,3 +575,53 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
     with torch.inference_mode():
         whole = codec.encode(frames_to_tensor(np.concatenate([gen.prior_image[None], warped])))
     torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
+
+
+def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_the_warp(parts, monkeypatch):
+    """stream.drag_paste: a chunk moved only by a live drag + pins takes segment-paste pixels as its
+    encoded prior and composite (segmented once per patch); a pushed transfer TrackSet keeps the
+    Gaussian warp, and so does a rung with the latent prior."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.codec import frames_to_tensor
+    from motionstream.stream import engine
+    from motionstream.tracks import paste
+    from motionstream.stream.engine import chunk_paste_frames, chunk_video_frames, is_drag_chunk
+
+    model, _, meta, codec = parts
+    video_parts = (model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec)
+    gen = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5])
+    gen.start(sample_image(), "a bright square")
+    seen, encoded, segmented = [], [], []
+    chunk_tracks, encode_chunk = gen.controls.chunk_tracks, gen.prior_encoder.encode_chunk
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    gen.prior_encoder.encode_chunk = lambda x: encoded.append(x.clone()) or encode_chunk(x)
+    segment = paste.segment_object
+    monkeypatch.setattr(paste, "segment_object", lambda *a: segmented.append(1) or segment(*a))
+    gen.controls.add_pins(np.array([[4.0, 4.0], [VIDEO_W - 4.0, VIDEO_H - 4.0]]))
+    drag = gen.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    gen.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    for _ in range(2):
+        gen.generate_latents()
+        chunk = seen[-1]
+        assert is_drag_chunk(chunk)
+        want = chunk_paste_frames(gen.prior_image, chunk, engine.SegmentCache())
+        assert (gen.last_blend[0] == want).all()
+        torch.testing.assert_close(encoded[-1], frames_to_tensor(want))
+    assert len(segmented) == 1 + 2          # once in the stream (cached for chunk 2), twice for `want`
+    assert not (want[-1] == chunk_video_frames(gen.prior_image, chunk)[-1]).all()   # not the warp
+
+    gen.reset()
+    gen.push(moving_square(1 + 4 * 8))                          # transfer tracks: the Gaussian warp
+    gen.generate_latents()
+    assert not is_drag_chunk(seen[-1])
+    assert (gen.last_blend[0] == chunk_video_frames(gen.prior_image, seen[-1])).all()
+
+    latent = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5], prior="latent")
+    latent.start(sample_image(), "a bright square")
+    chunk_tracks = latent.controls.chunk_tracks
+    latent.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    drag = latent.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    latent.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    latent.generate_latents()
+    assert is_drag_chunk(seen[-1])                              # a drag, but the latent prior warps
+    assert (latent.last_blend[0] == chunk_video_frames(latent.prior_image, seen[-1])).all()

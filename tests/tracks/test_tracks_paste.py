@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 
 from motionstream.tracks.paste import drag_groups, paste_segments, segment_object, segment_paste
@@ -52,6 +53,9 @@ def test_segment_object_finds_the_object_under_the_patch():
     truth = np.zeros((H, W), bool)
     truth[SQUARE] = True
     assert (mask & truth).sum() / (mask | truth).sum() > 0.9
+    cv2.setRNGSeed(123)                                  # OpenCV's RNG elsewhere does not change it
+    cv2.randu(np.zeros((4, 4)), 0, 1)
+    assert (segment_object(image, patch, pins) == mask).all()
     assert not segment_object(image, np.array([[-50.0, -50.0]]), pins).any()     # a patch off the frame
 
 
