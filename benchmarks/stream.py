@@ -31,6 +31,8 @@ Prints, from one run:
     RSS at chunk 10 vs the end, peak RSS (ru_maxrss);
   - with --teacher: the offline teacher's fps on a clip of the same length as the first 3 chunks
     (33 frames, its default Euler steps x 3 guided evaluations), weights/teacher-tiny-cpu or random;
+  - with --input drags: all of the above on the studio's input (drag patches + pins; segment paste
+    runs where stream.drag_paste is on; compare with --against stream.drag_paste=false);
   - the 1-minute load average before and after: the 2 cores are shared, every figure is only
     meaningful next to it.
 """
@@ -109,7 +111,31 @@ def grid_tracks(width: int, height: int, fps: float, num_frames: int, count: int
     return TrackSet(xy, np.ones(xy.shape[:2], bool), width, height, fps, ids=np.arange(len(pts)) * 7 + 1)
 
 
+def drag_input_tracks(width: int, height: int, fps: float, num_frames: int):
+    """The studio's input: DRAG_PATCHES drag patches (the studio's patch size) circling DRAG_CIRCLE_PX
+    around their grab points, and pins every PIN_SPACING px along the top and bottom edges."""
+    from motionstream.tracks.sources import drag_tracks, grid_points, static_grid
+    from motionstream.tracks.trackset import TrackSet
+
+    t = np.arange(num_frames) / fps
+    parts = []
+    for k in range(DRAG_PATCHES):
+        gx, gy = width * (k + 1) / (DRAG_PATCHES + 1), height / 2
+        samples = [(s, gx + DRAG_CIRCLE_PX * np.sin(s + k), gy + DRAG_CIRCLE_PX * (np.cos(s + k) - np.cos(k)))
+                   for s in t]
+        parts.append(drag_tracks(samples, (gx, samples[0][2]), num_frames, width, height, fps))
+    edge = PIN_SPACING / 2
+    for y in (edge, height - edge):
+        parts.append(static_grid(grid_points(edge, y, width - edge, y, spacing=PIN_SPACING), num_frames,
+                                 width, height, fps))
+    ts = TrackSet.concat(parts)
+    return TrackSet(ts.tracks, ts.visibility, width, height, fps, ids=np.arange(ts.num_tracks) * 7 + 1, role=ts.role)
+
+
 PROMPT = "a calm lake at sunrise, gentle camera drift"
+DRAG_PATCHES = 2             # --input drags: drag patches ...
+DRAG_CIRCLE_PX = 16.0        # ... each circling its grab point at this radius, about one turn in 6 s
+PIN_SPACING = 16.0           # px between the pins along the top and bottom edges
 ROUNDS = 3                   # --int8 / --against: preset / variant pipeline pairs, alternating (load drifts)
 SERIAL_CHUNKS = 12           # serial split: medians over the chunks after the warm-up
 LONG_EARLY = slice(10, 30)   # long stream: chunks compared against the last LONG_LATE
@@ -122,6 +148,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--chunks", type=int, default=110, help="pipeline chunks (>= 100 after warm-up)")
     ap.add_argument("--long-chunks", type=int, default=1010, help="generation-only stream length (0 = skip)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--input", choices=("grid", "drags"), default="grid",
+                    help="motion pushed every chunk: grid = a dense grid drifting in a circle (transfer-like); "
+                         f"drags = {DRAG_PATCHES} drag patches + pins, the studio's input (stream.drag_paste applies)")
     ap.add_argument("--cache", default=None, help="cXsYwZ (default: the preset's student section, c3s1w1)")
     ap.add_argument("--quality", default=None, help="quality rung (default: the preset's stream.quality)")
     ap.add_argument("--busy", action="store_true", help="also run the pipeline beside one busy process "
@@ -169,7 +198,11 @@ def setup(args: argparse.Namespace) -> Setup:
     cells = (width // codec.spatial_stride) * (height // codec.spatial_stride)
     n_tracks = track_counts(cells, TracksConfig().min_tracks, TracksConfig().max_tracks)[1]
     total_frames = 1 + 4 * (sc.chunk_frames * (max(args.chunks, SERIAL_CHUNKS) + 1))
-    tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
+    if args.input == "drags":
+        tracks = drag_input_tracks(width, height, fps, total_frames + 8)
+        n_tracks = tracks.num_tracks
+    else:
+        tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
     gen = StreamingGenerator(model, codec, load_text_encoder(cfg), sc, param, fps=fps)
     print(f"# benchmarks/stream.py  {width}x{height} @ {fps:g} fps, cache {sc.name}, quality {gen.quality} "
           f"(K = {len(sc.steps_of(gen.quality))} steps{', cache pass fused' if sc.fuse_cache_pass else ''}), "
