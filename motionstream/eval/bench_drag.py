@@ -124,6 +124,11 @@ def oracle_paste(case: DragCase) -> np.ndarray:
     return paste_segments(case.frames[0], masks, displacements)
 
 
+def paste_case(case: DragCase) -> np.ndarray:
+    """uint8 [T, H, W, 3]: the segment-paste row (tracks/paste.py) from the case's first frame and drag input."""
+    return segment_paste(case.frames[0], case.tracks)
+
+
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means over cases (nan skipped, capped PSNR) and the worst case of each metric."""
 
@@ -150,8 +155,7 @@ def run_drag(ctx: BenchmarkContext) -> None:
     skipped: dict[str, str] = {}
     rows_fns = [(m.name, m.needs_weights, m.factory) for m in methods_for(ctx)]
     after_warp = next((i + 1 for i, row in enumerate(rows_fns) if row[0] == WARP_METHOD), len(rows_fns))
-    paste_row = lambda _ctx: lambda case: segment_paste(case.frames[0], case.tracks)   # noqa: E731
-    rows_fns.insert(after_warp, (PASTE_METHOD, (), paste_row))
+    rows_fns.insert(after_warp, (PASTE_METHOD, (), lambda _ctx: paste_case))
     rows_fns.append(("oracle: true motion, rigid paste", (), lambda _ctx: oracle_paste))
     for name, needs, factory in rows_fns:
         missing = missing_weights(needs)

@@ -166,5 +166,5 @@ def segment_paste(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache
             shown = tracks.visibility[t, group]
             if shown.any():
                 displacements[t, k] = np.median(moved[t, shown], axis=0)
-    plate = cache.get(("plate", *keys), lambda: inpainted_plate(first_frame, masks)) if masks else first_frame
+    plate = cache.get(("plate", *keys), lambda: inpainted_plate(first_frame, masks)) if masks else None
     return paste_segments(first_frame, masks, displacements, plate)
