@@ -44,7 +44,8 @@ GRABCUT_ITERATIONS = 5
 GRABCUT_SEED = 0                # the same image and seeds give the same segment
 HOLE_GROW_PX = 5                # the objects' mask is grown by this before inpainting (soft edges)
 INPAINT_RADIUS_PX = 5
-CACHE_ENTRIES = 32              # segments + plates a SegmentCache keeps (least recently used dropped)
+MAX_PATCHES = 8                 # GrabCut costs ~0.1 s a patch: a stream pastes at most this many (the warp beyond)
+CACHE_ENTRIES = 4 * MAX_PATCHES  # segments + plates a SegmentCache keeps (least recently used dropped)
 
 
 def drag_groups(tracks: TrackSet) -> list[np.ndarray]:

@@ -618,10 +618,18 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
 
     latent = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5], prior="latent")
     latent.start(sample_image(), "a bright square")
-    chunk_tracks = latent.controls.chunk_tracks
-    latent.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    latent_chunk_tracks = latent.controls.chunk_tracks
+    latent.controls.chunk_tracks = lambda *a: seen.append(latent_chunk_tracks(*a)) or seen[-1]
     drag = latent.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
     latent.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
     latent.generate_latents()
     assert is_drag_chunk(seen[-1])                              # a drag, but the latent prior warps
     assert (latent.last_blend[0] == chunk_video_frames(latent.prior_image, seen[-1])).all()
+
+    gen.reset()                                                 # more patches than a stream segments: the warp
+    for k in range(engine.MAX_PATCHES + 1):
+        drag = gen.controls.pointer_down(0.0, 4.0 + 3 * k, VIDEO_H / 2, radius=0)
+        gen.controls.pointer_move(drag, 0.5, 4.0 + 3 * k, VIDEO_H / 2 + 1 + k)
+    gen.generate_latents()
+    assert len(engine.drag_groups(seen[-1].tracks)) == engine.MAX_PATCHES + 1 and not is_drag_chunk(seen[-1])
+    assert (gen.last_blend[0] == chunk_video_frames(gen.prior_image, seen[-1])).all()
