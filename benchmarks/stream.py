@@ -123,7 +123,7 @@ def drag_input_tracks(width: int, height: int, fps: float, num_frames: int):
         gx, gy = width * (k + 1) / (DRAG_PATCHES + 1), height / 2
         samples = [(s, gx + DRAG_CIRCLE_PX * np.sin(s + k), gy + DRAG_CIRCLE_PX * (np.cos(s + k) - np.cos(k)))
                    for s in t]
-        parts.append(drag_tracks(samples, (gx, samples[0][2]), num_frames, width, height, fps))
+        parts.append(drag_tracks(samples, (gx, gy), num_frames, width, height, fps))   # samples[0] is (0, gx, gy)
     edge = PIN_SPACING / 2
     for y in (edge, height - edge):
         parts.append(static_grid(grid_points(edge, y, width - edge, y, spacing=PIN_SPACING), num_frames,

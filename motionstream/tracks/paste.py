@@ -109,6 +109,7 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
     if not masks:
         return np.repeat(image[None], len(displacements), 0)
     plate = inpainted_plate(image, masks) if plate is None else plate
+    masks = [mask.astype(np.uint8) for mask in masks]      # once, not per frame (cv2 warps uint8)
     frames = []
     for shifts in displacements:
         if not np.any(shifts):
@@ -118,7 +119,7 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
         for mask, (dx, dy) in zip(masks, shifts):
             shift = np.float32([[1, 0, dx], [0, 1, dy]])
             moved = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR)
-            where = cv2.warpAffine(mask.astype(np.uint8), shift, (w, h), flags=cv2.INTER_NEAREST) > 0
+            where = cv2.warpAffine(mask, shift, (w, h), flags=cv2.INTER_NEAREST) > 0
             frame[where] = moved[where]
         frames.append(frame)
     return np.stack(frames)
