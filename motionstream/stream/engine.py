@@ -81,7 +81,7 @@ from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
-from motionstream.tracks.paste import DRAG_ROLES, MAX_PATCHES, SegmentCache, drag_groups, segment_paste
+from motionstream.tracks.paste import SegmentCache, is_drag_input, segment_paste
 from motionstream.tracks.trackset import TrackSet
 from motionstream.tracks.warp import frame_flow, remap_back
 
@@ -263,12 +263,8 @@ def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks, flows: np.ndarray 
 
 
 def is_drag_chunk(chunk: ChunkTracks) -> bool:
-    """True when the chunk's tracks are drags (tracks/paste.DRAG_ROLES) and pins only, with 1 to
-    tracks/paste.MAX_PATCHES drag patches (more would cost a GrabCut each: they take the warp)."""
-    roles = set(chunk.tracks.role or ())
-    if not roles & set(DRAG_ROLES) or not roles <= {*DRAG_ROLES, "static"}:
-        return False
-    return len(drag_groups(chunk.tracks)) <= MAX_PATCHES
+    """True when the chunk's tracks are the studio's drags and pins (tracks/paste.is_drag_input)."""
+    return is_drag_input(chunk.tracks)
 
 
 def chunk_paste_frames(image: np.ndarray, chunk: ChunkTracks, segments: SegmentCache) -> np.ndarray:

@@ -4,6 +4,7 @@
     segment_object(image, patch_points, background_points) -> bool [H, W]: the object under a patch
     paste_segments(image, masks, displacements) -> [T, H, W, 3]: segments moved over an inpainted plate
     segment_paste(first_frame, tracks, cache) -> [T, H, W, 3]: the three above, from the studio's input
+    is_drag_input(tracks) -> bool: the tracks are the studio's drags and pins, which segment paste serves
     SegmentCache: segments and plates already made (a stream segments a patch once, not every chunk)
 
 The studio sends a few drag patches (role "drag" or "path": every point of a patch shares one motion)
@@ -68,6 +69,15 @@ def _disc_seeds(mask: np.ndarray, points: np.ndarray, value: int) -> None:
     for x, y in np.round(points).astype(np.int64):
         if 0 <= x < w and 0 <= y < h:
             cv2.circle(mask, (int(x), int(y)), SEED_RADIUS_PX, value, -1)
+
+
+def is_drag_input(tracks: TrackSet) -> bool:
+    """True when the tracks are drags (DRAG_ROLES) and pins (role "static") only, with 1 to MAX_PATCHES
+    drag patches: the input segment paste is for (more patches would cost a GrabCut each)."""
+    roles = set(tracks.role or ())
+    if not roles & set(DRAG_ROLES) or not roles <= {*DRAG_ROLES, "static"}:
+        return False
+    return len(drag_groups(tracks)) <= MAX_PATCHES
 
 
 def segment_object(image: np.ndarray, patch_points: np.ndarray, background_points: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ model to move the whole object and to show what it uncovers. Every draw is keyed
 (seed, step, sample index): a resumed run replays the same data.
 
 A held-out check every `eval_every` steps streams the EMA student on fixed val clips (dense and
-drag inputs) and logs its latent error on the changed cells next to the prior's (the forward warp
-encoded: what the network would output if it added nothing).
+drag inputs) and logs its latent error on the changed cells next to the prior's (the forward warp encoded, or with
+`drag_paste` the segment paste on drag inputs: what the network would output if it added nothing).
 
 Run folder: train.log, metrics.jsonl, state.safetensors + state.json (re-run to resume), student/.
 """
@@ -92,6 +92,8 @@ class GTTrainConfig:
     # the "video" prior the student learns around: encode (the warped pixels through the VAE) or latent
     # (the first latent warped on the latent grid, models/conditioning.latent_video_prior), as stream.prior
     prior: str = "encode"
+    # with the encode prior, drag inputs are moved by segment paste instead of the warp (as stream.drag_paste)
+    drag_paste: bool = False
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
@@ -151,7 +153,8 @@ class ClipSource:
             if self.cfg.prior == "latent":
                 prior = latent_video_prior(target[None, :, 0], [tracks], num_latent, self.width, self.height, tf)[0]
             else:
-                prior = video_prior(self.codec.encode, [clip.frames[0]], [tracks], num_latent, tf)[0]
+                prior = video_prior(self.codec.encode, [clip.frames[0]], [tracks], num_latent, tf,
+                                    drag_paste=self.cfg.drag_paste)[0]
         weights = changed_cell_weights(clip.frames, stride, tf, self.cfg.changed_weight)[None]
         return target[:, 0], tracks, prior, target, weights, clip.caption
 
@@ -204,7 +207,7 @@ def val_batches(source: ClipSource, scfg, dit_cfg, cfg: GTTrainConfig) -> dict[s
 @torch.no_grad()
 def heldout(model, param, scfg, batches: dict[str, GTBatch]) -> dict[str, float]:
     """Changed-cell latent error of full K-step streams (c{C}s1w1) on the val batches (val_batches),
-    per input kind, for the model and for its prior (the forward warp, encoded)."""
+    per input kind, for the model and for its prior (the forward warp or segment paste, encoded)."""
     out = {}
     for kind, batch in batches.items():
         changed = (batch.weights > 1).float()

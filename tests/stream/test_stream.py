@@ -583,8 +583,8 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
     Gaussian warp, and so does a rung with the latent prior."""
     from motionstream.diffusion.sampling import TeacherParam
     from motionstream.models.codec import frames_to_tensor
-    from motionstream.stream import engine
     from motionstream.tracks import paste
+    from motionstream.tracks.paste import MAX_PATCHES, SegmentCache, drag_groups
     from motionstream.stream.engine import chunk_paste_frames, chunk_video_frames, is_drag_chunk
 
     model, _, meta, codec = parts
@@ -604,7 +604,7 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
         gen.generate_latents()
         chunk = seen[-1]
         assert is_drag_chunk(chunk)
-        want = chunk_paste_frames(gen.prior_image, chunk, engine.SegmentCache())
+        want = chunk_paste_frames(gen.prior_image, chunk, SegmentCache())
         assert (gen.last_blend[0] == want).all()
         torch.testing.assert_close(encoded[-1], frames_to_tensor(want))
     assert len(segmented) == 1 + 2          # once in the stream (cached for chunk 2), twice for `want`
@@ -627,9 +627,9 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
     assert (latent.last_blend[0] == chunk_video_frames(latent.prior_image, seen[-1])).all()
 
     gen.reset()                                                 # more patches than a stream segments: the warp
-    for k in range(engine.MAX_PATCHES + 1):
+    for k in range(MAX_PATCHES + 1):
         drag = gen.controls.pointer_down(0.0, 4.0 + 3 * k, VIDEO_H / 2, radius=0)
         gen.controls.pointer_move(drag, 0.5, 4.0 + 3 * k, VIDEO_H / 2 + 1 + k)
     gen.generate_latents()
-    assert len(engine.drag_groups(seen[-1].tracks)) == engine.MAX_PATCHES + 1 and not is_drag_chunk(seen[-1])
+    assert len(drag_groups(seen[-1].tracks)) == MAX_PATCHES + 1 and not is_drag_chunk(seen[-1])
     assert (gen.last_blend[0] == chunk_video_frames(gen.prior_image, seen[-1])).all()

@@ -105,3 +105,48 @@ def test_the_latent_prior_option_trains_around_the_warped_first_latent(tmp_path)
     torch.testing.assert_close(latent.cond.prior[:, :, 0], latent.target[:, :, 0])
     with pytest.raises(ValueError, match="train_gt.prior"):
         GTTrainConfig(prior="pixels")
+
+
+def test_drag_paste_moves_the_drag_prior_by_segment_paste_and_leaves_dense_inputs_on_the_warp(tmp_path):
+    """models/conditioning.video_prior(drag_paste=True) gives the studio's drags and pins the segment
+    paste (what the stream's drag_paste feeds) and other tracks the warp; train_gt.drag_paste changes
+    the drag samples' prior only."""
+    from motionstream.models.codec import load_codec
+    from motionstream.models.conditioning import video_prior
+    from motionstream.models.frames import frames_to_tensor
+    from motionstream.models.text import load_text_encoder
+    from motionstream.tracks.paste import segment_paste
+    from motionstream.tracks.trackset import TrackSet
+    from motionstream.tracks.warp import forward_warp
+    from motionstream.train.gt import ClipSource, GTTrainConfig
+    from motionstream.train.rollout import load_student
+
+    image = np.full((32, 64, 3), 40, np.uint8)
+    image[8:20, 10:24] = (220, 60, 30)                               # a block the drag moves right
+    patch = np.array([[14.0, 12.0], [18.0, 12.0], [14.0, 16.0], [18.0, 16.0]])
+    pins = np.array([[x, y] for x in (40.0, 56.0) for y in (4.0, 28.0)])
+    start = np.concatenate([patch, pins])
+    moved = start + np.concatenate([np.full_like(patch, 0.0), np.zeros_like(pins)])
+    moved[:4, 0] += 8.0
+    tracks = np.stack([start + (moved - start) * t / 8 for t in range(9)]).astype(np.float32)
+    shown = np.ones(tracks.shape[:2], bool)
+    drags = TrackSet(tracks, shown, 64, 32, 16.0, role=["drag"] * 4 + ["static"] * 4)
+    plain = TrackSet(tracks, shown, 64, 32, 16.0)
+
+    def identity(video):
+        return video
+
+    pasted = video_prior(identity, [image], [drags], 3, drag_paste=True)
+    torch.testing.assert_close(pasted, frames_to_tensor(segment_paste(image, drags)))
+    torch.testing.assert_close(video_prior(identity, [image], [plain], 3, drag_paste=True),
+                               frames_to_tensor(forward_warp(image, plain)))
+    assert not torch.allclose(pasted, video_prior(identity, [image], [drags], 3))
+
+    cfg = load_config(small_config(tmp_path))
+    model, scfg, _, _ = load_student("student-ode-tiny-cpu")
+    codec, text = load_codec("vae-tiny-cpu", tiny_decoder=None), load_text_encoder(cfg)
+    batches = {paste: ClipSource(codec, text, (64, 32, 16.0), cfg["tracks"], GTTrainConfig(drag_paste=paste))
+               .batch(0, [1, 2], 3, scfg, model.cfg, kinds=["drag", "dense"]) for paste in (False, True)}
+    torch.testing.assert_close(batches[True].target, batches[False].target)
+    assert not torch.allclose(batches[True].cond.prior[0], batches[False].cond.prior[0])
+    torch.testing.assert_close(batches[True].cond.prior[1], batches[False].cond.prior[1])
