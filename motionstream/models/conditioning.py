@@ -166,13 +166,17 @@ PRIORS = ("encode", "latent")     # how a "video" prior is made: video_prior | l
 
 
 def warp_latent(anchor_latent: torch.Tensor, flows: np.ndarray, temporal_factor: int,
-                first_chunk: bool) -> torch.Tensor:
+                first_chunk: bool, fill: tuple[torch.Tensor, np.ndarray] | None = None) -> torch.Tensor:
     """The "video" prior warped in latent space: [1, C_lat, n, h, w] from a latent [1, C_lat, h, w] and
     the backward pixel flows [T, H, W, 2] of T video frames (tracks.warp.frame_flow). Latent frame j
     is the latent moved by each of its video frames' flows (area-averaged onto the latent grid and
     scaled to its cells), averaged over them; with first_chunk, video frame 0 alone makes latent frame
     0 (T = 1 + 4(n-1)), else T = 4n. Stands in for encoding the warped pixels (video_prior), whose
-    VAE encode costs as many FLOPs per streamed chunk as the DiT."""
+    VAE encode costs as many FLOPs per streamed chunk as the DiT.
+
+    fill = (latent [1, C_lat, h, w], weights float [T, H, W] in [0, 1]): each moved frame is blended
+    toward that latent by its weights (area-averaged onto the latent grid), e.g. the inpainted plate
+    where segment paste's objects left (tracks/paste.paste_flows)."""
 
     _, _, h, w = anchor_latent.shape
     t, height, width = flows.shape[:3]
@@ -187,6 +191,11 @@ def warp_latent(anchor_latent: torch.Tensor, flows: np.ndarray, temporal_factor:
     grid = torch.from_numpy(np.stack([sx, sy], -1)).to(anchor_latent)
     moved = F.grid_sample(anchor_latent.expand(t, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                           align_corners=False)                                         # [T, C, h, w]
+    if fill is not None:
+        fill_latent, weights = fill
+        small_weights = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) for m in weights])
+        blend = torch.from_numpy(small_weights)[:, None].to(anchor_latent)              # [T, 1, h, w]
+        moved = moved * (1 - blend) + fill_latent.to(anchor_latent) * blend
     groups = [moved[:1]] if first_chunk else []
     groups += [moved[i:i + temporal_factor].mean(0, keepdim=True) for i in range(int(first_chunk), t, temporal_factor)]
     return torch.cat(groups).permute(1, 0, 2, 3)[None]

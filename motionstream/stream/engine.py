@@ -19,9 +19,10 @@ streaming encoder (what the student was trained on; as many FLOPs as the DiT pas
 warps the anchor latent itself on the latent grid with the same flows, which costs nothing next to
 the DiT (models/conditioning.warp_latent). The warped pixels also feed the composite
 (stream/composite.py). With `stream.drag_paste`, a chunk moved only by drags and pins (the studio's
-input) gets segment-paste pixels instead of the Gaussian warp where the prior is encoded: the object
-under each drag patch moves as a whole over the background inpainted behind it (tracks/paste.py;
-segments are made once per patch and image, SegmentCache).
+input) gets segment paste instead of the Gaussian warp: the object under each drag patch moves as a
+whole over the background inpainted behind it (tracks/paste.py; segments are made once per patch and
+image, SegmentCache). The encoded prior and the composite take its pixels; the latent prior moves the
+anchor latent along the same segments over the plate encoded once (tracks/paste.paste_flows).
 
 The cache holds at most S + W chunks and RoPE indexes cache positions (models/kv_cache.py), so
 chunk 10,000 costs what chunk 2 costs. Decoding of chunk i runs on a worker thread and may overlap
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import copy
+import hashlib
 import threading
 import time
 import warnings
@@ -81,7 +83,7 @@ from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
-from motionstream.tracks.paste import SegmentCache, is_drag_input, segment_paste
+from motionstream.tracks.paste import SegmentCache, drag_segments, is_drag_input, paste_flows, paste_segments
 from motionstream.tracks.trackset import TrackSet
 from motionstream.tracks.warp import frame_flow, remap_back
 
@@ -146,9 +148,8 @@ class StreamConfig:
     prior: str = "encode"
     # rung -> its prior (absent = `prior`; like quality_scale, rungs not on the ladder are ignored)
     quality_prior: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNG_PRIOR))
-    # on rungs that encode their prior: a chunk moved only by drags and pins takes segment-paste pixels
-    # (tracks/paste.py) as its prior and composite, not the Gaussian warp (which stretches the dragged
-    # object and never shows what it uncovers)
+    # a chunk moved only by drags and pins takes segment paste (tracks/paste.py) as its prior and
+    # composite, not the Gaussian warp (which stretches the dragged object and never shows what it uncovers)
     drag_paste: bool = False
 
     def __post_init__(self) -> None:
@@ -267,15 +268,22 @@ def is_drag_chunk(chunk: ChunkTracks) -> bool:
     return is_drag_input(chunk.tracks)
 
 
-def chunk_paste_frames(image: np.ndarray, chunk: ChunkTracks, segments: SegmentCache) -> np.ndarray:
-    """uint8 [T, H, W, 3]: tracks/paste.segment_paste of `image` along a drag chunk (is_drag_chunk):
-    the anchors are each track's content on `image`, the chunk's frames follow them where the prior
-    does (ChunkTracks.prior_visibility)."""
+def chunk_drag_segments(image: np.ndarray, chunk: ChunkTracks, segments: SegmentCache
+                        ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """tracks/paste.drag_segments of `image` along a drag chunk (is_drag_chunk): (masks, displacements
+    [T, K, 2] of the chunk's T video frames, plate). The anchors are each track's content on `image`,
+    the chunk's frames follow them where the prior does (ChunkTracks.prior_visibility)."""
     ts = chunk.tracks
     along = TrackSet(np.concatenate([chunk.anchors[None], ts.tracks]),
                      np.concatenate([chunk.anchor_visible[None], chunk.prior_visibility]),
                      ts.width, ts.height, ts.fps, role=ts.role)
-    return segment_paste(image, along, segments)[1:]
+    masks, displacements, plate = drag_segments(image, along, segments)
+    return masks, displacements[1:], plate
+
+
+def chunk_paste_frames(image: np.ndarray, chunk: ChunkTracks, segments: SegmentCache) -> np.ndarray:
+    """uint8 [T, H, W, 3]: tracks/paste.segment_paste of `image` along a drag chunk (chunk_drag_segments)."""
+    return paste_segments(image, *chunk_drag_segments(image, chunk, segments))
 
 
 def chunk_flows(chunk: ChunkTracks, width: int, height: int) -> np.ndarray:
@@ -500,19 +508,25 @@ class StreamingGenerator:
                  and chunk_is_still(chunk, self.config.still_px))
         if (self.work_width, self.work_height) != (self.width, self.height):
             chunk = scale_chunk(chunk, self.work_width, self.work_height)
-        prior, warp = None, None
+        prior, warp, fill = None, None, None
         if self.param.output_skip == "video":
             encode = self.config.prior_of(self.quality) == "encode"
-            if encode and self.config.drag_paste and is_drag_chunk(chunk):
-                warp = chunk_paste_frames(self.prior_image, chunk, self.segments)
+            pixels = encode or bool(self.config.composite)        # the encoder's input, the composite's
+            if self.config.drag_paste and is_drag_chunk(chunk):
+                masks, shifts, plate = chunk_drag_segments(self.prior_image, chunk, self.segments)
+                if pixels:
+                    warp = paste_segments(self.prior_image, masks, shifts, plate)
+                if not encode:
+                    flows, holes = paste_flows(masks, shifts)
+                    fill = (self._plate_latent(plate), holes)
             else:
                 flows = chunk_flows(chunk, self.prior_image.shape[1], self.prior_image.shape[0])
-                if encode or self.config.composite:      # the pixels: the encoder's input, the composite's
+                if pixels:
                     warp = chunk_video_frames(self.prior_image, chunk, flows)
             if encode:
                 prior = self.prior_encoder.encode_chunk(frames_to_tensor(warp).to(self.device))
             else:
-                prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0)
+                prior = warp_latent(self.anchor_latent, flows, self.temporal_factor, self.chunk_index == 0, fill=fill)
         cond = replace(chunk_condition(self.anchor_latent, chunk, latent_start, c, self.model.cfg, prior=prior),
                        image_embeds=self.image_embeds)
         self.sampler.set_chunk(cond, self._prior(cond))
@@ -603,6 +617,13 @@ class StreamingGenerator:
                 self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 
     # ------------------------------------------------------------------ internals
+    def _plate_latent(self, plate: np.ndarray) -> torch.Tensor:
+        """[1, C_lat, h, w]: the inpainted plate of a drag paste encoded as an image (as the anchor is),
+        kept in the segment cache: the latent prior shows it where dragged objects left."""
+        key = ("plate latent", hashlib.sha1(np.ascontiguousarray(plate)).hexdigest())
+        return self.segments.get(key, lambda: self.codec.encode(frames_to_tensor(plate).to(self.device))[:, :, 0]
+                                 .to(torch.float32))
+
     def _prior(self, cond) -> torch.Tensor | None:
         """The output-skip prior of the chunk (diffusion/student.stream_prior of the whole stream, sliced):
         cond.prior for the "video" prior; for "warp" / "guide" built from the guide and the anchor latent."""

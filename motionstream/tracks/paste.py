@@ -4,6 +4,8 @@
     segment_object(image, patch_points, background_points) -> bool [H, W]: the object under a patch
     paste_segments(image, masks, displacements) -> [T, H, W, 3]: segments moved over an inpainted plate
     segment_paste(first_frame, tracks, cache) -> [T, H, W, 3]: the three above, from the studio's input
+    drag_segments(first_frame, tracks, cache) -> (masks, displacements, plate): segment_paste's parts
+    paste_flows(masks, displacements) -> (flows, holes): the same motion as flows, for a latent warp
     is_drag_input(tracks) -> bool: the tracks are the studio's drags and pins, which segment paste serves
     SegmentCache: segments and plates already made (a stream segments a patch once, not every chunk)
 
@@ -110,6 +112,13 @@ def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     return cv2.inpaint(image, cv2.dilate(held, grow), INPAINT_RADIUS_PX, cv2.INPAINT_TELEA)
 
 
+def moved_masks(masks: list[np.ndarray], shifts: np.ndarray):
+    """(bool [H, W] mask k moved by shifts[k], shift) per segment, in paste order (nearest pixel)."""
+    for mask, (dx, dy) in zip(masks, shifts):
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        yield cv2.warpAffine(mask.astype(np.uint8, copy=False), shift, mask.shape[::-1], flags=cv2.INTER_NEAREST) > 0, shift
+
+
 def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray,
                    plate: np.ndarray | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3]: frame t = the plate (default inpainted_plate(image, masks)) with image's
@@ -126,13 +135,30 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
             frames.append(image.copy())             # nothing moved (frame 0): the image, no inpainted seam
             continue
         frame = plate.copy()
-        for mask, (dx, dy) in zip(masks, shifts):
-            shift = np.float32([[1, 0, dx], [0, 1, dy]])
-            moved = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR)
-            where = cv2.warpAffine(mask, shift, (w, h), flags=cv2.INTER_NEAREST) > 0
-            frame[where] = moved[where]
+        for where, shift in moved_masks(masks, shifts):
+            frame[where] = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR)[where]
         frames.append(frame)
     return np.stack(frames)
+
+
+def paste_flows(masks: list[np.ndarray], displacements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The motion of paste_segments as (backward flows float32 [T, H, W, 2], holes float32 [T, H, W]):
+    a pixel inside a moved segment reads the image at itself minus the segment's displacement, every
+    other pixel stays; holes are 1 where a segment was on the image and none is now (the plate shows).
+    For a stream that moves a latent instead of pixels (models/conditioning.warp_latent)."""
+    h, w = masks[0].shape
+    held = np.any(masks, axis=0)
+    flows = np.zeros((len(displacements), h, w, 2), np.float32)
+    holes = np.zeros((len(displacements), h, w), np.float32)
+    for t, shifts in enumerate(displacements):
+        if not np.any(shifts):
+            continue                                # the image itself, as paste_segments shows it
+        covered = np.zeros((h, w), bool)
+        for (where, _), shift in zip(moved_masks(masks, shifts), shifts):
+            flows[t][where] = shift
+            covered |= where
+        holes[t] = held & ~covered
+    return flows, holes
 
 
 class SegmentCache:
@@ -154,9 +180,10 @@ class SegmentCache:
         return value
 
 
-def segment_paste(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache | None = None) -> np.ndarray:
-    """uint8 [T, H, W, 3] (T = tracks.num_frames): the module docstring's method on `first_frame`
-    (uint8 [H, W, 3], the tracks' size); frame 0 of `tracks` holds each track's content on first_frame."""
+def drag_segments(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache | None = None
+                  ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """(masks, displacements [T, K, 2], plate) of segment_paste (paste_segments' inputs); the plate is
+    None when nothing is dragged."""
     h, w = first_frame.shape[:2]
     if (tracks.width, tracks.height) != (w, h):
         tracks = tracks.scaled(w, h)
@@ -179,4 +206,10 @@ def segment_paste(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache
             if shown.any():
                 displacements[t, k] = np.median(moved[t, shown], axis=0)
     plate = cache.get(("plate", *keys), lambda: inpainted_plate(first_frame, masks)) if masks else None
-    return paste_segments(first_frame, masks, displacements, plate)
+    return masks, displacements, plate
+
+
+def segment_paste(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3] (T = tracks.num_frames): the module docstring's method on `first_frame`
+    (uint8 [H, W, 3], the tracks' size); frame 0 of `tracks` holds each track's content on first_frame."""
+    return paste_segments(first_frame, *drag_segments(first_frame, tracks, cache))

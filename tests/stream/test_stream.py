@@ -496,6 +496,15 @@ def test_latent_video_prior_moves_the_anchor_latent_on_the_latent_grid():
     assert halves.shape == (1, 4, 2, 6, 10)
     torch.testing.assert_close(halves[:, :, 0], anchor)
     torch.testing.assert_close(halves[:, :, 1, :, 1:], anchor[:, :, :, :-1])
+    plate = torch.randn(1, 4, 6, 10)
+    holes = np.zeros((8, 48, 80), np.float32)
+    holes[4:, :, :8] = 1.0                              # the first cell column is left behind in frame 1
+    holes[4:, :, 8:12] = 1.0                            # half of the second
+    filled = warp_latent(anchor, later, 4, first_chunk=False, fill=(plate, holes))
+    torch.testing.assert_close(filled[:, :, 0], anchor)
+    torch.testing.assert_close(filled[:, :, 1, :, 0], plate[:, :, :, 0])
+    torch.testing.assert_close(filled[:, :, 1, :, 1], (anchor[:, :, :, 0] + plate[:, :, :, 1]) / 2)
+    torch.testing.assert_close(filled[:, :, 1, :, 2:], anchor[:, :, :, 1:-1])
 
 
 def test_latent_prior_streams_without_the_encoder(parts):
@@ -579,13 +588,17 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
 
 def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_the_warp(parts, monkeypatch):
     """stream.drag_paste: a chunk moved only by a live drag + pins takes segment-paste pixels as its
-    encoded prior and composite (segmented once per patch); a pushed transfer TrackSet keeps the
-    Gaussian warp, and so does a rung with the latent prior."""
+    encoded prior and composite (segmented once per patch); with the latent prior, the anchor latent
+    moves along the same segments over the encoded plate; a pushed transfer TrackSet and more patches
+    than MAX_PATCHES keep the Gaussian warp."""
     from motionstream.diffusion.sampling import TeacherParam
     from motionstream.models.codec import frames_to_tensor
+    from motionstream.models.conditioning import warp_latent
+    from motionstream.stream import engine
     from motionstream.tracks import paste
     from motionstream.tracks.paste import MAX_PATCHES, SegmentCache, drag_groups
-    from motionstream.stream.engine import chunk_paste_frames, chunk_video_frames, is_drag_chunk
+    from motionstream.stream.engine import (chunk_drag_segments, chunk_flows, chunk_paste_frames, chunk_video_frames,
+                                            is_drag_chunk)
 
     model, _, meta, codec = parts
     video_parts = (model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec)
@@ -622,9 +635,19 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
     latent.controls.chunk_tracks = lambda *a: seen.append(latent_chunk_tracks(*a)) or seen[-1]
     drag = latent.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
     latent.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    warps = []
+    monkeypatch.setattr(engine, "warp_latent", lambda *a, **k: warps.append((a, k, warp_latent(*a, **k))) or warps[-1][2])
     latent.generate_latents()
-    assert is_drag_chunk(seen[-1])                              # a drag, but the latent prior warps
-    assert (latent.last_blend[0] == chunk_video_frames(latent.prior_image, seen[-1])).all()
+    chunk = seen[-1]                                            # the latent prior: the same segments, moved
+    assert is_drag_chunk(chunk)                                 # on the latent grid over the encoded plate
+    assert (latent.last_blend[0] == chunk_paste_frames(latent.prior_image, chunk, SegmentCache())).all()
+    (anchor, flows, *_), kwargs, prior = warps[-1]
+    plate_latent, holes = kwargs["fill"]
+    masks, shifts, plate = chunk_drag_segments(latent.prior_image, chunk, SegmentCache())
+    want_flows, want_holes = paste.paste_flows(masks, shifts)
+    assert (flows == want_flows).all() and (holes == want_holes).all() and holes[-1].any()
+    torch.testing.assert_close(plate_latent, latent.codec.encode(frames_to_tensor(plate))[:, :, 0])
+    assert not torch.allclose(prior, warp_latent(anchor, chunk_flows(chunk, VIDEO_W, VIDEO_H), 4, True))
 
     gen.reset()                                                 # more patches than a stream segments: the warp
     for k in range(MAX_PATCHES + 1):
