@@ -249,8 +249,7 @@ def scale_chunk(chunk: ChunkTracks, width: int, height: int) -> ChunkTracks:
     """The chunk's tracks and anchors in a frame of width x height (a quality rung's working size)."""
     ts = chunk.tracks
     k = np.array([width / ts.width, height / ts.height], np.float32)
-    tracks = TrackSet(ts.tracks * k, ts.visibility, width, height, ts.fps, ids=ts.ids)
-    return replace(chunk, tracks=tracks, anchors=chunk.anchors * k)
+    return replace(chunk, tracks=ts.scaled(width, height), anchors=chunk.anchors * k)
 
 
 def chunk_video_frames(image: np.ndarray, chunk: ChunkTracks, flows: np.ndarray | None = None) -> np.ndarray:

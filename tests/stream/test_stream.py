@@ -649,6 +649,14 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
     torch.testing.assert_close(plate_latent, latent.codec.encode(frames_to_tensor(plate))[:, :, 0])
     assert not torch.allclose(prior, warp_latent(anchor, chunk_flows(chunk, VIDEO_W, VIDEO_H), 4, True))
 
+    small = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5], prior="latent",
+                     quality_ladder={"small": [1.0]}, quality_scale={"small": 0.5}, quality="small")
+    small.start(sample_image(), "a bright square")              # a smaller working size keeps the drag roles
+    drag = small.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    small.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    small.generate_latents()
+    assert small.prior_image.shape[:2] == (32, 32) and warps[-1][1]["fill"] is not None
+
     gen.reset()                                                 # more patches than a stream segments: the warp
     for k in range(MAX_PATCHES + 1):
         drag = gen.controls.pointer_down(0.0, 4.0 + 3 * k, VIDEO_H / 2, radius=0)
