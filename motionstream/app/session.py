@@ -525,6 +525,7 @@ class GenerationWorker(threading.Thread):
                 raise ValueError("too many drags held at once")
             self.drags[msg["id"]] = controls.pointer_down(self.stream_time(received), msg["x"], msg["y"],
                                                           radius=radius, spacing=spacing)
+            gen.presegment()             # the patch's GrabCut runs now, not in its first moving chunk
         elif kind == "pointer_move":
             controls.pointer_move(self._drag(msg["id"]), self.stream_time(received), msg["x"], msg["y"])
         elif kind == "pointer_up":

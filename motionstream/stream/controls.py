@@ -246,10 +246,11 @@ class MotionControls:
 
     # ---------------------------------------------------------- resample
     @_locked
-    def chunk_tracks(self, start_frame: int, num_frames: int) -> ChunkTracks:
+    def chunk_tracks(self, start_frame: int, num_frames: int, consume: bool = True) -> ChunkTracks:
         """Tracks of stream frames [start_frame, start_frame + num_frames) from every source.
 
-        Marks those frames consumed (older samples and segments are dropped)."""
+        Marks those frames consumed (older samples and segments are dropped), unless `consume` is False
+        (a look ahead that changes nothing)."""
         stop = start_frame + num_frames
         times = np.arange(start_frame, stop) / self.fps
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]] = []
@@ -287,7 +288,8 @@ class MotionControls:
             xy = np.repeat(points[None], num_frames, 0)
             pinned = np.ones(xy.shape[:2], bool)
             parts.append((xy, pinned, ids, points, np.ones(len(ids), bool), ["static"] * len(ids), pinned))
-        self._consume(stop)
+        if consume:
+            self._consume(stop)
         if not parts:
             empty = TrackSet(np.zeros((num_frames, 0, 2), np.float32), np.zeros((num_frames, 0), bool), self.width,
                              self.height, self.fps, np.zeros(0, np.int64), [])

@@ -39,6 +39,8 @@ API (all frames uint8 [T, H, W, 3]):
     fut = gen.next_chunk_async()               same, decode on the worker: fut.result() -> frames
     gen.pause(); gen.resume()                  paused: next_chunk returns 0 frames and the clock stops
     gen.reset()                                the same image and prompt from frame 0, controls cleared
+    gen.presegment()                           after a pointer_down: segment its patch for drag_paste now,
+                                               on a thread of its own, not when it first moves
 
 Dynamic sink refresh (config `sink_refresh_chunks`, 0 = off, paper Limitation F): every N chunks
 the sink is re-anchored on the most recent window chunk (its keys re-rotated to the sink's cache
@@ -318,6 +320,7 @@ class StreamingGenerator:
         self.fps = float(fps)
         self.temporal_factor = model.cfg.temporal_factor
         self._worker: futures.ThreadPoolExecutor | None = None
+        self._segmenter: futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.started = False
         self.paused = False
@@ -423,10 +426,13 @@ class StreamingGenerator:
         self.paused = False
 
     def close(self) -> None:
-        """Finish pending decodes and stop the worker thread."""
+        """Finish pending decodes and segmentations and stop their threads."""
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
+        if self._segmenter is not None:
+            self._segmenter.shutdown(wait=True)
+            self._segmenter = None
 
     def wait(self) -> None:
         """Block until every submitted chunk is decoded."""
@@ -451,6 +457,22 @@ class StreamingGenerator:
             raise ValueError("pointer samples need the drag_id returned by gen.controls.pointer_down")
         for t, x, y in tracks:
             self.controls.pointer_move(drag_id, t, x, y)
+
+    def presegment(self) -> "futures.Future | None":
+        """Segment now the drag patches the next chunk would paste (stream.drag_paste), on a thread of
+        their own: a GrabCut takes 0.06-0.4 s, which a drag's first moving chunk would otherwise wait
+        for. Call it after gen.controls.pointer_down; the next chunk finds the segments in the cache
+        (or waits for the one being made). None when that chunk would paste nothing."""
+        if not (self.started and self.config.drag_paste and self.param.output_skip == "video"):
+            return None
+        chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames(), consume=False)
+        if (self.work_width, self.work_height) != (self.width, self.height):
+            chunk = scale_chunk(chunk, self.work_width, self.work_height)
+        if not is_drag_chunk(chunk):
+            return None
+        if self._segmenter is None:
+            self._segmenter = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-segment")
+        return self._segmenter.submit(chunk_drag_segments, self.prior_image, chunk, self.segments)
 
     # ------------------------------------------------------------------ output
     @property

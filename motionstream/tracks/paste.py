@@ -33,7 +33,9 @@ a drag it is the frozen frame. The `drag` benchmark scores it as the strongest n
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -167,17 +169,21 @@ class SegmentCache:
 
     def __init__(self, entries: int = CACHE_ENTRIES):
         self.entries = entries
-        self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._store: OrderedDict[tuple, Any] = OrderedDict()
+        # a stream segments ahead on another thread (StreamingGenerator.presegment): one that needs a
+        # value being made waits for it rather than making it twice
+        self._lock = threading.RLock()
 
-    def get(self, key: tuple, make) -> np.ndarray:
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
         """The value stored under `key`, else make() stored under it."""
-        if key in self._store:
-            self._store.move_to_end(key)
-            return self._store[key]
-        value = self._store[key] = make()
-        if len(self._store) > self.entries:
-            self._store.popitem(last=False)
-        return value
+        with self._lock:
+            if key in self._store:
+                self._store.move_to_end(key)
+                return self._store[key]
+            value = self._store[key] = make()
+            if len(self._store) > self.entries:
+                self._store.popitem(last=False)
+            return value
 
 
 def drag_segments(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache | None = None

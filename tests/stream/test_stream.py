@@ -475,6 +475,43 @@ def test_sink_refresh_restarts_the_video_prior_from_the_new_anchor(parts):
     assert (warped[-1].astype(int) - anchor).any()                # the re-anchored square moved on
 
 
+def test_presegment_makes_a_pressed_patch_s_segment_before_it_moves(parts, monkeypatch):
+    """gen.presegment() after pointer_down runs the patch's GrabCut on its own thread without consuming
+    any input; the first moving chunk then finds it in the cache and pastes what it would have made."""
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.stream.engine import chunk_paste_frames
+    from motionstream.tracks import paste
+    from motionstream.tracks.paste import SegmentCache
+
+    model, _, meta, codec = parts
+    video_parts = (model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec)
+    segmented = []
+    segment = paste.segment_object
+    monkeypatch.setattr(paste, "segment_object", lambda *a: segmented.append(1) or segment(*a))
+    off = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=False)
+    off.start(sample_image(), "a bright square")
+    off.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    assert off.presegment() is None                              # nothing is pasted: nothing to segment
+
+    gen = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5])
+    assert gen.presegment() is None                              # not started
+    gen.start(sample_image(), "a bright square")
+    gen.controls.add_pins(np.array([[4.0, 4.0], [VIDEO_W - 4.0, VIDEO_H - 4.0]]))
+    drag = gen.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    consumed = gen.controls.consumed_frames
+    masks, _, _ = gen.presegment().result()
+    assert len(segmented) == 1 and len(masks) == 1 and masks[0].any()
+    assert gen.controls.consumed_frames == consumed
+    gen.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    seen = []
+    chunk_tracks = gen.controls.chunk_tracks
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+    gen.generate_latents()
+    assert len(segmented) == 1                                   # the first moving chunk made none
+    assert (gen.last_blend[0] == chunk_paste_frames(gen.prior_image, seen[-1], SegmentCache())).all()
+    gen.close()
+
+
 def test_latent_video_prior_moves_the_anchor_latent_on_the_latent_grid():
     """Zero flow gives the anchor latent in every latent frame; a flow of one latent cell (8 px)
     shifts it by one cell; latent frames average their video frames' flows."""
