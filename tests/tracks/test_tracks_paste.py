@@ -110,3 +110,21 @@ def test_paste_flows_move_the_image_as_paste_segments_does_and_mark_the_holes_it
         assert (moved[compared] == pasted[t][compared]).all()
         assert inside.sum() == held.sum()                     # the whole segment moved
     assert holes[-1][SQUARE].mean() > 0.9 and not holes[-1][:, SQUARE[1].stop + SHIFT:].any()
+
+
+def test_the_plate_continues_the_wall_s_texture_behind_an_object():
+    """inpainted_plate on a striped wall: the hole an object leaves gets the stripes back (closer to the
+    true wall than Telea's smooth fill, which averages them away), and the rest is the image itself."""
+    from motionstream.tracks.paste import inpainted_plate
+
+    ys, xs = np.mgrid[0:H, 0:W]
+    wall = np.where(((xs + ys) // 6) % 2 == 0, 60, 190).astype(np.uint8)[..., None].repeat(3, -1)
+    image = wall.copy()
+    image[SQUARE] = (220, 30, 30)
+    mask = np.zeros((H, W), bool)
+    mask[SQUARE] = True
+    plate = inpainted_plate(image, [mask])
+    hole = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert (plate[~hole] == image[~hole]).all()
+    smooth = cv2.inpaint(image, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    assert psnr(plate[mask], wall[mask]) > psnr(smooth[mask], wall[mask]) + 3
