@@ -18,7 +18,7 @@ shows. Segment paste instead:
   2. segments the object under each patch on frame 0 with GrabCut (cv2.grabCut): the patch's points
      are sure foreground, every other track's point on frame 0 (pins, other patches) sure background;
   3. fills where the objects were (grown by HOLE_GROW_PX) by frequency-selective reconstruction
-     (opencv-contrib's xphoto), which continues the wall's texture: the plate;
+     (opencv-contrib's xphoto) at 1/4 size: the plate;
   4. on frame t pastes each object's frame-0 pixels at its patch's median displacement from frame 0
      (over the patch's points visible on frame t; none visible = it stays) onto the plate, in patch
      order.
@@ -27,8 +27,8 @@ GrabCut takes 0.06-0.4 s per patch at 256x144 and the plate 0.1-0.3 s, more than
 prior, so a stream keeps a SegmentCache: a patch is segmented again only when the image or its seeds
 change.
 
-Rigid translation only (no rotation or scaling); the plate continues the texture around the hole, not
-what truly was behind the object. Tracks of other roles
+Rigid translation only (no rotation or scaling); the plate carries the colours around the hole into it,
+blurred (a checkerboard's edges are not continued), not what truly was behind the object. Tracks of other roles
 (static pins, dense transfer or camera tracks) move nothing: without a drag it is the frozen frame. The `drag` benchmark scores it as the strongest no-model row.
 """
 
@@ -114,8 +114,9 @@ def segment_object(image: np.ndarray, patch_points: np.ndarray, background_point
 def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     """uint8 [H, W, 3]: the background the objects leave behind: `image` with the union of `masks`,
     grown by HOLE_GROW_PX, filled by frequency-selective reconstruction (opencv-contrib's
-    cv2.xphoto.inpaint, INPAINT_FSR_FAST: it continues the surrounding texture, where Telea's
-    cv2.inpaint smooths it away) run at 1 / FILL_SCALE of the size; elsewhere the image itself."""
+    cv2.xphoto.inpaint, INPAINT_FSR_FAST: it extends the surrounding content's low frequencies, where
+    Telea's cv2.inpaint smears the nearest colour inward) run at 1 / FILL_SCALE of the size; elsewhere
+    the image itself."""
     held = np.any(masks, axis=0).astype(np.uint8)
     hole = cv2.dilate(held, np.ones((HOLE_GROW_PX, HOLE_GROW_PX), np.uint8))
     h, w = hole.shape

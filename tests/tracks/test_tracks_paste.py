@@ -112,9 +112,9 @@ def test_paste_flows_move_the_image_as_paste_segments_does_and_mark_the_holes_it
     assert holes[-1][SQUARE].mean() > 0.9 and not holes[-1][:, SQUARE[1].stop + SHIFT:].any()
 
 
-def test_the_plate_continues_the_wall_s_texture_behind_an_object():
-    """inpainted_plate on a striped wall: the hole an object leaves gets the stripes back (closer to the
-    true wall than Telea's smooth fill, which averages them away), and the rest is the image itself."""
+def test_the_plate_brings_back_the_striped_wall_behind_an_object():
+    """inpainted_plate on a striped wall: the hole an object leaves is filled closer to the true wall
+    (> 3 dB) than by Telea's fill, which smears the nearest colour inward; the rest is the image itself."""
     from motionstream.tracks.paste import inpainted_plate
 
     ys, xs = np.mgrid[0:H, 0:W]
