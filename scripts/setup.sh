@@ -13,8 +13,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and alone, so nothing else can choose a different (CUDA) build for us.
   .venv/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
-  # opencv-contrib replaced opencv (session 12): both install the same cv2 package, so the old one goes first
-  .venv/bin/python -m pip uninstall -q -y opencv-python-headless 2>/dev/null || true
+  # opencv-contrib replaced opencv (session 12): both install the same cv2 package, so the old one goes
+  # first, and contrib is reinstalled in case removing the old one took shared files with it
+  if .venv/bin/python -m pip show -q opencv-python-headless >/dev/null 2>&1; then
+    .venv/bin/python -m pip uninstall -q -y opencv-python-headless
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "$(grep '^opencv-contrib' requirements.txt | cut -d' ' -f1)"
+  fi
   .venv/bin/python -m pip install -q -r requirements.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"

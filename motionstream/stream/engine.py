@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import copy
-import hashlib
 import threading
 import time
 import warnings
@@ -85,7 +84,8 @@ from motionstream.models.kv_cache import KVCache
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
-from motionstream.tracks.paste import SegmentCache, drag_segments, is_drag_input, paste_flows, paste_segments
+from motionstream.tracks.paste import (SegmentCache, content_key, drag_segments, is_drag_input, paste_flows,
+                                      paste_segments)
 from motionstream.tracks.trackset import TrackSet
 from motionstream.tracks.warp import frame_flow, remap_back
 
@@ -460,9 +460,12 @@ class StreamingGenerator:
 
     def presegment(self) -> "futures.Future | None":
         """Segment now the drag patches the next chunk would paste (stream.drag_paste), on a thread of
-        their own: a GrabCut takes 0.06-0.4 s, which a drag's first moving chunk would otherwise wait
-        for. Call it after gen.controls.pointer_down; the next chunk finds the segments in the cache
-        (or waits for the one being made). None when that chunk would paste nothing."""
+        their own: a GrabCut and its plate take 0.1-0.7 s, which the next chunk would otherwise spend
+        before its DiT passes. Call it between chunks, on the thread that generates, after
+        gen.controls.pointer_down (the studio's worker does, as it applies input): the segmentation then
+        runs while that thread waits for playback, and the next chunk finds it in the cache (or waits for
+        the one being made). A stream slower than real time never waits, so it gains nothing. None when
+        that chunk would paste nothing."""
         if not (self.started and self.config.drag_paste and self.param.output_skip == "video"):
             return None
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames(), consume=False)
@@ -641,7 +644,7 @@ class StreamingGenerator:
     def _plate_latent(self, plate: np.ndarray) -> torch.Tensor:
         """[1, C_lat, h, w]: the inpainted plate of a drag paste encoded as an image (as the anchor is),
         kept in the segment cache: the latent prior shows it where dragged objects left."""
-        key = ("plate latent", hashlib.sha1(np.ascontiguousarray(plate)).hexdigest())
+        key = ("plate latent", content_key(plate))
         return self.segments.get(key, lambda: self.codec.encode(frames_to_tensor(plate).to(self.device))[:, :, 0]
                                  .to(torch.float32))
 

@@ -2,12 +2,14 @@
 
     drag_groups(tracks) -> lists of track indices, one per drag patch (tracks that move together)
     segment_object(image, patch_points, background_points) -> bool [H, W]: the object under a patch
+    inpainted_plate(image, masks) -> [H, W, 3]: the image with the objects filled in (the background)
     paste_segments(image, masks, displacements) -> [T, H, W, 3]: segments moved over an inpainted plate
     segment_paste(first_frame, tracks, cache) -> [T, H, W, 3]: the three above, from the studio's input
     drag_segments(first_frame, tracks, cache) -> (masks, displacements, plate): segment_paste's parts
     paste_flows(masks, displacements) -> (flows, holes): the same motion as flows, for a latent warp
     is_drag_input(tracks) -> bool: the tracks are the studio's drags and pins, which segment paste serves
     SegmentCache: segments and plates already made (a stream segments a patch once, not every chunk)
+    content_key(array) -> str: what a SegmentCache key holds for an image
 
 The studio sends a few drag patches (role "drag" or "path": every point of a patch shares one motion)
 and pinned points (role "static"). The forward warp (tracks/warp.py) spreads each patch's motion over
@@ -37,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -51,10 +53,11 @@ GRABCUT_ITERATIONS = 5
 GRABCUT_SEED = 0                # the same image and seeds give the same segment
 HOLE_GROW_PX = 5                # the objects' mask is grown by this before inpainting (soft edges)
 # the plate's fill runs at 1/4 size. Segment paste on 24 [world] VAL drag cases, changed / object / frame
-# PSNR by fill scale: 2: 18.59 / 21.45 / 23.04, 4: 18.78 / 21.45 / 23.21, 8: 18.27 / 21.49 / 22.64;
+# PSNR by fill scale: 2: 18.59 / 21.45 / 23.04, 4: 18.78 / 21.45 / 23.21, 8: 18.27 / 21.49 / 22.64 (small
+# cells rounded to known below half hole; with any hole pixel unknown, as now, 4: 18.77 / 21.37 / 23.20);
 # Telea's cv2.inpaint (before): 17.68 / 21.50 / 22.24. At 1/4 a plate takes 0.02-0.3 s at 256x144, at 1/2 up to 1 s
 FILL_SCALE = 4
-MAX_PATCHES = 8                 # GrabCut costs ~0.1 s a patch: a stream pastes at most this many (the warp beyond)
+MAX_PATCHES = 8                 # a patch costs a GrabCut (0.06-0.4 s): a stream pastes at most this many (the warp beyond)
 CACHE_ENTRIES = 4 * MAX_PATCHES  # segments + plates a SegmentCache keeps (least recently used dropped)
 
 
@@ -111,28 +114,32 @@ def segment_object(image: np.ndarray, patch_points: np.ndarray, background_point
     return np.isin(parts, held[held > 0])
 
 
+def plate_hole(masks: list[np.ndarray]) -> np.ndarray:
+    """bool [H, W]: where the plate differs from the image: the union of `masks` grown by HOLE_GROW_PX."""
+    held = np.any(masks, axis=0).astype(np.uint8)
+    return cv2.dilate(held, np.ones((HOLE_GROW_PX, HOLE_GROW_PX), np.uint8)) > 0
+
+
 def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     """uint8 [H, W, 3]: the background the objects leave behind: `image` with the union of `masks`,
     grown by HOLE_GROW_PX, filled by frequency-selective reconstruction (opencv-contrib's
     cv2.xphoto.inpaint, INPAINT_FSR_FAST: it extends the surrounding content's low frequencies, where
     Telea's cv2.inpaint smears the nearest colour inward) run at 1 / FILL_SCALE of the size; elsewhere
     the image itself."""
-    held = np.any(masks, axis=0).astype(np.uint8)
-    hole = cv2.dilate(held, np.ones((HOLE_GROW_PX, HOLE_GROW_PX), np.uint8))
+    hole = plate_hole(masks)
     h, w = hole.shape
     size = (max(1, w // FILL_SCALE), max(1, h // FILL_SCALE))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     # a small cell that holds any hole pixel is unknown (nearest-neighbour sampling could miss thin holes)
-    small_hole = cv2.resize(hole, size, interpolation=cv2.INTER_AREA) > 0
+    small_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
     filled = np.zeros_like(small)
     cv2.xphoto.inpaint(small, (~small_hole).astype(np.uint8), filled, cv2.xphoto.INPAINT_FSR_FAST)
     plate = image.copy()
-    inside = hole > 0
-    plate[inside] = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[inside]
+    plate[hole] = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[hole]
     return plate
 
 
-def moved_masks(masks: list[np.ndarray], shifts: np.ndarray):
+def moved_masks(masks: list[np.ndarray], shifts: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(bool [H, W] mask k moved by shifts[k], shift) per segment, in paste order (nearest pixel)."""
     for mask, (dx, dy) in zip(masks, shifts):
         shift = np.float32([[1, 0, dx], [0, 1, dy]])
@@ -164,10 +171,13 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
 def paste_flows(masks: list[np.ndarray], displacements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The motion of paste_segments as (backward flows float32 [T, H, W, 2], holes float32 [T, H, W]):
     a pixel inside a moved segment reads the image at itself minus the segment's displacement, every
-    other pixel stays; holes are 1 where a segment was on the image and none is now (the plate shows).
-    For a stream that moves a latent instead of pixels (models/conditioning.warp_latent)."""
+    other pixel stays; holes are 1 where the plate differs from the image (plate_hole) and no segment is
+    now (the plate shows). For a stream that moves a latent instead of pixels
+    (models/conditioning.warp_latent). masks: at least one."""
+    if not masks:
+        raise ValueError("paste_flows needs at least one mask")
     h, w = masks[0].shape
-    held = np.any(masks, axis=0)
+    hole = plate_hole(masks)
     flows = np.zeros((len(displacements), h, w, 2), np.float32)
     holes = np.zeros((len(displacements), h, w), np.float32)
     for t, shifts in enumerate(displacements):
@@ -177,8 +187,13 @@ def paste_flows(masks: list[np.ndarray], displacements: np.ndarray) -> tuple[np.
         for (where, _), shift in zip(moved_masks(masks, shifts), shifts):
             flows[t][where] = shift
             covered |= where
-        holes[t] = held & ~covered
+        holes[t] = hole & ~covered
     return flows, holes
+
+
+def content_key(array: np.ndarray) -> str:
+    """The SHA-1 of an array's bytes: a SegmentCache key part that changes when the image does."""
+    return hashlib.sha1(np.ascontiguousarray(array)).hexdigest()
 
 
 class SegmentCache:
@@ -212,7 +227,7 @@ def drag_segments(first_frame: np.ndarray, tracks: TrackSet, cache: SegmentCache
     if (tracks.width, tracks.height) != (w, h):
         tracks = tracks.scaled(w, h)
     cache = cache or SegmentCache()
-    image_key = hashlib.sha1(np.ascontiguousarray(first_frame)).hexdigest()
+    image_key = content_key(first_frame)
     groups = drag_groups(tracks)
     start, seen = tracks.tracks[0], tracks.visibility[0]
     masks, keys = [], []

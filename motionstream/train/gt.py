@@ -98,6 +98,10 @@ class GTTrainConfig:
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
             raise ValueError(f"train_gt.prior must be encode or latent, got {self.prior!r}")
+        if self.drag_paste and self.prior == "latent":
+            # the stream's latent rungs paste in latent space (warp_latent fill=), which this stage does not build
+            raise ValueError("train_gt.drag_paste works with train_gt.prior: encode only "
+                             "(with prior latent, set train_gt.drag_paste=false)")
 
 
 @dataclass

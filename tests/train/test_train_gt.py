@@ -105,6 +105,8 @@ def test_the_latent_prior_option_trains_around_the_warped_first_latent(tmp_path)
     torch.testing.assert_close(latent.cond.prior[:, :, 0], latent.target[:, :, 0])
     with pytest.raises(ValueError, match="train_gt.prior"):
         GTTrainConfig(prior="pixels")
+    with pytest.raises(ValueError, match="drag_paste"):
+        GTTrainConfig(prior="latent", drag_paste=True)
 
 
 def test_drag_paste_moves_the_drag_prior_by_segment_paste_and_leaves_dense_inputs_on_the_warp(tmp_path):
@@ -126,7 +128,7 @@ def test_drag_paste_moves_the_drag_prior_by_segment_paste_and_leaves_dense_input
     patch = np.array([[14.0, 12.0], [18.0, 12.0], [14.0, 16.0], [18.0, 16.0]])
     pins = np.array([[x, y] for x in (40.0, 56.0) for y in (4.0, 28.0)])
     start = np.concatenate([patch, pins])
-    moved = start + np.concatenate([np.full_like(patch, 0.0), np.zeros_like(pins)])
+    moved = start.copy()
     moved[:4, 0] += 8.0
     tracks = np.stack([start + (moved - start) * t / 8 for t in range(9)]).astype(np.float32)
     shown = np.ones(tracks.shape[:2], bool)
