@@ -25,13 +25,14 @@ shows. Segment paste instead:
      (over the patch's points visible on frame t; none visible = it stays) onto the plate, in patch
      order.
 
-GrabCut takes 0.06-0.4 s per patch at 256x144 and the plate 0.1-0.3 s, more than the rest of a chunk's
+GrabCut takes 0.06-0.4 s per patch at 256x144 and the plate 0.02-0.3 s, more than the rest of a chunk's
 prior, so a stream keeps a SegmentCache: a patch is segmented again only when the image or its seeds
 change.
 
-Rigid translation only (no rotation or scaling); the plate carries the colours around the hole into it,
-blurred (a checkerboard's edges are not continued), not what truly was behind the object. Tracks of other roles
-(static pins, dense transfer or camera tracks) move nothing: without a drag it is the frozen frame. The `drag` benchmark scores it as the strongest no-model row.
+Rigid translation only (no rotation or scaling); the plate carries the colours around the hole into
+it, blurred (a checkerboard's edges are not continued), not what truly was behind the object. Tracks
+of other roles (static pins, dense transfer or camera tracks) move nothing: without a drag it is the
+frozen frame. The `drag` benchmark scores it as the strongest no-model row.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ HOLE_GROW_PX = 5                # the objects' mask is grown by this before inpa
 # the plate's fill runs at 1/4 size. Segment paste on 24 [world] VAL drag cases, changed / object / frame
 # PSNR by fill scale: 2: 18.59 / 21.45 / 23.04, 4: 18.78 / 21.45 / 23.21, 8: 18.27 / 21.49 / 22.64 (small
 # cells rounded to known below half hole; with any hole pixel unknown, as now, 4: 18.77 / 21.37 / 23.20);
-# Telea's cv2.inpaint (before): 17.68 / 21.50 / 22.24. At 1/4 a plate takes 0.02-0.3 s at 256x144, at 1/2 up to 1 s
+# Telea's cv2.inpaint (before): 17.68 / 21.50 / 22.24. At 1/4 a plate takes 0.02-0.3 s at 256x144, at
+# 1/2 up to 1 s
 FILL_SCALE = 4
-MAX_PATCHES = 8                 # a patch costs a GrabCut (0.06-0.4 s): a stream pastes at most this many (the warp beyond)
+MAX_PATCHES = 8                 # a patch costs a GrabCut (0.06-0.4 s): a stream pastes at most 8 (the warp beyond)
 CACHE_ENTRIES = 4 * MAX_PATCHES  # segments + plates a SegmentCache keeps (least recently used dropped)
 
 
@@ -139,11 +141,13 @@ def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     return plate
 
 
-def moved_masks(masks: list[np.ndarray], shifts: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def moved_masks(masks: list[np.ndarray], shifts: np.ndarray
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(bool [H, W] mask k moved by shifts[k], shift) per segment, in paste order (nearest pixel)."""
     for mask, (dx, dy) in zip(masks, shifts):
         shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        yield cv2.warpAffine(mask.astype(np.uint8, copy=False), shift, mask.shape[::-1], flags=cv2.INTER_NEAREST) > 0, shift
+        moved = cv2.warpAffine(mask.astype(np.uint8, copy=False), shift, mask.shape[::-1], flags=cv2.INTER_NEAREST)
+        yield moved > 0, shift
 
 
 def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray,

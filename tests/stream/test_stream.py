@@ -673,7 +673,8 @@ def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_t
     drag = latent.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
     latent.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
     warps = []
-    monkeypatch.setattr(engine, "warp_latent", lambda *a, **k: warps.append((a, k, warp_latent(*a, **k))) or warps[-1][2])
+    monkeypatch.setattr(engine, "warp_latent",
+                        lambda *a, **k: warps.append((a, k, warp_latent(*a, **k))) or warps[-1][2])
     latent.generate_latents()
     chunk = seen[-1]                                            # the latent prior: the same segments, moved
     assert is_drag_chunk(chunk)                                 # on the latent grid over the encoded plate
