@@ -468,9 +468,7 @@ class StreamingGenerator:
         that chunk would paste nothing."""
         if not (self.started and self.config.drag_paste and self.param.output_skip == "video"):
             return None
-        chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames(), consume=False)
-        if (self.work_width, self.work_height) != (self.width, self.height):
-            chunk = scale_chunk(chunk, self.work_width, self.work_height)
+        chunk = self._at_work_size(self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames(), consume=False))
         if not is_drag_chunk(chunk):
             return None
         if self._segmenter is None:
@@ -530,8 +528,7 @@ class StreamingGenerator:
         chunk = self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames())
         still = (bool(self.config.composite) and self.config.still_px >= 0      # judged in the stream's pixels
                  and chunk_is_still(chunk, self.config.still_px))
-        if (self.work_width, self.work_height) != (self.width, self.height):
-            chunk = scale_chunk(chunk, self.work_width, self.work_height)
+        chunk = self._at_work_size(chunk)
         prior, warp, fill = None, None, None
         if self.param.output_skip == "video":
             encode = self.config.prior_of(self.quality) == "encode"
@@ -641,6 +638,12 @@ class StreamingGenerator:
                 self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 
     # ------------------------------------------------------------------ internals
+    def _at_work_size(self, chunk: ChunkTracks) -> ChunkTracks:
+        """The chunk in the current rung's working size (scale_chunk), where the prior image lives."""
+        if (self.work_width, self.work_height) == (self.width, self.height):
+            return chunk
+        return scale_chunk(chunk, self.work_width, self.work_height)
+
     def _plate_latent(self, plate: np.ndarray) -> torch.Tensor:
         """[1, C_lat, h, w]: the inpainted plate of a drag paste encoded as an image (as the anchor is),
         kept in the segment cache: the latent prior shows it where dragged objects left."""
