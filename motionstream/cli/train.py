@@ -6,6 +6,9 @@ calls the library (motionstream/train/); heavy imports stay inside the handlers 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -74,10 +77,29 @@ def cmd_train_tiny_decoder(args) -> int:
 def run_typed(train_fn, args_cls, args, done: str) -> int:
     """Run a stage's `train_fn` on its typed arguments; `done` (formatted with step, run, student) is
     printed when it trained (not after an export)."""
+    from motionstream.train.distributed import is_torchrun_worker
+
     result = train_fn(typed(args_cls, args))
     if result is not None:
         print(done.format(step=result.step, run=args.run, student=Path(args.run) / "student"))
+    if is_torchrun_worker():
+        leave_worker()
     return 0
+
+
+def leave_worker() -> None:
+    """End a torchrun worker whose run is saved and whose process group is destroyed, skipping
+    interpreter finalization.
+
+    Why: a gloo thread that drops the last reference to a tensor while Python finalizes takes the GIL,
+    Python ends that thread with pthread_exit, and the unwind through C++ aborts the rank ("terminate
+    called without an active exception", SIGABRT; seen twice in CI after every step had finished).
+    multiprocessing's children leave the same way (os._exit).
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def cmd_train_teacher(args) -> int:

@@ -71,13 +71,18 @@ class DistContext:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def is_torchrun_worker() -> bool:
+    """True in a process that torchrun started as one of several ranks (RANK set, WORLD_SIZE > 1)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the torchrun process group if launched by torchrun, else a single-process context.
 
     device: "auto" (CUDA when available), "cpu" or "cuda".
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if not is_torchrun_worker():
         return DistContext(device=torch.device("cuda" if use_cuda else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:

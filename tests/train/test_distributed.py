@@ -4,7 +4,9 @@ same global batch."""
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,3 +49,33 @@ def test_two_gloo_processes_match_single_process(tmp_path):
             assert a[k].shape == b[k].shape, k
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
     assert '"step": 2' in (tmp_path / "two" / "state.json").read_text()
+
+
+def test_a_torchrun_worker_leaves_without_interpreter_finalization(monkeypatch, capsys):
+    """After its run, a torchrun worker prints its line and ends with os._exit(0): finalization can abort
+    a gloo rank (see cli.train.leave_worker). A plain process returns 0 as usual."""
+    import argparse
+
+    from motionstream.cli import train as train_cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    @dataclass
+    class Args:
+        run: str
+
+    monkeypatch.setattr(train_cli.os, "_exit", fake_exit)
+    args = argparse.Namespace(run="runs/x")
+    done = SimpleNamespace(step=3)
+    monkeypatch.delenv("RANK", raising=False)
+    assert train_cli.run_typed(lambda a: done, Args, args, "step {step} in {run}") == 0
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(Exited) as exited:
+        train_cli.run_typed(lambda a: done, Args, args, "step {step} in {run}")
+    assert exited.value.args == (0,)
+    assert capsys.readouterr().out.splitlines() == ["step 3 in runs/x", "step 3 in runs/x"]
