@@ -12,6 +12,9 @@
     clip.owner        uint8 [T, H, W]: index of the layer that owns each pixel (0 = background)
     clip.point_layer  int64 [N]: the layer each grid track belongs to (0 = background)
 
+    render_without(seed=7, layers=[2], num_frames=33, ...): uint8 [T, H, W, 3], the same clip with object
+    layer 2 left out (what it hides)
+
 The scene program (scenes.py) is a function of time, so a seed renders the same first frames at
 any num_frames; fps only changes where time is sampled. Randomness comes from one SeedSequence
 per seed, split into independent streams for background, objects, camera and effects, so turning
@@ -20,8 +23,8 @@ effects off (cfg.effect_prob = 0) leaves the scene itself unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -298,3 +301,17 @@ def render_clip(seed: int, num_frames: int = 33, width: int = DEFAULT_VIDEO.widt
     trackset = TrackSet(tracks=tracks, visibility=visible, width=width, height=height, fps=float(fps))
     return Clip(frames=frames, tracks=trackset, caption=caption, effects=[e.name for e in effects],
                 moving_mask=moving, seed=int(seed), owner=owner, point_layer=point_layer)
+
+
+def render_without(seed: int, layers: Sequence[int], num_frames: int = 33, width: int = DEFAULT_VIDEO.width,
+                   height: int = DEFAULT_VIDEO.height, fps: float = DEFAULT_VIDEO.fps,
+                   cfg: WorldConfig | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3]: clip `seed` as render_clip draws it, with the object layers `layers` (indices
+    >= 1, as in Clip.owner) left out: what those objects hide, frame by frame."""
+    cfg = cfg or WorldConfig()
+    scene, effects, _ = build_world(seed, width, height, cfg)
+    if any(not 1 <= layer < len(scene.layers) for layer in layers):
+        raise ValueError(f"layers {list(layers)}: clip {seed} has object layers 1..{len(scene.layers) - 1}")
+    scene = replace(scene, layers=[layer for i, layer in enumerate(scene.layers) if i not in set(layers)])
+    times = np.arange(num_frames) / float(fps)
+    return np.stack([frame for frame, _, _ in render_frames(scene, effects, times, cfg, 1.0 / fps)])

@@ -19,9 +19,13 @@ is compared with the whole true clip:
 Rows: every method of the transfer benchmark (the no-model baselines, teacher, students); segment
 paste, a no-model baseline of drags only (tracks/paste.py: GrabCut segments the object under each drag
 patch, pasted at the patch's displacement over the inpainted first frame, from the studio's input
-alone); and one headroom row that no method can be: the objects' frame-0 pixels pasted rigidly at
-their TRUE mean displacement over the background inpainted where they were (oracle_paste: it knows
-the true motion and the layers, and invents nothing behind them).
+alone); and three headroom rows that no method can be (oracle_paste): the objects' frame-0 pixels
+pasted rigidly, knowing the true layers, at
+  * their TRUE mean displacement over the background inpainted where they were (what the drag input
+    tells at best: its patch only translates; it invents nothing behind the objects);
+  * their true turn and scale too (a similarity fitted to their true grid tracks on each frame),
+    over the same inpainted background: what knowing the objects' rotation would add;
+  * the same over the TRUE background (the clip rendered without them: data/synth.render_without).
 """
 
 from __future__ import annotations
@@ -30,21 +34,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from skimage.transform import SimilarityTransform
 
 from motionstream.config import video_config
 from motionstream.data.drags import changed_mask, drag_input, drag_world
 from motionstream.data.splits import held_out_seeds
-from motionstream.data.synth import render_clip
+from motionstream.data.synth import render_clip, render_without
 from motionstream.eval.bench_transfer import STUDENT_METHOD, WARP_METHOD, methods_for
 from motionstream.eval.benchmarks import BenchmarkContext, NotAvailable, Table, benchmark, missing_weights
 from motionstream.scoring import metrics
 from motionstream.scoring.track_following import mean_over_clips
-from motionstream.tracks.paste import paste_segments, segment_paste
+from motionstream.tracks.paste import inpainted_plate, paste_transformed, segment_paste, translations
 from motionstream.tracks.trackset import TrackSet
 
 FULL_CASES = 16               # cases in a full run (--clips overrides; --quick: eval.quick_clips)
 PASTE_METHOD = "segment paste"
 METRIC_KEYS = ("changed_psnr", "object_psnr", "frame_psnr", "object_epe", "object_epe_reliable")
+MIN_FIT_POINTS = 3            # true grid points a layer's turn-and-scale fit needs on a frame
+ORACLES = {                   # headroom rows (module docstring): name -> oracle_paste's options
+    "oracle: true motion, rigid paste": {},
+    "oracle: true turn and scale, rigid paste": {"turn_and_scale": True},
+    "oracle: true turn and scale, true background": {"turn_and_scale": True, "true_background": True},
+}
 
 
 @dataclass
@@ -64,6 +75,7 @@ class DragCase:
     owner0: np.ndarray                 # uint8 [H, W] layer per pixel on frame 0
     point_layer: np.ndarray            # int [N] layer of each true grid track
     true_tracks: TrackSet              # the clip's whole true grid
+    hidden: np.ndarray                 # uint8 [T, H, W, 3] the clip without the dragged objects (what they hide)
     effects: list[str] = field(default_factory=list)
     moving_mask: np.ndarray | None = None
 
@@ -87,7 +99,8 @@ def drag_cases(n: int, cfg: dict[str, Any], num_frames: int, max_points: int | N
             name=f"world-{int(seed)}", frames=clip.frames, tracks=tracks, caption=clip.caption,
             changed=changed_mask(clip.frames), inside=np.isin(clip.owner, objects), object_tracks=object_tracks,
             reliable=metrics.reliable_points(clip.frames, object_tracks),
-            objects=objects, owner0=clip.owner[0], point_layer=clip.point_layer, true_tracks=clip.tracks))
+            objects=objects, owner0=clip.owner[0], point_layer=clip.point_layer, true_tracks=clip.tracks,
+            hidden=render_without(int(seed), objects, num_frames, width, height, fps, world)))
         if len(cases) == n:
             break
     if not cases:
@@ -109,19 +122,37 @@ def score_case(case: DragCase, video: np.ndarray) -> dict[str, float]:
             "object_epe_reliable": metrics.masked_mean(err, valid & case.reliable)}
 
 
-def oracle_paste(case: DragCase) -> np.ndarray:
-    """uint8 [T, H, W, 3]: the headroom row (module docstring): tracks/paste.paste_segments with the
-    true layers as masks (nearer layers, higher index, pasted last) and, as an object's displacement,
-    the mean of its visible true grid tracks."""
-
+def true_motions(case: DragCase, turn_and_scale: bool) -> np.ndarray:
+    """float32 [T, K, 2, 3]: each dragged layer's true motion from frame 0 (cv2.warpAffine's form), layers
+    in index order (nearer, higher index, last): the mean displacement of its frame-0-visible true grid
+    tracks, or with turn_and_scale the least-squares similarity (rotation, uniform scale, shift) from
+    those points on frame 0 to the ones still visible on frame t (the mean displacement when fewer than
+    MIN_FIT_POINTS are)."""
     truth = case.true_tracks
     layers = sorted(case.objects)
-    masks = [case.owner0 == layer for layer in layers]
-    displacements = np.zeros((len(case.frames), len(layers), 2), np.float32)
+    motions = np.zeros((len(case.frames), len(layers), 2, 3), np.float32)
     for k, layer in enumerate(layers):
         sel = (case.point_layer == layer) & truth.visibility[0]
-        displacements[:, k] = (truth.tracks[:, sel] - truth.tracks[:1, sel]).mean(1)
-    return paste_segments(case.frames[0], masks, displacements)
+        motions[:, k] = translations((truth.tracks[:, sel] - truth.tracks[:1, sel]).mean(1))
+        if not turn_and_scale:
+            continue
+        for t in range(1, len(case.frames)):
+            seen = sel & truth.visibility[t]
+            if seen.sum() < MIN_FIT_POINTS:
+                continue
+            fit = SimilarityTransform.from_estimate(truth.tracks[0, seen], truth.tracks[t, seen])
+            if fit:
+                motions[t, k] = fit.params[:2]
+    return motions
+
+
+def oracle_paste(case: DragCase, turn_and_scale: bool = False, true_background: bool = False) -> np.ndarray:
+    """uint8 [T, H, W, 3]: a headroom row (module docstring): tracks/paste.paste_transformed with the true
+    layers as masks and their true_motions, over the background inpainted where they were
+    (tracks/paste.inpainted_plate) or, with true_background, over the clip rendered without them."""
+    masks = [case.owner0 == layer for layer in sorted(case.objects)]
+    background = case.hidden if true_background else inpainted_plate(case.frames[0], masks)
+    return paste_transformed(case.frames[0], masks, true_motions(case, turn_and_scale), background)
 
 
 def paste_case(case: DragCase) -> np.ndarray:
@@ -156,7 +187,7 @@ def run_drag(ctx: BenchmarkContext) -> None:
     rows_fns = [(m.name, m.needs_weights, m.factory) for m in methods_for(ctx)]
     after_warp = next((i + 1 for i, row in enumerate(rows_fns) if row[0] == WARP_METHOD), len(rows_fns))
     rows_fns.insert(after_warp, (PASTE_METHOD, (), lambda _ctx: paste_case))
-    rows_fns.append(("oracle: true motion, rigid paste", (), lambda _ctx: oracle_paste))
+    rows_fns += [(name, (), lambda _ctx, kw=kw: lambda case: oracle_paste(case, **kw)) for name, kw in ORACLES.items()]
     for name, needs, factory in rows_fns:
         missing = missing_weights(needs)
         if missing:

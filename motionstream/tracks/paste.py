@@ -4,6 +4,7 @@
     segment_object(image, patch_points, background_points) -> bool [H, W]: the object under a patch
     inpainted_plate(image, masks) -> [H, W, 3]: the image with the objects filled in (the background)
     paste_segments(image, masks, displacements) -> [T, H, W, 3]: segments moved over an inpainted plate
+    paste_transformed(image, masks, transforms, background) -> [T, H, W, 3]: the same with affine motion
     segment_paste(first_frame, tracks, cache) -> [T, H, W, 3]: the three above, from the studio's input
     drag_segments(first_frame, tracks, cache) -> (masks, displacements, plate): segment_paste's parts
     paste_flows(masks, displacements) -> (flows, holes): the same motion as flows, for a latent warp
@@ -141,13 +142,20 @@ def inpainted_plate(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
     return plate
 
 
-def moved_masks(masks: list[np.ndarray], shifts: np.ndarray
-                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(bool [H, W] mask k moved by shifts[k], shift) per segment, in paste order (nearest pixel)."""
-    for mask, (dx, dy) in zip(masks, shifts):
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        moved = cv2.warpAffine(mask.astype(np.uint8, copy=False), shift, mask.shape[::-1], flags=cv2.INTER_NEAREST)
-        yield moved > 0, shift
+def translations(displacements: np.ndarray) -> np.ndarray:
+    """float32 [..., 2, 3]: the affine maps (cv2.warpAffine's form) that move by displacements [..., 2] (x, y)."""
+    maps = np.zeros(displacements.shape[:-1] + (2, 3), np.float32)
+    maps[..., 0, 0] = maps[..., 1, 1] = 1
+    maps[..., 2] = displacements
+    return maps
+
+
+def moved_masks(masks: list[np.ndarray], transforms: np.ndarray) -> Iterator[np.ndarray]:
+    """bool [H, W]: mask k mapped by transforms[k] (float [K, 2, 3], frame 0 -> now), per segment in paste
+    order (nearest pixel)."""
+    for mask, transform in zip(masks, transforms):
+        moved = cv2.warpAffine(mask.astype(np.uint8, copy=False), transform, mask.shape[::-1], flags=cv2.INTER_NEAREST)
+        yield moved > 0
 
 
 def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray,
@@ -155,19 +163,29 @@ def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np
     """uint8 [T, H, W, 3]: frame t = the plate (default inpainted_plate(image, masks)) with image's
     pixels inside masks[k] pasted at displacements[t, k] (float [T, K, 2], x, y), later masks over
     earlier ones; a frame whose displacements are all 0 is the image itself."""
-    h, w = image.shape[:2]
     if not masks:
         return np.repeat(image[None], len(displacements), 0)
     plate = inpainted_plate(image, masks) if plate is None else plate
+    return paste_transformed(image, masks, translations(displacements), plate)
+
+
+def paste_transformed(image: np.ndarray, masks: list[np.ndarray], transforms: np.ndarray,
+                      background: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3]: paste_segments with any affine motion: frame t = background (uint8 [H, W, 3],
+    or [T, H, W, 3], one per frame) with image's pixels inside masks[k] mapped by transforms[t, k]
+    (float [T, K, 2, 3], frame 0 -> t, cv2.warpAffine's form), later masks over earlier ones; a frame
+    whose transforms are all the identity is the image itself."""
+    h, w = image.shape[:2]
+    identity = translations(np.zeros(2, np.float32))
     masks = [mask.astype(np.uint8) for mask in masks]      # once, not per frame (cv2 warps uint8)
     frames = []
-    for shifts in displacements:
-        if not np.any(shifts):
+    for t, maps in enumerate(np.asarray(transforms, np.float32)):
+        if (maps == identity).all():
             frames.append(image.copy())             # nothing moved (frame 0): the image, no inpainted seam
             continue
-        frame = plate.copy()
-        for where, shift in moved_masks(masks, shifts):
-            frame[where] = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR)[where]
+        frame = (background if background.ndim == 3 else background[t]).copy()
+        for where, transform in zip(moved_masks(masks, maps), maps):
+            frame[where] = cv2.warpAffine(image, transform, (w, h), flags=cv2.INTER_LINEAR)[where]
         frames.append(frame)
     return np.stack(frames)
 
@@ -188,7 +206,7 @@ def paste_flows(masks: list[np.ndarray], displacements: np.ndarray) -> tuple[np.
         if not np.any(shifts):
             continue                                # the image itself, as paste_segments shows it
         covered = np.zeros((h, w), bool)
-        for (where, _), shift in zip(moved_masks(masks, shifts), shifts):
+        for where, shift in zip(moved_masks(masks, translations(shifts)), shifts):
             flows[t][where] = shift
             covered |= where
         holes[t] = hole & ~covered

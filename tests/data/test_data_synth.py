@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -9,7 +10,7 @@ from motionstream.data.effect_scores import effect_scores
 from motionstream.data.effects import EFFECTS
 from motionstream.data.scenes import HUES
 from motionstream.data.synth import (WorldConfig, build_world, composite, frame_grid, pixel_centres,
-                                     render_clip, render_frames, scene_tracks)
+                                     render_clip, render_frames, render_without, scene_tracks)
 
 W, H, FPS = 128, 72, 16
 
@@ -21,6 +22,20 @@ def test_same_seed_same_bytes_and_different_seeds_differ():
     assert np.array_equal(a.moving_mask, b.moving_mask) and a.effects == b.effects
     c = render_clip(4, num_frames=6, width=W, height=H)
     assert not np.array_equal(a.frames, c.frames) and a.caption != c.caption
+
+
+def test_render_without_a_layer_shows_what_it_hides_and_keeps_the_rest():
+    clip = render_clip(6, num_frames=6, width=W, height=H)
+    layer = int(clip.owner.max())
+    hidden = render_without(6, [layer], num_frames=6, width=W, height=H)
+    assert hidden.shape == clip.frames.shape and hidden.dtype == np.uint8
+    diff = np.abs(hidden.astype(np.int16) - clip.frames).max(-1)
+    owned = clip.owner == layer
+    near = np.stack([cv2.dilate(o.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for o in owned])
+    assert diff[owned].mean() > 20                 # where the layer was, something else shows
+    assert diff[~near].mean() < 0.5 and diff[~near].max() <= 8     # elsewhere the same (soft shading aside)
+    with pytest.raises(ValueError, match="object layers"):
+        render_without(6, [0], num_frames=2, width=W, height=H)   # the background is not an object
 
 
 def test_longer_render_starts_with_the_same_frames():

@@ -1,7 +1,8 @@
 import cv2
 import numpy as np
 
-from motionstream.tracks.paste import drag_groups, paste_segments, segment_object, segment_paste
+from motionstream.tracks.paste import (drag_groups, paste_segments, paste_transformed, segment_object,
+                                      segment_paste, translations)
 from motionstream.tracks.sources import drag_tracks, grid_points, static_grid
 from motionstream.tracks.trackset import TrackSet
 from motionstream.tracks.warp import forward_warp
@@ -86,6 +87,27 @@ def test_no_drag_is_the_frozen_frame_and_zero_motion_the_image():
     mask = np.zeros((H, W), bool)
     mask[SQUARE] = True
     assert (paste_segments(image, [mask], np.zeros((3, 1, 2), np.float32)) == image[None]).all()
+
+
+def test_paste_transformed_turns_a_segment_and_takes_a_background_per_frame():
+    """A bar turned a quarter about its centre stands upright; shifts alone are paste_segments."""
+    image = scene()
+    bar = np.zeros((H, W), bool)
+    bar[30:34, 20:60] = True                        # 40 px wide, 4 px tall, centre (39.5, 31.5)
+    image[bar] = (30, 30, 220)
+    backgrounds = np.stack([np.full_like(image, v) for v in (0, 50, 100)])
+    turn = cv2.getRotationMatrix2D((39.5, 31.5), 90, 1.0)
+    transforms = np.stack([translations(np.zeros((1, 2))), [turn], translations(np.float32([[5, 0]]))])
+    out = paste_transformed(image, [bar], transforms, backgrounds)
+    assert (out[0] == image).all()                  # identity: the image itself
+    upright = (out[1] == (30, 30, 220)).all(-1)
+    rows, cols = np.nonzero(upright)
+    assert 36 <= rows.max() - rows.min() + 1 <= 41 and cols.max() - cols.min() + 1 <= 5
+    assert (out[1][~upright] == 50).all()           # frame 1's own background around it
+    shifted = np.zeros((3, 1, 2), np.float32)
+    shifted[2] = 5
+    shifted[2, 0, 1] = 0
+    assert (out[2] == paste_segments(image, [bar], shifted, backgrounds[2])[2]).all()
 
 
 def test_paste_flows_move_the_image_as_paste_segments_does_and_mark_the_holes_it_fills():
