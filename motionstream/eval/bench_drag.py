@@ -19,13 +19,13 @@ is compared with the whole true clip:
 Rows: every method of the transfer benchmark (the no-model baselines, teacher, students); segment
 paste, a no-model baseline of drags only (tracks/paste.py: GrabCut segments the object under each drag
 patch, pasted at the patch's displacement over the inpainted first frame, from the studio's input
-alone); and three headroom rows that no method can be (oracle_paste): the objects' frame-0 pixels
-pasted rigidly, knowing the true layers, at
-  * their TRUE mean displacement over the background inpainted where they were (what the drag input
-    tells at best: its patch only translates; it invents nothing behind the objects);
+alone); and four headroom rows that no method can be (ORACLES, oracle_paste): the objects' frame-0
+pixels pasted rigidly where the true layers say they are, moved by
+  * their TRUE mean displacement (what the drag input tells at best: its patch only translates), or
   * their true turn and scale too (a similarity fitted to their true grid tracks on each frame),
-    over the same inpainted background: what knowing the objects' rotation would add;
-  * the same over the TRUE background (the clip rendered without them: data/synth.render_without).
+over either the background inpainted where they were (it invents nothing behind the objects) or the
+TRUE background (the clip rendered without them: data/synth.render_without). The first row is what
+the input allows; the others show what knowing the objects' rotation, or what they hide, would add.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ METRIC_KEYS = ("changed_psnr", "object_psnr", "frame_psnr", "object_epe", "objec
 MIN_FIT_POINTS = 3            # true grid points a layer's turn-and-scale fit needs on a frame
 ORACLES = {                   # headroom rows (module docstring): name -> oracle_paste's options
     "oracle: true motion, rigid paste": {},
+    "oracle: true motion, true background": {"true_background": True},
     "oracle: true turn and scale, rigid paste": {"turn_and_scale": True},
     "oracle: true turn and scale, true background": {"turn_and_scale": True, "true_background": True},
 }
