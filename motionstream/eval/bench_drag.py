@@ -177,8 +177,9 @@ def run_drag(ctx: BenchmarkContext) -> None:
     background the objects never cover; the whole true clip is the reference. Changed PSNR is over
     the pixels that differ from frame 0 (moved objects + revealed background), object PSNR inside
     the dragged objects, frame PSNR over whole frames, object EPE over all of the dragged objects'
-    grid points. The oracle row pastes the objects at their true displacement over an inpainted
-    background: headroom, not a method."""
+    grid points. The oracle rows are headroom, not methods: the true layers pasted at their true
+    shift (all a drag patch, which only translates, can tell) or their true turn and scale, over the
+    inpainted or the true background."""
     n = ctx.clips_override or (ctx.eval_cfg.quick_clips if ctx.quick else FULL_CASES)
     cases = drag_cases(n, ctx.cfg, ctx.eval_cfg.num_frames, ctx.eval_cfg.max_points)
     results: dict[str, dict[str, float]] = {}
