@@ -165,8 +165,9 @@ def moved_masks(masks: list[np.ndarray], transforms: np.ndarray) -> Iterator[np.
 def paste_segments(image: np.ndarray, masks: list[np.ndarray], displacements: np.ndarray,
                    plate: np.ndarray | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3]: frame t = the plate (default inpainted_plate(image, masks)) with image's
-    pixels inside masks[k] pasted at displacements[t, k] (float [T, K, 2], x, y), later masks over
-    earlier ones; a frame whose displacements are all 0 is the image itself."""
+    pixels inside masks[k] pasted at displacements[t, k] (float [T, K, 2], x, y) with feathered edges
+    (paste_transformed), later masks over earlier ones; a frame whose displacements are all 0 is the
+    image itself."""
     if not masks:
         return np.repeat(image[None], len(displacements), 0)
     plate = inpainted_plate(image, masks) if plate is None else plate
