@@ -69,6 +69,8 @@ def test_a_torchrun_worker_leaves_without_interpreter_finalization(monkeypatch, 
         run: str
 
     monkeypatch.setattr(train_cli.os, "_exit", fake_exit)
+    flushed = []
+    monkeypatch.setattr(train_cli.logging, "shutdown", lambda: flushed.append(True))   # pytest's handlers stay open
     args = argparse.Namespace(run="runs/x")
     done = SimpleNamespace(step=3)
     monkeypatch.delenv("RANK", raising=False)
@@ -77,5 +79,5 @@ def test_a_torchrun_worker_leaves_without_interpreter_finalization(monkeypatch, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(Exited) as exited:
         train_cli.run_typed(lambda a: done, Args, args, "step {step} in {run}")
-    assert exited.value.args == (0,)
+    assert exited.value.args == (0,) and flushed == [True]      # the run's log files are flushed first
     assert capsys.readouterr().out.splitlines() == ["step 3 in runs/x", "step 3 in runs/x"]
