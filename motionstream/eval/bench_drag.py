@@ -31,6 +31,7 @@ the input allows; the others show what knowing the objects' rotation, or what th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -189,7 +190,7 @@ def run_drag(ctx: BenchmarkContext) -> None:
     rows_fns = [(m.name, m.needs_weights, m.factory) for m in methods_for(ctx)]
     after_warp = next((i + 1 for i, row in enumerate(rows_fns) if row[0] == WARP_METHOD), len(rows_fns))
     rows_fns.insert(after_warp, (PASTE_METHOD, (), lambda _ctx: paste_case))
-    rows_fns += [(name, (), lambda _ctx, kw=kw: lambda case: oracle_paste(case, **kw)) for name, kw in ORACLES.items()]
+    rows_fns += [(name, (), lambda _ctx, kw=kw: partial(oracle_paste, **kw)) for name, kw in ORACLES.items()]
     for name, needs, factory in rows_fns:
         missing = missing_weights(needs)
         if missing:
