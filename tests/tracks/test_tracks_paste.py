@@ -61,6 +61,23 @@ def test_segment_object_finds_the_object_under_the_patch():
     assert not segment_object(image, np.array([[-50.0, -50.0]]), pins).any()     # a patch off the frame
 
 
+def test_a_patch_wider_than_the_object_does_not_take_the_wall_under_its_rim():
+    """A 48 px patch (the studio's) on the 24 px square: only its core is sure foreground, so the wall
+    under its outer points stays out of the segment."""
+    image = scene()
+    patch = drag_tracks([(0.0, 36.0, 32.0), (1.0, 40.0, 32.0)], (36.0, 32.0), 2, W, H, FPS, patch_radius=24,
+                        spacing=8).tracks[0]
+    assert (np.hypot(*(patch - (36, 32)).T) > 12).sum() >= 8          # plenty of points on the wall
+    ts = drag_input()
+    pins = ts.tracks[0, [i for i, r in enumerate(ts.role) if r == "static"]]
+    mask = segment_object(image, patch, pins)
+    truth = np.zeros((H, W), bool)
+    truth[SQUARE] = True
+    # (0.28 with every patch point sure; the core's rim, 16 px out, still touches the wall beside a 24 px square)
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.7 and mask[SQUARE].all()
+    assert not segment_object(image, np.empty((0, 2)), pins).any()     # no patch point: nothing
+
+
 def test_segment_paste_moves_the_object_whole_and_shows_the_wall_behind_it():
     image, ts = scene(), drag_input()
     video = segment_paste(image, ts)
