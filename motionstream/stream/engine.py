@@ -460,8 +460,8 @@ class StreamingGenerator:
 
     def presegment(self) -> "futures.Future | None":
         """Segment now the drag patches the next chunk would paste (stream.drag_paste), on a thread of
-        their own: a GrabCut and its plate take 0.1-0.7 s, which the next chunk would otherwise spend
-        before its DiT passes. Call it between chunks, on the thread that generates, after
+        their own: a GrabCut and its plate take 0.1-0.7 s (and on a latent-prior rung the plate's encode),
+        which the next chunk would otherwise spend before its DiT passes. Call it between chunks, on the thread that generates, after
         gen.controls.pointer_down (the studio's worker does, as it applies input): the segmentation then
         runs while that thread waits for playback, and the next chunk finds it in the cache (or waits for
         the one being made). A stream slower than real time never waits, so it gains nothing. None when
@@ -473,7 +473,18 @@ class StreamingGenerator:
             return None
         if self._segmenter is None:
             self._segmenter = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-segment")
-        return self._segmenter.submit(chunk_drag_segments, self.prior_image, chunk, self.segments)
+        latent_prior = self.config.prior_of(self.quality) != "encode"
+        return self._segmenter.submit(self._segment_ahead, chunk, latent_prior)
+
+    @torch.inference_mode()
+    def _segment_ahead(self, chunk: ChunkTracks, latent_prior: bool
+                       ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+        """presegment's work: chunk_drag_segments into the cache and, on a rung that shows the plate as a
+        latent (latent_prior), the plate's latent too."""
+        masks, shifts, plate = chunk_drag_segments(self.prior_image, chunk, self.segments)
+        if latent_prior and plate is not None:
+            self._plate_latent(plate)
+        return masks, shifts, plate
 
     # ------------------------------------------------------------------ output
     @property

@@ -512,6 +512,27 @@ def test_presegment_makes_a_pressed_patch_s_segment_before_it_moves(parts, monke
     gen.close()
 
 
+def test_presegment_on_a_latent_prior_rung_encodes_the_plate_ahead(parts):
+    """Where the prior is a latent (the ladder's lower rungs), presegment also encodes the plate the
+    chunk shows where the patch leaves, so the first moving chunk encodes no image."""
+    from motionstream.diffusion.sampling import TeacherParam
+
+    model, _, meta, codec = parts
+    video_parts = (model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec)
+    gen = make_gen(video_parts, overlap_decode=False, seed=3, drag_paste=True, composite=[0.1, 0.5], prior="latent")
+    gen.start(sample_image(), "a bright square")
+    gen.controls.add_pins(np.array([[4.0, 4.0], [VIDEO_W - 4.0, VIDEO_H - 4.0]]))
+    drag = gen.controls.pointer_down(0.0, VIDEO_W / 2, VIDEO_H / 2, radius=4, spacing=4)
+    _, _, plate = gen.presegment().result()
+    encoded = []
+    encode = gen.codec.encode
+    gen.codec.encode = lambda *a: encoded.append(1) or encode(*a)
+    gen.controls.pointer_move(drag, 0.5, VIDEO_W / 2 + 12, VIDEO_H / 2)
+    gen.generate_latents()
+    assert plate is not None and encoded == []                   # the plate's latent was made at the press
+    gen.close()
+
+
 def test_latent_video_prior_moves_the_anchor_latent_on_the_latent_grid():
     """Zero flow gives the anchor latent in every latent frame; a flow of one latent cell (8 px)
     shifts it by one cell; latent frames average their video frames' flows."""
