@@ -109,15 +109,16 @@ def is_drag_input(tracks: TrackSet) -> bool:
 
 def segment_object(image: np.ndarray, patch_points: np.ndarray, background_points: np.ndarray) -> np.ndarray:
     """bool [H, W]: the object under a drag patch on `image` (uint8 [H, W, 3]). patch_points [n, 2]
-    (x, y) within SURE_CORE_PX of their mean (the grab point) are sure foreground and the others probable
-    foreground, background_points [m, 2] sure background, the rest is decided by GrabCut; only the
-    connected parts that hold a sure point are kept."""
+    (x, y) within SURE_CORE_PX of their mean (the grab point; at least the nearest one) are sure
+    foreground and the others probable foreground, background_points [m, 2] sure background, the rest
+    is decided by GrabCut; only the connected parts that hold a sure point are kept."""
     h, w = image.shape[:2]
     if len(patch_points) == 0:
         return np.zeros((h, w), bool)
     mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
     _disc_seeds(mask, background_points, cv2.GC_BGD)
-    core = np.hypot(*(patch_points - patch_points.mean(0)).T) <= SURE_CORE_PX
+    from_centre = np.hypot(*(patch_points - patch_points.mean(0)).T)
+    core = from_centre <= max(SURE_CORE_PX, from_centre.min())     # at least the point nearest the centre
     sure = patch_points[core]
     _disc_seeds(mask, patch_points[~core], cv2.GC_PR_FGD)
     _disc_seeds(mask, sure, cv2.GC_FGD)

@@ -76,6 +76,9 @@ def test_a_patch_wider_than_the_object_does_not_take_the_wall_under_its_rim():
     # (0.28 with every patch point sure; the core's rim, 16 px out, still touches the wall beside a 24 px square)
     assert (mask & truth).sum() / (mask | truth).sum() > 0.7 and mask[SQUARE].all()
     assert not segment_object(image, np.empty((0, 2)), pins).any()     # no patch point: nothing
+    # points that leave nothing within the core of their mean (two far groups): the nearest is sure
+    apart = np.array([[30.0, 26.0], [30.0, 38.0], [100.0, 26.0], [100.0, 38.0]])
+    assert segment_object(image, apart, pins).any()
 
 
 def test_segment_paste_moves_the_object_whole_and_shows_the_wall_behind_it():
