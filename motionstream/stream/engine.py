@@ -461,11 +461,11 @@ class StreamingGenerator:
     def presegment(self) -> "futures.Future | None":
         """Segment now the drag patches the next chunk would paste (stream.drag_paste), on a thread of
         their own: a GrabCut and its plate take 0.1-0.7 s (and on a latent-prior rung the plate's encode),
-        which the next chunk would otherwise spend before its DiT passes. Call it between chunks, on the thread that generates, after
-        gen.controls.pointer_down (the studio's worker does, as it applies input): the segmentation then
-        runs while that thread waits for playback, and the next chunk finds it in the cache (or waits for
-        the one being made). A stream slower than real time never waits, so it gains nothing. None when
-        that chunk would paste nothing."""
+        which the next chunk would otherwise spend before its DiT passes. Call it between chunks, on the
+        thread that generates, after gen.controls.pointer_down (the studio's worker does, as it applies
+        input): the segmentation then runs while that thread waits for playback, and the next chunk finds
+        it in the cache (or waits for the one being made). A stream slower than real time never waits, so
+        it gains nothing. None when that chunk would paste nothing."""
         if not (self.started and self.config.drag_paste and self.param.output_skip == "video"):
             return None
         chunk = self._at_work_size(self.controls.chunk_tracks(self.next_frame, self.chunk_num_frames(), consume=False))

@@ -88,7 +88,8 @@ def test_segment_paste_moves_the_object_whole_and_shows_the_wall_behind_it():
     assert (video[0] == image).all()
     last = video[-1]
     moved = (SQUARE[0], slice(SQUARE[1].start + SHIFT, SQUARE[1].stop + SHIFT))
-    core = (slice(SQUARE[0].start + 2, SQUARE[0].stop - 2), slice(SQUARE[1].start + SHIFT + 2, SQUARE[1].stop + SHIFT - 2))
+    core = (slice(SQUARE[0].start + 2, SQUARE[0].stop - 2),
+            slice(SQUARE[1].start + SHIFT + 2, SQUARE[1].stop + SHIFT - 2))
     assert np.abs(last[core].astype(int) - (220, 30, 30)).max() < 20           # the square arrives whole
     assert (last[moved][..., 0] > 140).all()        # its feathered edge, corners too, is more square than wall
     uncovered = (SQUARE[0], slice(SQUARE[1].start, SQUARE[1].start + SHIFT))
