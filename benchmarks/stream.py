@@ -166,14 +166,17 @@ def parse_args() -> argparse.Namespace:
                     "composite may cost at most 10 %%)")
     ap.add_argument("--int8", action="store_true", help="also run the pipeline with stream.int8 toggled, "
                     f"alternating {ROUNDS} rounds with the preset, and print the ratio of median fps")
-    ap.add_argument("--against", metavar="stream.KEY=VALUE", type=checked_stream_override, default=None,
+    ap.add_argument("--against", metavar="stream.KEY=VALUE", default=None,
                     help="also run the pipeline with this stream setting (YAML value), alternating "
                     f"{ROUNDS} rounds with the preset, and print the ratio of median fps")
     ap.add_argument("--first-grab", action="store_true", help="also time a drag pressed between chunks (as the "
                     "studio applies input) to the next chunk's latents, with and without gen.presegment() at the press")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.against:
+        check_against(ap, args)
+    return args
 
 
 @dataclass
@@ -296,15 +299,14 @@ def with_stream_override(config, item: str):
     return replace(config, **apply_overrides(current, [item])["stream"])
 
 
-def checked_stream_override(item: str) -> str:
-    """argparse type of --against: the item, once it applies to a default StreamConfig."""
-    from motionstream.stream.engine import StreamConfig
+def check_against(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--against must apply to the --config preset's stream section (its own ladder names the rungs)."""
+    from motionstream.stream.engine import stream_config_for
 
     try:
-        with_stream_override(StreamConfig(), item)
-    except ValueError as err:            # ConfigError and StreamConfig's own checks: argparse prints the message
-        raise argparse.ArgumentTypeError(str(err)) from err
-    return item
+        with_stream_override(stream_config_for(load_config(args.config)), args.against)
+    except ValueError as err:            # ConfigError and StreamConfig's own checks, as one line
+        ap.error(f"argument --against: {err}")
 
 
 def report_against(st: Setup, chunks: int, item: str) -> None:

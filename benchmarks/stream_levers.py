@@ -14,7 +14,7 @@ Two kinds of rows:
     Linear layers (torch.ao quantize_dynamic), ONNX Runtime. The max abs difference of its output
     to eager says how exact it is.
   - whole chunk (generation + decode, serial, the engine's own code): channels_last(_3d) on the codec,
-    the cache pass fused into the last denoising step, 2 steps instead of 3 (the "2-step" rung),
+    the cache pass fused into the last denoising step, the preset's rung instead of the student's 3 steps,
     fewer tokens per chunk (2 latent frames, c2s1w1: fps, since the chunk yields fewer frames),
     torch threads 1 / 2 / 3 beside one busy process (pipeline fps), and the studio's JPEG encode
     (cv2, quality 85) per frame against the frame budget, with frame pacing: the share of chunks
@@ -289,9 +289,10 @@ def chunk_levers(gen: Any, image: np.ndarray, tracks: Any, rounds: int) -> None:
     unfused = replace(base, fuse_cache_pass=False)          # the preset may already fuse: compare both ways
     row("chunk: fused cache pass", *alternate_configs(gen, image, tracks, unfused,
                                                       replace(base, fuse_cache_pass=True), rounds), per_frame)
-    if "2-step" in base.rungs:
-        two = replace(base, quality="2-step")                 # the sampler follows the rung at start()
-        row("chunk: 2 steps instead of 3", *alternate_starts(gen, image, tracks, base, two, rounds), per_frame)
+    if base.quality != "full":                               # the sampler follows the rung at start()
+        full = replace(base, quality="full")
+        row(f"chunk: rung {base.quality} instead of full", *alternate_starts(gen, image, tracks, full, base, rounds),
+            per_frame)
     fewer = replace(base, chunk_frames=2)
     row("chunk: 2 latent frames (c2s1w1)", *alternate_starts(gen, image, tracks, base, fewer, rounds), per_frame)
     codec = gen.codec

@@ -194,6 +194,7 @@ def browser_measure(server: ServerProcess, seconds: float) -> dict:
             drag(page, seconds)
             cpu1 = cpu_snapshot(server.proc.pid)
             page_t1 = page.evaluate("performance.now()")
+            rung = page.text_content("#hud-quality")
             page.wait_for_function("window.studio.pointerAt.size === 0", timeout=DRAIN_S * 1000)
             paints, latencies, gen_ms = page.evaluate(
                 "[window.studio.paintLog, window.studio.latencyLog, window.studio.chunkGenLog]")
@@ -206,7 +207,7 @@ def browser_measure(server: ServerProcess, seconds: float) -> dict:
     windows = int(span // PAINT_WINDOW_S)
     per_window = np.histogram(paints, bins=windows, range=(page_t0 / 1000, page_t0 / 1000 + windows * PAINT_WINDOW_S))[0]
     wall = cpu1[0] - cpu0[0]
-    return {"header": header, "fps": len(paints) / span, "real_time_share": float(np.mean(per_window >= REAL_TIME_FPS)),
+    return {"header": header, "rung": rung, "fps": len(paints) / span, "real_time_share": float(np.mean(per_window >= REAL_TIME_FPS)),
             "windows": windows, "latency": np.array(latencies), "gen_ms": np.array(gen_ms[chunks0:]),
             "browser_cores": (cpu1[1] - cpu0[1]) / wall, "server_cores": (cpu1[2] - cpu0[2]) / wall}
 
@@ -217,13 +218,14 @@ def percentiles(values: np.ndarray, unit: str = "ms") -> str:
     return f"p50 {np.percentile(values, 50):.0f} {unit}  p95 {np.percentile(values, 95):.0f} {unit} ({len(values)} samples)"
 
 
-def run_browser(seconds: float, threads: int) -> None:
+def run_browser(seconds: float, threads: int, quality: str) -> None:
     import torch
 
     from motionstream.stream.perf import matmul_peak_gflops
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", str(threads)]
+        return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", str(threads),
+                "--quality", quality]
 
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,7 +240,7 @@ def run_browser(seconds: float, threads: int) -> None:
     cores = os.cpu_count() or 1
     print(f"studio in Chromium, `motionstream studio --threads {threads}` on the shipped weights, "
           f"{seconds:.0f} s of dragging (a pointer sample every {1000 * SAMPLE_EVERY_S:.0f} ms), both on this machine")
-    print(f"  page header            {r['header']}")
+    print(f"  page header            {r['header']}; quality rung at the end of the drag: {r['rung']}")
     print(f"  painted fps            {r['fps']:.1f} (stream fps {REAL_TIME_FPS}); 1-s windows painting >= "
           f"{REAL_TIME_FPS} frames: {100 * r['real_time_share']:.0f} % of {r['windows']}")
     print(f"  pointer -> painted     {percentiles(r['latency'])}")
@@ -283,9 +285,11 @@ def main() -> None:
     ap.add_argument("--browser", action="store_true",
                     help="the page in /usr/bin/chromium against `motionstream studio` on the shipped weights")
     ap.add_argument("--threads", type=int, default=SHIPPED_THREADS, help="the shipped server's torch threads")
+    ap.add_argument("--quality", default="auto", help="--browser: the studio's quality rung (default auto, the "
+                    "studio's own default: the preset's rung, stepping down while behind real time)")
     args = ap.parse_args()
     if args.browser:
-        run_browser(args.seconds, args.threads)
+        run_browser(args.seconds, args.threads, args.quality)
         return
     command = None
     if args.shipped:

@@ -26,7 +26,7 @@ from motionstream.errors import UserError
 SINK_REFRESH_HELP = ("re-anchor the attention sink every N chunks for scene changes (default 0 = off; on [world] "
                      "scenes it loses more PSNR over a long stream than the fixed sink: see README)")
 QUALITY_HELP = ("quality rung: full (the student's own steps), a rung of the preset's stream.quality_ladder "
-                "(e.g. 2-step), or auto (the preset's rung, stepping down while the machine falls behind real "
+                "(e.g. 1-step), or auto (the preset's rung, stepping down while the machine falls behind real "
                 "time); default: the preset's stream.quality")
 
 SUBCOMMANDS = ("generate", "transfer", "camera", "edit")

@@ -106,7 +106,7 @@ def add_studio_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the model's, c3s1w1)")
     p.add_argument("--quality", default="auto", help="quality rung (default auto: start on the preset's "
                    "stream.quality and step down its ladder while the machine falls behind real time; a rung "
-                   "name such as full or 2-step pins it)")
+                   "name such as full or 1-step pins it)")
     p.add_argument("--host", default=defaults.host, help=f"bind address (default {defaults.host}; others need --token)")
     p.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
     p.add_argument("--token", default=None, help=f"access token every client must send (required off loopback); "

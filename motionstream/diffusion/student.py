@@ -119,7 +119,24 @@ class StudentSampler:
             raise ValueError(f"the condition has {self.cond.num_frames} latent frames; chunk ends at {stop}")
         tt = z.new_full((b, cf), float(t))
         out = self.model.forward_chunk(z, tt, self.text[0], self.text[1], self.cond.chunk(start, stop), cache, write)
-        return add_skip(out, z, tt, None if self.prior is None else self.prior[:, :, start:stop], self.param)
+        return add_skip(out, z, tt, self.chunk_prior(start, cf), self.param)
+
+    def chunk_prior(self, start: int, frames: int) -> torch.Tensor | None:
+        """The output-skip prior of frames [start, start + frames) (None without a skip)."""
+        return None if self.prior is None else self.prior[:, :, start:start + frames]
+
+    def initial_latents(self, noise: torch.Tensor, start: int) -> torch.Tensor:
+        """The first step's input: the noise itself when the first step is at t = 1 (the trained
+        schedule); at t < 1 (a rung that skips the first steps) the chunk's output-skip prior noised to
+        t, as the skipped steps would have left it: at t = 1 the student's x0 is the prior minus a
+        small correction (diffusion/sampling.py's skip), so the renoised x0 is nearly this."""
+        t = float(self.t[0])
+        if t >= 1.0:
+            return noise
+        prior = self.chunk_prior(start, noise.shape[2])
+        if prior is None:
+            raise ValueError(f"denoising from t = {t:.3f} < 1 needs an output-skip prior; this model has none")
+        return (1 - t) * prior + t * noise
 
     def denoise(self, noise: torch.Tensor, start: int, cache, exit_step: int | None = None,
                 grad: bool = False) -> torch.Tensor:
@@ -134,7 +151,7 @@ class StudentSampler:
             raise ValueError(f"exit step {exit_step} outside [0, {k_steps})")
         if noise.shape[0] < exit_step + 1:
             raise ValueError(f"noise has {noise.shape[0]} entries, exit step {exit_step} needs {exit_step + 1}")
-        z = noise[0]
+        z = self.initial_latents(noise[0], start)
         for j in range(exit_step + 1):
             t = float(self.t[j])
             with torch.set_grad_enabled(grad and j == exit_step):

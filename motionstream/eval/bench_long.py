@@ -365,7 +365,8 @@ def run_long(ctx: BenchmarkContext) -> None:
         if key == "epe_reliable":
             trows.append(["tracker floor", *floor])
         ctx.add_table(Table(f"{label} per tenth", ["config", *window_cols], trows, digits=2))
-    ctx.note(f"stream settings: {base.name} sampler ({len(base.denoising_steps)} steps, shift {base.shift:g}), "
+    ctx.note(f"stream settings: {base.name} sampler on rung {base.quality} ({len(base.steps_of(base.quality))} "
+             f"denoising step(s), shift {base.shift:g}), "
              f"{base.decoder} decoder; sink / window set per row.")
     _plot(ctx, times, curves, ref_curve, floor, horizon / fps)
     for c in ("c3s1w1", "c3s0w1", "c3s0w6"):

@@ -113,7 +113,9 @@ def time_student(ctx: BenchmarkContext, clip: Any) -> list[dict[str, Any]]:
     gen, _ = load_student_stream(ctx, STUDENT_WEIGHTS, VAE_WEIGHTS, TINY_WEIGHTS, overlap_decode=False)
     cfg = gen.config
     passes = "" if cfg.fuse_cache_pass else " + 1 cache pass"
-    name = f"student {cfg.name} ({len(cfg.steps_of(cfg.quality))} steps{passes}, {cfg.decoder} decoder)"
+    steps = len(cfg.steps_of(cfg.quality))
+    name = (f"student {cfg.name} (rung {cfg.quality}: {steps} step{'s' if steps > 1 else ''}{passes}, "
+            f"{cfg.decoder} decoder)")
     chunks = 1 + -(-(num_frames - gen.chunk_num_frames(0)) // gen.chunk_num_frames(1))
     args = (clip.frames[0], clip.caption, clip.tracks)
     time_serial(gen, *args, 1)                                       # warm-up: one chunk, untimed

@@ -622,8 +622,8 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
 
     model, _, meta, codec = parts
     gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
-                   overlap_decode=False, seed=3, quality="2-step")
-    assert gen.config.prior_of("2-step") == "encode" and gen.config.prior_of("2-step-latent") == "latent"
+                   overlap_decode=False, seed=3, quality="1-step")
+    assert gen.config.prior_of("1-step") == "encode" and gen.config.prior_of("1-step-latent") == "latent"
     gen.start(sample_image(), "a bright square")
     gen.push(moving_square(1 + 4 * 11))
     seen = []
@@ -631,17 +631,41 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
     gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
     gen.generate_latents()
     assert gen.prior_encoder is not None
-    gen.set_quality("2-step-latent")
+    gen.set_quality("1-step-latent")
     assert gen.prior_encoder is None
     gen.generate_latents()
     flows = chunk_flows(seen[-1], gen.prior_image.shape[1], gen.prior_image.shape[0])
     torch.testing.assert_close(gen.sampler.cond.prior, warp_latent(gen.anchor_latent, flows, 4, first_chunk=False))
-    gen.set_quality("2-step")
+    gen.set_quality("1-step")
     gen.generate_latents()
     warped = chunk_video_frames(gen.prior_image, seen[-1])
     with torch.inference_mode():
         whole = codec.encode(frames_to_tensor(np.concatenate([gen.prior_image[None], warped])))
     torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
+
+
+def test_the_one_step_rung_is_one_pass_from_the_noised_prior(parts):
+    """Rung 1-step (u = [1/3], fused cache pass): a chunk is one DiT pass at t = shift(1/3) = 0.6 that also
+    writes the cache, and its input is the chunk's prior noised to 0.6, not pure noise."""
+    from motionstream.diffusion.sampling import TeacherParam
+
+    model, _, meta, codec = parts
+    gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
+                   overlap_decode=False, seed=3, quality="1-step", fuse_cache_pass=True)
+    gen.start(sample_image(), "a bright square")
+    gen.push(moving_square(1 + 4 * 11))
+    calls = []
+    forward_chunk = gen.model.forward_chunk
+    gen.model.forward_chunk = lambda x, t, *rest: calls.append((x, t, rest[-1])) or forward_chunk(x, t, *rest)
+    try:
+        gen.generate_latents()
+        gen.generate_latents()
+    finally:
+        del gen.model.forward_chunk
+    assert [(round(float(t.flatten()[0]), 4), write) for _, t, write in calls] == [(0.6, True), (0.6, True)]
+    x = calls[-1][0]
+    noise = (x - 0.4 * gen.sampler.prior) / 0.6      # what is left of the input once the noised prior is taken out
+    assert gen.sampler.prior.abs().mean() > 0.2 and abs(noise.mean()) < 0.1 and abs(noise.std() - 1) < 0.1
 
 
 def test_drag_paste_prior_moves_the_dragged_segment_and_leaves_other_motion_to_the_warp(parts, monkeypatch):

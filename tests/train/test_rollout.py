@@ -132,6 +132,28 @@ def test_exit_step_output_is_truncated_sampling():
     assert (early - full).abs().max() > 1e-3
 
 
+def test_schedule_below_t1_starts_from_the_noised_prior():
+    """A rung that skips the first step (u = [1/3]) starts from the prior noised to its time: where the
+    network adds nothing at t = 1 (x0 = the prior there), it samples exactly what [1, 1/3] samples."""
+    model, _, sampler, noise = setup(3, param=WARP_PARAM)
+    orig = model.forward_chunk
+
+    def silent_at_noise(x, t, *rest):
+        out = orig(x, t, *rest)
+        return torch.zeros_like(out) if float(t.flatten()[0]) == 1.0 else out
+
+    model.forward_chunk = silent_at_noise
+    two = StudentSampler(model, StudentConfig(2, 1, 1, denoising_steps=[1.0, 1 / 3]), WARP_PARAM,
+                         sampler.cond, sampler.text)
+    one = StudentSampler(model, StudentConfig(2, 1, 1, denoising_steps=[1 / 3]), WARP_PARAM,
+                         sampler.cond, sampler.text)
+    with torch.no_grad():
+        ref = self_rollout(two, two.new_cache(2, LATENT_HW), [n[:2] for n in noise]).latents
+        got = self_rollout(one, one.new_cache(2, LATENT_HW), [n[1:2] for n in noise]).latents
+    assert ref.abs().max() > 0.5
+    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
+
+
 def test_condition_too_short_is_an_error():
     _, _, sampler, noise = setup(2)
     with pytest.raises(ValueError, match="latent frames"):
