@@ -216,7 +216,7 @@ def setup(args: argparse.Namespace) -> Setup:
         tracks = grid_tracks(width, height, fps, total_frames + 8, n_tracks)
     gen = StreamingGenerator(model, codec, load_text_encoder(cfg), sc, param, fps=fps)
     print(f"# benchmarks/stream.py  {width}x{height} @ {fps:g} fps, cache {sc.name}, quality {gen.quality} "
-          f"(K = {len(sc.steps_of(gen.quality))} steps{', cache pass fused' if sc.fuse_cache_pass else ''}), "
+          f"(K = {len(sc.steps_of(gen.quality))} step(s){', cache pass fused' if sc.fuse_cache_pass else ''}), "
           f"decoder {sc.decoder}, torch threads {args.threads}, "
           f"{n_tracks} tracks pushed per chunk")
     for line in what:
@@ -243,7 +243,7 @@ def report_serial(st: Setup, threads: int):
     steps = st.gen.sampler.cfg.num_steps
     passes = steps if st.gen.config.fuse_cache_pass else steps + 1
     print(f"serial    generation {s.median('generate_s'):.3f} s/chunk "
-          f"({passes} DiT passes: {s.median('dit_s'):.3f} s), "
+          f"({passes} DiT pass(es): {s.median('dit_s'):.3f} s), "
           f"decode {s.median('decode_s'):.3f} s/chunk (wall, medians of {SERIAL_CHUNKS - 2})")
     g, d = s.median("generate_cpu_s"), s.median("decode_cpu_s")
     print(f"cpu time  generation {g:.3f} CPU-s/chunk, decode {d:.3f} CPU-s/chunk (process CPU time: what the "

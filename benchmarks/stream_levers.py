@@ -35,7 +35,7 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         unfused, EPE 2.26 / 0.45 / 0.76 vs 2.43 / 0.52 / 0.98; eval drag --quick --clips 4 changed /
         frame PSNR 16.030 / 20.455 vs 16.137 / 20.519, object EPE 5.6 vs 6.8.
     2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times; the tiny-cpu
-        default since this run): 1.30x / 1.28x per frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms).
+        default from this run until rung `1-step` below replaced it): 1.30x / 1.28x per frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms).
         Quality (fused): transfer 14.532 / 21.201 / 22.444, EPE 2.28 / 0.43 / 0.77; drag 16.043 /
         20.462, object EPE 5.4. (Without the composite, before the merge: transfer within 0.03 dB, drag
         object EPE 17.7 vs 13.1 from one clip.)
@@ -64,6 +64,17 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         generation 0.156 vs 0.263 s/chunk, chunk 24.4 vs 41.6 GFLOP, 0.296 fps per GFLOP/s, latency
         p50 0.296 s (60/peak = 0.301 s). Quality -0.06..-0.22 dB against 2-step (student CARD): a
         rung of the ladder, not the default.
+    one pass from the noised prior (rung `1-step`, u = [1/3]: the chunk starts from its video prior noised
+        to t = 0.6, StudentSampler.initial_latents; the tiny-cpu default since 2026-12-06, replacing
+        `2-step` and renaming the ladder 1-step / 1-step-latent / 1-step-small). At t = 1 the student's
+        x0 is its prior minus a small correction, so `2-step`'s first pass changed almost nothing: a rung
+        of one pass at t = 1 scored exactly the forward warp. `benchmarks/stream.py --chunks 40
+        --long-chunks 0 --quality 1-step --against stream.quality=2-step` (a preset with both rungs, 3
+        alternating rounds, load 0.8 -> 1.8, peak 374-377 GFLOP/s): 67.04 vs 52.93 fps (1.27x), DiT
+        0.048 vs 0.094 s/chunk, latency p50 0.254 vs 0.307 s. Quality, same seeds, one run (`eval
+        transfer --quick --clips 8`, `eval drag --quick --clips 16`): PSNR world / media / fast 19.733 /
+        22.707 / 22.293 vs 19.738 / 22.706 / 22.293, reliable EPE 0.45 / 0.36 / 0.53 vs 0.48 / 0.35 /
+        0.47; drag 17.501 / 18.808 / 25.571 vs 17.503 / 18.795 / 25.567 (student CARD, session 14).
   NOT KEPT
     torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass
         is matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and
