@@ -193,6 +193,16 @@ class StreamConfig:
     def name(self) -> str:
         return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_chunks}"
 
+    def for_model_without_prior(self) -> "StreamConfig":
+        """This config for a model without an output-skip prior (TeacherParam.output_skip "none"): a rung whose
+        first step is below u = 1 starts from that prior (StudentSampler.initial_latents), so it leaves the
+        ladder; a stream pinned to one is an error."""
+        kept = {rung: steps for rung, steps in self.quality_ladder.items() if float(steps[0]) >= 1.0}
+        if self.quality != FULL_QUALITY and self.quality not in kept:
+            raise ValueError(f"quality rung {self.quality!r} starts from the model's video prior, and this model has "
+                             f"none (no output skip); use --quality full or one of {[FULL_QUALITY, *kept]}")
+        return replace(self, quality_ladder=kept)
+
     def student_config(self, rung: str = FULL_QUALITY) -> StudentConfig:
         """The diffusion/student.StudentConfig the sampler runs with on quality `rung`."""
         if self.chunk_frames < 1:
@@ -317,8 +327,8 @@ class StreamingGenerator:
         self._int8_model: torch.nn.Module | None = None
         self.codec = codec.eval()
         self.text_encoder = text_encoder
-        self.config = config or StreamConfig()
         self.param = param or TeacherParam()
+        self.config = self._fitted(config or StreamConfig())
         self.fps = float(fps)
         self.temporal_factor = model.cfg.temporal_factor
         self._worker: futures.ThreadPoolExecutor | None = None
@@ -329,6 +339,10 @@ class StreamingGenerator:
         self.quality = self.config.quality
         self.last_decode_s = 0.0
         self.pending_quality = None
+
+    def _fitted(self, config: StreamConfig) -> StreamConfig:
+        """`config` with the rungs this model can run (StreamConfig.for_model_without_prior)."""
+        return config.for_model_without_prior() if self.param.output_skip == "none" else config
 
     @property
     def model(self) -> torch.nn.Module:
@@ -347,7 +361,7 @@ class StreamingGenerator:
         """Begin a stream from uint8 image [H, W, 3] (H, W multiples of the VAE stride) and a prompt."""
 
         if config is not None:
-            self.config = config
+            self.config = self._fitted(config)
         image = np.asarray(image)
         s = self.codec.spatial_stride * self.model.cfg.patch_size[1]
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

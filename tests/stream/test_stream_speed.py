@@ -177,3 +177,23 @@ def test_int8_follows_the_config_at_start(parts):
 def test_int8_setting_is_validated(value):
     with pytest.raises(ValueError, match="stream.int8"):
         StreamConfig(int8=value)
+
+
+def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(parts):
+    """A rung whose first step is below u = 1 starts from the video prior: a model with no output skip
+    (paper scale) streams without those rungs under auto, and pinning one is a one-line error."""
+    from motionstream.diffusion.sampling import TeacherParam
+
+    model, _, codec = parts
+    ladder = {"from-prior": [1 / 3], "2-step": [1.0, 1 / 3]}
+    config = StreamConfig(quality_ladder=ladder, quality=AUTO_QUALITY)
+    bare = StreamingGenerator(model, codec, HashTextEncoder(), config, TeacherParam(), fps=FPS)
+    assert bare.config.rungs == ["full", "2-step"]
+    with_prior = StreamingGenerator(model, codec, HashTextEncoder(), config, TeacherParam("video"), fps=FPS)
+    assert with_prior.config.rungs == ["full", "from-prior", "2-step"]
+    with pytest.raises(ValueError, match="starts from the model's video prior"):
+        StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(quality_ladder=ladder, quality="from-prior"),
+                           TeacherParam(), fps=FPS)
+    bare.start(sample_image(), "a red square")
+    with pytest.raises(ValueError, match="unknown quality rung"):
+        bare.set_quality("from-prior")
