@@ -93,12 +93,12 @@ STUDENT_WEIGHTS = "student-tiny-cpu"
 TEACHER_WEIGHTS = "teacher-tiny-cpu"
 FULL_QUALITY = "full"                 # the rung of the student's own denoising steps
 AUTO_QUALITY = "auto"                 # `--quality auto`: adaptive from the preset's rung (StreamConfig.adaptive)
-# rungs below FULL_QUALITY (configs/tiny-cpu.yaml stream.quality_ladder / quality_scale): fewer steps, then no
-# prior encode, then smaller. One step at u = 1/3 starts from the prior noised to t = 0.6 (StudentSampler
-# initial_latents): the student's x0 at t = 1 is its prior minus a small correction, so the first step is skipped
-DEFAULT_LADDER = {"1-step": [1 / 3], "1-step-latent": [1 / 3], "1-step-small": [1 / 3]}
-DEFAULT_SCALE = {"1-step-small": 0.75}
-DEFAULT_RUNG_PRIOR = {"1-step-latent": "latent", "1-step-small": "latent"}
+# rungs below FULL_QUALITY for a preset without its own (the paper-scale ones): fewer steps, then no prior encode,
+# then smaller, each starting from noise, so any model runs them. tiny-cpu's ladder (configs/tiny-cpu.yaml) starts
+# its one step at u = 1/3 from the video prior noised to that time (StudentSampler.initial_latents)
+DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-latent": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
+DEFAULT_SCALE = {"2-step-small": 0.75}
+DEFAULT_RUNG_PRIOR = {"2-step-latent": "latent", "2-step-small": "latent"}
 SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 

@@ -622,8 +622,8 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
 
     model, _, meta, codec = parts
     gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
-                   overlap_decode=False, seed=3, quality="1-step")
-    assert gen.config.prior_of("1-step") == "encode" and gen.config.prior_of("1-step-latent") == "latent"
+                   overlap_decode=False, seed=3, quality="2-step")
+    assert gen.config.prior_of("2-step") == "encode" and gen.config.prior_of("2-step-latent") == "latent"
     gen.start(sample_image(), "a bright square")
     gen.push(moving_square(1 + 4 * 11))
     seen = []
@@ -631,12 +631,12 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
     gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
     gen.generate_latents()
     assert gen.prior_encoder is not None
-    gen.set_quality("1-step-latent")
+    gen.set_quality("2-step-latent")
     assert gen.prior_encoder is None
     gen.generate_latents()
     flows = chunk_flows(seen[-1], gen.prior_image.shape[1], gen.prior_image.shape[0])
     torch.testing.assert_close(gen.sampler.cond.prior, warp_latent(gen.anchor_latent, flows, 4, first_chunk=False))
-    gen.set_quality("1-step")
+    gen.set_quality("2-step")
     gen.generate_latents()
     warped = chunk_video_frames(gen.prior_image, seen[-1])
     with torch.inference_mode():
@@ -651,7 +651,8 @@ def test_the_one_step_rung_is_one_pass_from_the_noised_prior(parts):
 
     model, _, meta, codec = parts
     gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
-                   overlap_decode=False, seed=3, quality="1-step", fuse_cache_pass=True)
+                   overlap_decode=False, seed=3, quality_ladder={"1-step": [1 / 3]}, quality="1-step",
+                   fuse_cache_pass=True)
     gen.start(sample_image(), "a bright square")
     gen.push(moving_square(1 + 4 * 11))
     calls = []
