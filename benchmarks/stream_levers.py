@@ -206,7 +206,7 @@ def row(name: str, base_s: float, lever_s: float, note: str = "") -> None:
 def dit_levers(gen: Any, rounds: int) -> None:
     """torch.compile, int8 dynamic quantisation and ONNX Runtime on one DiT denoising pass."""
     inputs = capture_pass_inputs(gen)
-    eager = BlockPass(gen.model.blocks).eval()
+    eager = BlockPass(gen.fp32_model.blocks).eval()     # the fp32 weights: the preset's stream.int8 is a lever here
     with torch.inference_mode():
         ref = eager(*inputs)
 
@@ -227,7 +227,8 @@ def dit_levers(gen: Any, rounds: int) -> None:
         row("DiT pass: torch.compile", *alternate(run(eager), run(compiled), rounds), note)
     except Exception as err:  # noqa: BLE001 - a backend failure is a result of this benchmark
         print(f"DiT pass: torch.compile            failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-    quant = torch.ao.quantization.quantize_dynamic(BlockPass(gen.model.blocks), {torch.nn.Linear}, dtype=torch.qint8)
+    quant = torch.ao.quantization.quantize_dynamic(BlockPass(gen.fp32_model.blocks), {torch.nn.Linear},
+                                                   dtype=torch.qint8)
     row("DiT pass: int8 dynamic (Linear)", *alternate(run(eager), run(quant), rounds), diff(run(quant)()))
     ort_lever(eager, inputs, run(eager), rounds, diff)
 
@@ -390,7 +391,7 @@ def wait_policy_rows() -> None:
 def probe_pass() -> None:
     """Child of wait_policy_rows: median seconds of an eager DiT pass at 1 and 2 threads, alternating."""
     gen, _, _ = build(load_config("tiny-cpu"))
-    eager = BlockPass(gen.model.blocks).eval()
+    eager = BlockPass(gen.fp32_model.blocks).eval()
     inputs = capture_pass_inputs(gen)
     times: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(PROBE_ROUNDS):
