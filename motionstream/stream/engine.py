@@ -590,8 +590,10 @@ class StreamingGenerator:
             lo, hi = self.config.composite
             weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
                                       self.temporal_factor, first_chunk=self.chunk_index == 0)
-            if still:                    # the image itself, not a resampled warp within still_px of it
-                warp, weight = np.repeat(self.prior_image[None], len(warp), 0), np.zeros_like(weight)
+            if still:                    # the image itself, not a resampled warp within still_px of it, and
+                # at the stream's size on a smaller rung (the prior image is then the image scaled down)
+                shown = self.image if self.prior_image is self.work_image else self.prior_image
+                warp, weight = np.repeat(shown[None], len(warp), 0), np.zeros((len(warp), *shown.shape[:2]))
             self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0
@@ -692,11 +694,9 @@ class StreamingGenerator:
         with self._lock:
             t0 = time.perf_counter()
             frames = tensor_to_frames(self.decoder.decode_chunk(latents))
-            if blend is not None:
-                frames = composite_frames(frames, *blend)
-            if (self.work_width, self.work_height) != (self.width, self.height):
-                frames = np.stack([cv2.resize(f, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-                                   for f in frames])
+            if blend is not None:       # at the blend's size: the working size, or the stream's for a still chunk
+                frames = composite_frames(resized_frames(frames, blend[0].shape[2], blend[0].shape[1]), *blend)
+            frames = resized_frames(frames, self.width, self.height)
             self.frames_out += len(frames)
             self.last_decode_s = time.perf_counter() - t0
         return frames
@@ -704,6 +704,13 @@ class StreamingGenerator:
     def _need_started(self) -> None:
         if not self.started:
             raise RuntimeError("call start(image, prompt) first")
+
+
+def resized_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] frames at width x height (bilinear; the frames themselves when they already are)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in frames])
 
 
 # ------------------------------------------------------------------------------- loading

@@ -54,10 +54,10 @@ def video_prior_parts(tmp_path_factory):
     return model, replace(param, output_skip="video", skip_form="mmse"), load_codec(folders["vae"], folders["tiny"])
 
 
-def stream(parts, composite, chunks=2, tracks=None, still_px=-1.0):
+def stream(parts, composite, chunks=2, tracks=None, still_px=-1.0, **config):
     model, param, codec = parts
-    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(composite=composite, still_px=still_px),
-                             param, fps=FPS)
+    gen = StreamingGenerator(model, codec, HashTextEncoder(),
+                             StreamConfig(composite=composite, still_px=still_px, **config), param, fps=FPS)
     gen.start(sample_image(), "a bright square")
     gen.push(moving_square(40) if tracks is None else tracks)
     warps, frames = [], []
@@ -113,6 +113,10 @@ def test_a_still_stream_shows_the_image_itself(video_prior_parts):
     moving, _ = stream(video_prior_parts, [0.0, 1e-9], still_px=0.5)
     plain, _ = stream(video_prior_parts, [0.0, 1e-9])
     assert np.array_equal(moving, plain)
+    # on a smaller rung too: the image at the stream's size, not the working size's copy scaled back up
+    small = {"quality_ladder": {"small": [1.0]}, "quality_scale": {"small": 0.5}, "quality": "small"}
+    gated_small, _ = stream(video_prior_parts, [0.0, 1e-9], tracks=still, still_px=0.5, **small)
+    assert gated_small.shape[1:3] == image.shape[:2] and all(np.array_equal(f, image) for f in gated_small)
 
 
 def test_dropped_content_stays_where_the_drag_released_it(video_prior_parts):
