@@ -300,12 +300,17 @@ def with_stream_override(config, item: str):
 
 
 def check_against(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--against must apply to the --config preset's stream section (its own ladder names the rungs)."""
+    """--against must apply to the stream this run makes: the --config preset's (its own ladder names the
+    rungs) at --quality."""
     from motionstream.stream.engine import stream_config_for
 
     try:
-        with_stream_override(stream_config_for(load_config(args.config)), args.against)
-    except ValueError as err:            # ConfigError and StreamConfig's own checks, as one line
+        stream = stream_config_for(load_config(args.config), quality=args.quality)
+    except ValueError as err:            # ConfigError (a missing preset) and StreamConfig's own checks
+        ap.error(str(err))
+    try:
+        with_stream_override(stream, args.against)
+    except ValueError as err:
         ap.error(f"argument --against: {err}")
 
 

@@ -35,7 +35,8 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         unfused, EPE 2.26 / 0.45 / 0.76 vs 2.43 / 0.52 / 0.98; eval drag --quick --clips 4 changed /
         frame PSNR 16.030 / 20.455 vs 16.137 / 20.519, object EPE 5.6 vs 6.8.
     2 steps instead of 3 (rung `2-step`, u = [1, 1/3]: a subset of the trained times; the tiny-cpu
-        default from this run until rung `1-step` below replaced it): 1.30x / 1.28x per frame in two runs (75.4 -> 58.1, 79.4 -> 62.2 ms).
+        default from this run until rung `1-step` below replaced it): 1.30x / 1.28x per frame in two runs
+        (75.4 -> 58.1, 79.4 -> 62.2 ms).
         Quality (fused): transfer 14.532 / 21.201 / 22.444, EPE 2.28 / 0.43 / 0.77; drag 16.043 /
         20.462, object EPE 5.4. (Without the composite, before the merge: transfer within 0.03 dB, drag
         object EPE 17.7 vs 13.1 from one clip.)

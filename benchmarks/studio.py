@@ -207,7 +207,8 @@ def browser_measure(server: ServerProcess, seconds: float) -> dict:
     windows = int(span // PAINT_WINDOW_S)
     per_window = np.histogram(paints, bins=windows, range=(page_t0 / 1000, page_t0 / 1000 + windows * PAINT_WINDOW_S))[0]
     wall = cpu1[0] - cpu0[0]
-    return {"header": header, "rung": rung, "fps": len(paints) / span, "real_time_share": float(np.mean(per_window >= REAL_TIME_FPS)),
+    return {"header": header, "rung": rung, "fps": len(paints) / span,
+            "real_time_share": float(np.mean(per_window >= REAL_TIME_FPS)),
             "windows": windows, "latency": np.array(latencies), "gen_ms": np.array(gen_ms[chunks0:]),
             "browser_cores": (cpu1[1] - cpu0[1]) / wall, "server_cores": (cpu1[2] - cpu0[2]) / wall}
 
@@ -238,7 +239,7 @@ def run_browser(seconds: float, threads: int, quality: str) -> None:
             server.stop()
     load1 = os.getloadavg()
     cores = os.cpu_count() or 1
-    print(f"studio in Chromium, `motionstream studio --threads {threads}` on the shipped weights, "
+    print(f"studio in Chromium, `motionstream studio --threads {threads} --quality {quality}` on the shipped weights, "
           f"{seconds:.0f} s of dragging (a pointer sample every {1000 * SAMPLE_EVERY_S:.0f} ms), both on this machine")
     print(f"  page header            {r['header']}; quality rung at the end of the drag: {r['rung']}")
     print(f"  painted fps            {r['fps']:.1f} (stream fps {REAL_TIME_FPS}); 1-s windows painting >= "

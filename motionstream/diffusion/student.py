@@ -6,10 +6,11 @@ rolling window, RoPE by cache position), then writes the clean chunk into the ca
 pass at t = 0). The streaming engine (stream/engine.py) runs it chunk by chunk; the Self-Forcing
 self-rollout (train/rollout.py) chains it over chunks in training.
 
-Few-step sampling (CausVid / Self-Forcing), times t_0 = 1 > t_1 > ... > t_{K-1} > 0 (config
-`student.denoising_steps`, unshifted, then shifted by `student.shift` like the teacher):
+Few-step sampling (CausVid / Self-Forcing), times t_0 > t_1 > ... > t_{K-1} > 0 (config
+`student.denoising_steps`, unshifted, then shifted by `student.shift` like the teacher); training always
+starts at t_0 = 1, a streaming rung may start lower from the prior (`initial_latents`):
 
-    z = noise[0]
+    z = noise[0]                       (t_0 = 1;  t_0 < 1: (1 - t_0) prior + t_0 noise[0])
     for j in 0..K-1:   v = student(z, t_j);   x0 = z - t_j v
                        z = (1 - t_{j+1}) x0 + t_{j+1} * noise[j+1]        (renoise = True)
                        z = z + (t_{j+1} - t_j) v                          (renoise = False: DDIM / Euler)
@@ -70,7 +71,7 @@ class StudentConfig:
         return len(self.denoising_steps)
 
     def timesteps(self) -> torch.Tensor:
-        """Shifted flow times of the K denoising steps, float32 [K] (descending, first = 1)."""
+        """Shifted flow times of the K denoising steps, float32 [K] (descending; first = 1 when u starts at 1)."""
         return shift_timesteps(torch.tensor(self.denoising_steps, dtype=torch.float64), self.shift).float()
 
 

@@ -196,12 +196,15 @@ class StreamConfig:
     def for_model_without_prior(self) -> "StreamConfig":
         """This config for a model without an output-skip prior (TeacherParam.output_skip "none"): a rung whose
         first step is below u = 1 starts from that prior (StudentSampler.initial_latents), so it leaves the
-        ladder; a stream pinned to one is an error."""
+        ladder. An adaptive stream that would start on one starts on FULL_QUALITY; a pinned one is an error."""
         kept = {rung: steps for rung, steps in self.quality_ladder.items() if float(steps[0]) >= 1.0}
-        if self.quality != FULL_QUALITY and self.quality not in kept:
-            raise ValueError(f"quality rung {self.quality!r} starts from the model's video prior, and this model has "
-                             f"none (no output skip); use --quality full or one of {[FULL_QUALITY, *kept]}")
-        return replace(self, quality_ladder=kept)
+        quality = self.quality
+        if quality != FULL_QUALITY and quality not in kept:
+            if not self.adaptive:
+                raise ValueError(f"quality rung {quality!r} starts from the model's video prior, and this model has "
+                                 f"none (no output skip); use --quality full or one of {[FULL_QUALITY, *kept]}")
+            quality = FULL_QUALITY
+        return replace(self, quality_ladder=kept, quality=quality)
 
     def student_config(self, rung: str = FULL_QUALITY) -> StudentConfig:
         """The diffusion/student.StudentConfig the sampler runs with on quality `rung`."""
@@ -591,9 +594,9 @@ class StreamingGenerator:
             weight = composite_weight(latent_gap(x0, self.sampler.prior), lo, hi, warp.shape[1:3],
                                       self.temporal_factor, first_chunk=self.chunk_index == 0)
             if still:                    # the image itself, not a resampled warp within still_px of it, and
-                # at the stream's size on a smaller rung (the prior image is then the image scaled down)
+                # at the stream's size on a smaller rung, unless a sink refresh re-anchored the prior image
                 shown = self.image if self.prior_image is self.work_image else self.prior_image
-                warp, weight = np.repeat(shown[None], len(warp), 0), np.zeros((len(warp), *shown.shape[:2]))
+                warp, weight = np.repeat(shown[None], len(warp), 0), np.zeros((len(warp), *shown.shape[:2]), np.float32)
             self.last_blend = (warp, weight)
         self.chunk_index += 1
         self.last_latents = x0
@@ -787,7 +790,7 @@ class ChunkSampler(StudentSampler):
         write = write or (self.write_at_last_step and float(t) == float(self.t[-1]))
         tt = z.new_full((z.shape[0], z.shape[2]), float(t))
         out = self.model.forward_chunk(z, tt, self.text[0], self.text[1], self.cond, cache, write)
-        return add_skip(out, z, tt, self.prior, self.param)
+        return add_skip(out, z, tt, self.chunk_prior(start, z.shape[2]), self.param)
 
     def chunk_prior(self, start: int, frames: int) -> torch.Tensor | None:
         return self.prior                 # set_chunk gave this chunk's

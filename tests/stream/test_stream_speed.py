@@ -181,7 +181,8 @@ def test_int8_setting_is_validated(value):
 
 def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(parts):
     """A rung whose first step is below u = 1 starts from the video prior: a model with no output skip
-    (paper scale) streams without those rungs under auto, and pinning one is a one-line error."""
+    (paper scale) streams without those rungs, an adaptive stream that would start on one (auto from such
+    a preset rung) starts on full, and pinning one is a one-line error."""
     from motionstream.diffusion.sampling import TeacherParam
 
     model, _, codec = parts
@@ -191,6 +192,10 @@ def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(part
     assert bare.config.rungs == ["full", "2-step"]
     with_prior = StreamingGenerator(model, codec, HashTextEncoder(), config, TeacherParam("video"), fps=FPS)
     assert with_prior.config.rungs == ["full", "from-prior", "2-step"]
+    auto = StreamingGenerator(model, codec, HashTextEncoder(),
+                              StreamConfig(quality_ladder=ladder, quality="from-prior", adaptive=True), TeacherParam(),
+                              fps=FPS)
+    assert (auto.config.quality, auto.config.adaptive, auto.config.rungs) == ("full", True, ["full", "2-step"])
     with pytest.raises(ValueError, match="starts from the model's video prior"):
         StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(quality_ladder=ladder, quality="from-prior"),
                            TeacherParam(), fps=FPS)
