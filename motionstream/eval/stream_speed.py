@@ -1,10 +1,12 @@
 """Timing a StreamingGenerator: the one implementation behind `eval speed` and benchmarks/stream.py
 (and the lever comparison in benchmarks/stream_levers.py).
 
-    time_pipeline   the engine as the studio runs it: next_chunk_async, decode of chunk i on the worker
+    time_pipeline   the engine at full throughput: next_chunk_async, decode of chunk i on the worker
                     while chunk i+1 generates, one decode in flight; fps = frames out / wall time after
                     the warm-up chunks; latency = chunk inputs fixed (next_chunk_async called) -> its
-                    frames decoded
+                    frames decoded, with the next chunk generating beside the decode. (The studio's worker
+                    generates and then decodes each chunk, started just in time for playback, so where the
+                    machine keeps up its latency is nearer time_serial's generation + decode.)
     time_serial     generation and decode of each chunk one after the other on this thread: wall and
                     process-CPU seconds of each, and the seconds inside the DiT passes (forward_chunk)
     normalise       the machine's matmul peak and the model FLOPs of one chunk (stream/perf.py)
@@ -97,7 +99,7 @@ def _pipeline(gen: Any, image: np.ndarray, prompt: str, tracks: Any, chunks: int
         fut = gen.next_chunk_async()
         fut.add_done_callback(lambda f, i=i: dones.__setitem__(i, time.perf_counter()))
         pending.append(fut)
-        while len(pending) > 1:            # one decode in flight, as the studio's session runs it
+        while len(pending) > 1:            # one decode in flight
             sizes.append(len(pending.pop(0).result()))
     sizes.extend(len(f.result()) for f in pending)
     seconds = time.perf_counter() - t_begin
