@@ -793,4 +793,5 @@ class ChunkSampler(StudentSampler):
         return add_skip(out, z, tt, self.chunk_prior(start, z.shape[2]), self.param)
 
     def chunk_prior(self, start: int, frames: int) -> torch.Tensor | None:
-        return self.prior                 # set_chunk gave this chunk's
+        """The prior set_chunk gave: already this chunk's frames, whatever `start`."""
+        return self.prior
