@@ -127,6 +127,7 @@ from motionstream.eval.stream_speed import begin, time_pipeline  # noqa: E402
 from motionstream.models.attention import merge_heads  # noqa: E402
 from motionstream.models.rope import apply_rope  # noqa: E402
 from motionstream.stream import perf  # noqa: E402
+from motionstream.stream.engine import FULL_QUALITY  # noqa: E402
 
 JPEG_QUALITY = 85            # the studio's default (app/session.py StudioConfig.jpeg_quality)
 CHUNK_ROUND = 3              # chunks per timed round of a whole-chunk lever (after one untimed chunk)
@@ -302,8 +303,8 @@ def chunk_levers(gen: Any, image: np.ndarray, tracks: Any, rounds: int) -> None:
     unfused = replace(base, fuse_cache_pass=False)          # the preset may already fuse: compare both ways
     row("chunk: fused cache pass", *alternate_configs(gen, image, tracks, unfused,
                                                       replace(base, fuse_cache_pass=True), rounds), per_frame)
-    if base.quality != "full":                               # the sampler follows the rung at start()
-        full = replace(base, quality="full")
+    if base.quality != FULL_QUALITY:                         # the sampler follows the rung at start()
+        full = replace(base, quality=FULL_QUALITY)
         row(f"chunk: rung {base.quality} instead of full", *alternate_starts(gen, image, tracks, full, base, rounds),
             per_frame)
     fewer = replace(base, chunk_frames=2)

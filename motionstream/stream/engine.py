@@ -343,6 +343,11 @@ class StreamingGenerator:
         self.last_decode_s = 0.0
         self.pending_quality = None
 
+    @property
+    def encodes_prior(self) -> bool:
+        """Whether the current rung makes its "video" prior by encoding warped pixels (stream.quality_prior)."""
+        return self.param.output_skip == "video" and self.config.prior_of(self.quality) == "encode"
+
     def _fitted(self, config: StreamConfig) -> StreamConfig:
         """`config` with the rungs this model can run (StreamConfig.for_model_without_prior)."""
         return config.for_model_without_prior() if self.param.output_skip == "none" else config
@@ -492,7 +497,7 @@ class StreamingGenerator:
             return None
         if self._segmenter is None:
             self._segmenter = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionstream-segment")
-        latent_prior = self.config.prior_of(self.quality) != "encode"
+        latent_prior = not self.encodes_prior
         return self._segmenter.submit(self._segment_ahead, chunk, latent_prior)
 
     @torch.inference_mode()
@@ -561,7 +566,7 @@ class StreamingGenerator:
         chunk = self._at_work_size(chunk)
         prior, warp, fill = None, None, None
         if self.param.output_skip == "video":
-            encode = self.config.prior_of(self.quality) == "encode"
+            encode = self.encodes_prior
             pixels = encode or bool(self.config.composite)        # the encoder's input, the composite's
             if self.config.drag_paste and is_drag_chunk(chunk):
                 masks, shifts, plate = chunk_drag_segments(self.prior_image, chunk, self.segments)
@@ -661,7 +666,7 @@ class StreamingGenerator:
         """A streaming encoder exactly when the rung encodes its "video" prior (none otherwise); restart:
         a fresh one even if there is one. One made mid-stream sees the prior image first, so its chunks
         encode as 4n frames, as after a refresh."""
-        encodes = self.param.output_skip == "video" and self.config.prior_of(self.quality) == "encode"
+        encodes = self.encodes_prior
         if restart or not encodes:
             self.prior_encoder = None
         if encodes and self.prior_encoder is None:
