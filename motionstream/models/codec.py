@@ -52,12 +52,19 @@ class _EmbeddedStreamDecoder(_EmbeddedStream):
 
 class StreamEncoder(_EmbeddedStream):
     """The embedded encoder run chunk by chunk (causal conv caches carried across calls): the first
-    chunk has 1 + 4n frames, later ones 4n, and the latents equal those of encoding the whole video."""
+    chunk has 1 + 4n frames, later ones 4n, and the latents equal those of encoding the whole video.
+    linear: its linear path alone (CausalVAE.encode_linear), a cheap stand-in for the whole encoder."""
+
+    def __init__(self, codec: "VideoCodec", linear: bool = False):
+        super().__init__(codec)
+        self.linear = linear
 
     @torch.no_grad()
     def encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, 3, T, H, W] in [-1, 1] -> normalised latent means [B, Z, 1 + (T-1)//4 | T//4, h, w]."""
-        return self.codec.normalize(self.codec.vae.encode(video, self.state)[0])
+        vae = self.codec.vae
+        return self.codec.normalize(vae.encode_linear(video, self.state) if self.linear else
+                                    vae.encode(video, self.state)[0])
 
 
 class _TinyStreamDecoder:
@@ -116,11 +123,14 @@ class VideoCodec(nn.Module):
         """normalised latents [B, 16, F, h, w] -> video [B, 3, 1 + 4(F-1), 8h, 8w] in [-1, 1] (full decoder)."""
         return self.vae.decode(self.denormalize(latents)).clamp(-1, 1)
 
-    def stream_encoder(self) -> StreamEncoder:
-        """A fresh streaming encoder (the embedded VAE's; other backends override or raise)."""
+    def stream_encoder(self, linear: bool = False) -> StreamEncoder:
+        """A fresh streaming encoder (the embedded VAE's, or with `linear` its linear path alone; other
+        backends override or raise)."""
         if self.vae is None:
             raise ValueError("this codec has no embedded VAE to encode with")
-        return StreamEncoder(self)
+        if linear and self.vae.encoder.linear is None:
+            raise ValueError("this VAE has no linear path to encode with (vae.linear_path: false)")
+        return StreamEncoder(self, linear)
 
     def stream_decoder(self, tiny: bool = True) -> StreamDecoder:
         """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder)."""

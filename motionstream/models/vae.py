@@ -222,8 +222,16 @@ class Encoder(nn.Module):
         y = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), self.spatial_stride)
         return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
 
+    def linear_mean(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        """The linear path alone: video [B, 3, T, H, W] -> raw latents [B, Z, 1 + (T-1)//4, H/8, W/8], a
+        1x1 projection of each latent cell's 8x8x4 pixel patch (no nonlinear residual: about 1/400 of the
+        encoder's FLOPs). Raises ValueError for an encoder built without it (cfg.linear_path false)."""
+        if self.linear is None:
+            raise ValueError("this VAE encoder has no linear path (vae.linear_path: false)")
+        return self.linear(self.patches(x), state)
+
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        lin = self.linear(self.patches(x), state) if self.linear is not None else None
+        lin = self.linear_mean(x, state) if self.linear is not None else None
         b, c, t, h, w = x.shape
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), self.patch_size)
@@ -318,6 +326,11 @@ class CausalVAE(nn.Module):
         """video [B, 3, T, H, W] in [-1, 1] -> (mean, logvar) [B, Z, 1 + (T-1)//4, H/8, W/8]."""
         self.check_video(x, first_chunk=state is None)
         return self.encoder(x, state)
+
+    def encode_linear(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        """video [B, 3, T, H, W] in [-1, 1] -> the encoder's linear path alone (Encoder.linear_mean), raw."""
+        self.check_video(x, first_chunk=state is None)
+        return self.encoder.linear_mean(x, state)
 
     def decode(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         """raw latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) (first chunk) or 4F, 8h, 8w]."""

@@ -220,7 +220,7 @@ class WanVideoCodec(VideoCodec):
         """normalised latents -> video [B, 3, 1 + 4(F-1), H, W] in [-1, 1]."""
         return self.wan.decode(self.denormalize(latents)).sample.clamp(-1, 1)
 
-    def stream_encoder(self):
+    def stream_encoder(self, linear: bool = False):
         raise NotImplementedError("streaming encode of the Wan VAE is not implemented: weights with the 'video' "
                                   "prior (output_skip) stream with the embedded VAE only")
 

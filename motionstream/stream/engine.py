@@ -99,6 +99,10 @@ AUTO_QUALITY = "auto"                 # `--quality auto`: adaptive from the pres
 DEFAULT_LADDER = {"2-step": [1.0, 1 / 3], "2-step-latent": [1.0, 1 / 3], "2-step-small": [1.0, 1 / 3]}
 DEFAULT_SCALE = {"2-step-small": 0.75}
 DEFAULT_RUNG_PRIOR = {"2-step-latent": "latent", "2-step-small": "latent"}
+# the stream's priors: training's (conditioning.PRIORS), and "linear", which encodes the warped pixels with the
+# VAE encoder's linear path alone (a stand-in for "encode" at ~1/400 of its FLOPs; the stream's only)
+LINEAR_PRIOR = "linear"
+STREAM_PRIORS = (*PRIORS, LINEAR_PRIOR)
 SLOW_CHUNKS_TO_STEP_DOWN = 2          # consecutive chunks slower than real time before a rung down (one may be noise)
 
 
@@ -147,8 +151,9 @@ class StreamConfig:
     # the head stay fp32 (`int8_dit`). CPU only. Measured in benchmarks/stream_levers.py
     int8: bool = False
     # how the "video" prior is made: encode = the warped pixels through the VAE encoder chunk by chunk
-    # (what the student was trained on); latent = the anchor latent warped on the latent grid
-    # (models/conditioning.warp_latent: no encoder FLOPs)
+    # (what the student was trained on); linear = the same pixels through the encoder's linear path alone
+    # (CausalVAE.encode_linear: its 8x8x4 patch projection, ~1/400 of the FLOPs); latent = the anchor latent
+    # warped on the latent grid (models/conditioning.warp_latent: no encoder FLOPs)
     prior: str = "encode"
     # rung -> its prior (absent = `prior`; like quality_scale, rungs not on the ladder are ignored)
     quality_prior: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNG_PRIOR))
@@ -162,11 +167,12 @@ class StreamConfig:
             raise ValueError(f"stream.int8 must be true or false, got {self.int8!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"stream.prior must be encode or latent, got {self.prior!r}")
+        if self.prior not in STREAM_PRIORS:
+            raise ValueError(f"stream.prior must be one of {', '.join(STREAM_PRIORS)}, got {self.prior!r}")
         for rung, prior in self.quality_prior.items():
-            if prior not in PRIORS:
-                raise ValueError(f"stream.quality_prior maps rungs to encode or latent, got {rung!r}: {prior!r}")
+            if prior not in STREAM_PRIORS:
+                raise ValueError(f"stream.quality_prior maps rungs to {', '.join(STREAM_PRIORS)}, "
+                                 f"got {rung!r}: {prior!r}")
         if self.decoder not in ("tiny", "full"):
             raise ValueError(f"stream.decoder must be tiny or full, got {self.decoder!r}")
         if self.composite and (len(self.composite) != 2 or not 0 <= self.composite[0] < self.composite[1]):
@@ -182,7 +188,7 @@ class StreamConfig:
         return [FULL_QUALITY, *(r for r in self.quality_ladder if r != FULL_QUALITY)]
 
     def prior_of(self, rung: str) -> str:
-        """How the "video" prior is made on quality `rung`: encode | latent."""
+        """How the "video" prior is made on quality `rung`: encode | linear | latent."""
         return self.quality_prior.get(rung, self.prior)
 
     def steps_of(self, rung: str) -> list[float]:
@@ -345,8 +351,9 @@ class StreamingGenerator:
 
     @property
     def encodes_prior(self) -> bool:
-        """Whether the current rung makes its "video" prior by encoding warped pixels (stream.quality_prior)."""
-        return self.param.output_skip == "video" and self.config.prior_of(self.quality) == "encode"
+        """Whether the current rung makes its "video" prior by encoding warped pixels (stream.quality_prior:
+        encode, or linear with the encoder's linear path alone)."""
+        return self.param.output_skip == "video" and self.config.prior_of(self.quality) != "latent"
 
     def _fitted(self, config: StreamConfig) -> StreamConfig:
         """`config` with the rungs this model can run (StreamConfig.for_model_without_prior)."""
@@ -667,10 +674,11 @@ class StreamingGenerator:
         a fresh one even if there is one. One made mid-stream sees the prior image first, so its chunks
         encode as 4n frames, as after a refresh."""
         encodes = self.encodes_prior
-        if restart or not encodes:
+        linear = self.config.prior_of(self.quality) == LINEAR_PRIOR
+        if restart or not encodes or (self.prior_encoder is not None and self.prior_encoder.linear != linear):
             self.prior_encoder = None
         if encodes and self.prior_encoder is None:
-            self.prior_encoder = self.codec.stream_encoder()
+            self.prior_encoder = self.codec.stream_encoder(linear=linear)
             if self.chunk_index > 0:
                 self.prior_encoder.encode_chunk(frames_to_tensor(self.prior_image).to(self.device))
 

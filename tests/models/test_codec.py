@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,26 @@ def test_codec_normalises_latents(vae):
     z = codec.encode(x)
     assert torch.allclose(z * codec.latent_std + codec.latent_mean, raw, atol=ATOL)
     assert (codec.spatial_stride, codec.temporal_stride, codec.latent_channels) == (8, 4, 16)
+
+
+@torch.no_grad()
+def test_linear_stream_encoder_is_the_encoder_without_its_nonlinear_residual(vae):
+    """codec.stream_encoder(linear=True): chunk by chunk, the encoder's linear path alone, normalised. It is
+    the full encode once the residual head is silenced, and not before."""
+    codec = make_codec(vae)
+    x = video(13)
+    linear = codec.stream_encoder(linear=True)
+    chunks = torch.cat([linear.encode_chunk(x[:, :, a:b]) for a, b in [(0, 5), (5, 9), (9, 13)]], 2)
+    torch.nn.init.normal_(vae.encoder.head.weight, std=0.1)
+    assert not torch.allclose(chunks, codec.encode(x), atol=1e-2)         # the residual adds to the mean
+    torch.nn.init.zeros_(vae.encoder.head.weight)
+    torch.nn.init.zeros_(vae.encoder.head.bias)
+    torch.testing.assert_close(chunks, codec.encode(x), rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="1 \\+ 4n"):
+        codec.stream_encoder(linear=True).encode_chunk(x[:, :, :4])
+    no_linear = VideoCodec(CausalVAE(replace(SMALL, linear_path=False)))
+    with pytest.raises(ValueError, match="no linear path"):
+        no_linear.stream_encoder(linear=True)
 
 
 def test_frames_tensor_roundtrip():

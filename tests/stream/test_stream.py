@@ -644,6 +644,47 @@ def test_a_rung_with_the_latent_prior_drops_the_encoder_and_a_rung_back_restarts
     torch.testing.assert_close(gen.sampler.cond.prior, whole[:, :, 1:], rtol=1e-4, atol=1e-4)
 
 
+def test_a_rung_with_the_linear_prior_encodes_with_the_linear_path_alone(parts):
+    """stream.quality_prior = linear: the chunk's prior is its warped pixels through the VAE encoder's linear
+    path (CausalVAE.encode_linear), not the whole encoder. A step between it and an encoding rung mid-stream
+    swaps the streaming encoder for a fresh one that has seen the prior image, so each prior equals
+    encoding [image, warped chunk] whole, the way its rung encodes."""
+    import copy
+
+    from motionstream.diffusion.sampling import TeacherParam
+    from motionstream.models.codec import frames_to_tensor
+    from motionstream.stream.engine import chunk_video_frames
+
+    model, _, meta, codec = parts
+    codec = copy.deepcopy(codec)
+    torch.nn.init.normal_(codec.vae.encoder.head.weight, std=0.1)      # a nonlinear residual to leave out
+    gen = make_gen((model, TeacherParam("video", skip_form="mmse", prior_var=0.5), meta, codec),
+                   overlap_decode=False, seed=3, quality_ladder={"1-step": [1 / 3], "1-step-linear": [1 / 3]},
+                   quality_prior={"1-step-linear": "linear"}, quality="1-step")
+    gen.start(sample_image(), "a bright square")
+    gen.push(moving_square(1 + 4 * 11))
+    seen = []
+    chunk_tracks = gen.controls.chunk_tracks
+    gen.controls.chunk_tracks = lambda *a: seen.append(chunk_tracks(*a)) or seen[-1]
+
+    def encoded_whole(linear: bool) -> torch.Tensor:
+        video = frames_to_tensor(np.concatenate([gen.prior_image[None], chunk_video_frames(gen.prior_image, seen[-1])]))
+        with torch.inference_mode():
+            raw = codec.vae.encode_linear(video) if linear else codec.vae.encode(video)[0]
+        return codec.normalize(raw)[:, :, 1:]
+
+    gen.generate_latents()
+    assert not gen.prior_encoder.linear
+    for rung, linear in [("1-step-linear", True), ("1-step", False)]:
+        gen.set_quality(rung)
+        gen.generate_latents()
+        assert gen.prior_encoder.linear == linear
+        torch.testing.assert_close(gen.sampler.cond.prior, encoded_whole(linear), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(encoded_whole(not linear), encoded_whole(linear), atol=1e-2)
+    with pytest.raises(ValueError, match="encode, latent, linear"):
+        StreamConfig(quality_prior={"1-step": "pixels"})
+
+
 def test_the_one_step_rung_is_one_pass_from_the_noised_prior(parts):
     """Rung 1-step (u = [1/3], fused cache pass): a chunk is one DiT pass at t = shift(1/3) = 0.6 that also
     writes the cache, and its input is the chunk's prior noised to 0.6, not pure noise."""
