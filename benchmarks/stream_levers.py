@@ -9,11 +9,13 @@ The cores are shared, so every lever is timed in alternating rounds with its eag
 
 Two kinds of rows:
   - DiT pass: one denoising pass of the 6 blocks on a steady-state chunk (432 query tokens against a
-    full c3s1w1 cache, inputs captured from the real stream), as a pure function (`BlockPass`) so
-    that every backend runs the same computation: torch.compile, int8 dynamic quantisation of the
-    Linear layers (torch.ao quantize_dynamic), ONNX Runtime. The max abs difference of its output
+    full c3s1w1 cache, inputs captured from the real stream), as a pure function (models/dit.ChunkBlocks,
+    what stream.openvino exports) so that every backend runs the same computation: torch.compile, int8
+    dynamic quantisation of the Linear layers (torch.ao quantize_dynamic), ONNX Runtime, OpenVINO at its
+    CPU default precision (bf16 where the CPU has it) and at f32. The max abs difference of its output
     to eager says how exact it is.
-  - whole chunk (generation + decode, serial, the engine's own code): channels_last(_3d) on the codec,
+  - whole chunk (generation + decode, serial, the engine's own code): stream.openvino (the DiT blocks
+    and the tiny decoder in OpenVINO) against eager torch, channels_last(_3d) on the codec,
     the cache pass fused into the last denoising step, the preset's rung instead of the student's 3 steps,
     fewer tokens per chunk (2 latent frames, c2s1w1: fps, since the chunk yields fewer frames),
     torch threads 1 / 2 / 3 beside one busy process (pipeline fps), and the studio's JPEG encode
@@ -124,8 +126,8 @@ import torch.nn.functional as F  # noqa: E402
 from benchmarks.stream import PROMPT, busy_loop, load_or_random  # noqa: E402
 from motionstream.config import load_config, video_config  # noqa: E402
 from motionstream.eval.stream_speed import begin, time_pipeline  # noqa: E402
-from motionstream.models.attention import merge_heads  # noqa: E402
-from motionstream.models.rope import apply_rope  # noqa: E402
+from motionstream.models.dit import ChunkBlocks  # noqa: E402
+from motionstream.models.openvino_runner import OpenVINORunner  # noqa: E402
 from motionstream.stream import perf  # noqa: E402
 from motionstream.stream.engine import FULL_QUALITY  # noqa: E402
 
@@ -142,32 +144,12 @@ WARM_CHUNKS = 3              # chunks generated before any timing: sink and wind
 
 
 # ----------------------------------------------------------------------------- DiT pass
-class BlockPass(torch.nn.Module):
-    """The DiT blocks of one denoising pass as a pure function of tensors (no cache object):
-    x [1, n, D] tokens, e6 [1, F, 6, D] modulation, cached keys / values [L, 1, H, m, d] (rotated),
-    cos / sin [n, d/2] of the current slot, text_k / text_v [L, 1, H, L_text, d]. Same ops as
-    KVCache.attend with write=False."""
-
-    def __init__(self, blocks: torch.nn.ModuleList):
-        super().__init__()
-        self.blocks = blocks
-
-    def forward(self, x, e6, keys, values, cos, sin, text_k, text_v):
-        for i, block in enumerate(self.blocks):
-            def attend(attn, h, i=i):
-                q, k, v = attn.qkv(h)
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                out = F.scaled_dot_product_attention(q, torch.cat([keys[i], k], 2), torch.cat([values[i], v], 2))
-                return attn.o(merge_heads(out))
-            x = block(x, e6, attend, (text_k[i], text_v[i]), None)
-        return x
-
-
 def capture_pass_inputs(gen: Any) -> tuple[torch.Tensor, ...]:
-    """Inputs of BlockPass for a steady-state chunk of the started stream `gen` (cache full)."""
+    """Inputs of ChunkBlocks for a steady-state chunk of the started stream `gen` (cache full)."""
     captured: dict[str, Any] = {}
-    model = gen.model
+    model = gen.sampler.model
     inner = model.blocks[0].forward
+    runner, model.chunk_runner = model.chunk_runner, None        # the eager blocks, where the spy sits
 
     def spy(x, e, self_attend, context_kv, context_mask):
         captured.setdefault("x", x.clone())
@@ -179,13 +161,15 @@ def capture_pass_inputs(gen: Any) -> tuple[torch.Tensor, ...]:
         gen.generate_latents()
     finally:
         del model.blocks[0].forward
+        model.chunk_runner = runner
     cache = gen.cache
     ctx = cache.current_slot * cache.chunk_tokens
     text_k = torch.stack([kv[0] for kv in cache.cross_kv])
     text_v = torch.stack([kv[1] for kv in cache.cross_kv])
     slot = cache.current_slot
+    text_mask = torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool)
     return (captured["x"], captured["e6"], cache.keys[:, :, :, :ctx].clone(), cache.values[:, :, :, :ctx].clone(),
-            cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v)
+            cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v, text_mask)
 
 
 def alternate(base: Callable[[], Any], lever: Callable[[], Any], rounds: int) -> tuple[float, float]:
@@ -206,11 +190,11 @@ def row(name: str, base_s: float, lever_s: float, note: str = "") -> None:
 
 
 def dit_levers(gen: Any, rounds: int) -> None:
-    """torch.compile, int8 dynamic quantisation and ONNX Runtime on one DiT denoising pass."""
+    """torch.compile, int8 dynamic quantisation, ONNX Runtime and OpenVINO on one DiT denoising pass."""
     inputs = capture_pass_inputs(gen)
-    eager = BlockPass(gen.fp32_model.blocks).eval()     # the fp32 weights: the preset's stream.int8 is a lever here
+    eager = ChunkBlocks(gen.fp32_model).eval()     # the fp32 weights: the preset's int8 / openvino are levers here
     with torch.inference_mode():
-        ref = eager(*inputs)
+        ref = eager(*inputs)[0]
 
     def run(module) -> Callable[[], torch.Tensor]:
         def call():
@@ -219,7 +203,8 @@ def dit_levers(gen: Any, rounds: int) -> None:
         return call
 
     def diff(out) -> str:
-        return f"max |diff| {float((torch.as_tensor(out) - ref).abs().max()):.2e}"
+        """The blocks' output tokens (ChunkBlocks' first output) against eager."""
+        return f"max |diff| {float((torch.as_tensor(out[0]) - ref).abs().max()):.2e}"
 
     t0 = time.perf_counter()
     compiled = torch.compile(eager, dynamic=False)
@@ -229,15 +214,21 @@ def dit_levers(gen: Any, rounds: int) -> None:
         row("DiT pass: torch.compile", *alternate(run(eager), run(compiled), rounds), note)
     except Exception as err:  # noqa: BLE001 - a backend failure is a result of this benchmark
         print(f"DiT pass: torch.compile            failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-    quant = torch.ao.quantization.quantize_dynamic(BlockPass(gen.fp32_model.blocks), {torch.nn.Linear},
+    quant = torch.ao.quantization.quantize_dynamic(ChunkBlocks(gen.fp32_model), {torch.nn.Linear},
                                                    dtype=torch.qint8)
     row("DiT pass: int8 dynamic (Linear)", *alternate(run(eager), run(quant), rounds), diff(run(quant)()))
     ort_lever(eager, inputs, run(eager), rounds, diff)
+    for precision in ("auto", "f32"):
+        runner = OpenVINORunner(ChunkBlocks(gen.fp32_model), precision)
+        t0 = time.perf_counter()
+        out = run(runner)()
+        note = f"{runner.inference_precision}, convert {time.perf_counter() - t0:.1f} s, {diff(out)}"
+        row(f"DiT pass: OpenVINO {precision}", *alternate(run(eager), run(runner), rounds), note)
 
 
 def ort_lever(eager: torch.nn.Module, inputs: tuple[torch.Tensor, ...], base: Callable[[], Any], rounds: int,
               diff: Callable[[Any], str]) -> None:
-    """ONNX Runtime (CPU provider, the same thread count) on the BlockPass, when importable."""
+    """ONNX Runtime (CPU provider, the same thread count) on ChunkBlocks, when importable."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -246,7 +237,7 @@ def ort_lever(eager: torch.nn.Module, inputs: tuple[torch.Tensor, ...], base: Ca
     with torch.inference_mode(False):                 # the exporter traces with autograd: no inference tensors
         inputs = tuple(t.clone() for t in inputs)
     buf = io.BytesIO()
-    names = ["x", "e6", "keys", "values", "cos", "sin", "text_k", "text_v"]
+    names = ["x", "e6", "keys", "values", "cos", "sin", "text_k", "text_v", "text_mask"]
     try:
         with torch.no_grad():
             torch.onnx.export(eager, inputs, buf, dynamo=False, input_names=names, opset_version=17)
@@ -258,7 +249,7 @@ def ort_lever(eager: torch.nn.Module, inputs: tuple[torch.Tensor, ...], base: Ca
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     feed = {n: t.contiguous().numpy() for n, t in zip(names, inputs)}
-    out = session.run(None, feed)[0]
+    out = session.run(None, feed)
     row("DiT pass: ONNX Runtime " + ort.__version__, *alternate(base, lambda: session.run(None, feed), rounds),
         diff(out))
 
@@ -307,6 +298,8 @@ def chunk_levers(gen: Any, image: np.ndarray, tracks: Any, rounds: int) -> None:
         full = replace(base, quality=FULL_QUALITY)
         row(f"chunk: rung {base.quality} instead of full", *alternate_starts(gen, image, tracks, full, base, rounds),
             per_frame)
+    row("chunk: OpenVINO DiT blocks + decoder", *alternate_starts(gen, image, tracks, replace(base, openvino=False),
+                                                                  replace(base, openvino=True), rounds), per_frame)
     fewer = replace(base, chunk_frames=2)
     row("chunk: 2 latent frames (c2s1w1)", *alternate_starts(gen, image, tracks, base, fewer, rounds), per_frame)
     codec = gen.codec
@@ -393,7 +386,7 @@ def wait_policy_rows() -> None:
 def probe_pass() -> None:
     """Child of wait_policy_rows: median seconds of an eager DiT pass at 1 and 2 threads, alternating."""
     gen, _, _ = build(load_config("tiny-cpu"))
-    eager = BlockPass(gen.fp32_model.blocks).eval()
+    eager = ChunkBlocks(gen.fp32_model).eval()
     inputs = capture_pass_inputs(gen)
     times: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(PROBE_ROUNDS):

@@ -345,6 +345,10 @@ class GenerationWorker(threading.Thread):
     def run(self) -> None:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
+        try:
+            self.gen.warm_up(self.stack.width, self.stack.height)
+        except Exception:              # the first stream meets the same error and reports it to its page
+            log.exception("warm-up stream failed")
         while not self.stopping:
             s = self.slot.wait_active(timeout=SLOT_POLL_S)
             if s is None:

@@ -133,10 +133,10 @@ def time_serial(gen: Any, image: np.ndarray, prompt: str, tracks: Any, chunks: i
 
 def normalise(gen: Any, image: np.ndarray, prompt: str, tracks: Any) -> NormalisedSpeed:
     """The machine's matmul peak on the current torch threads and the FLOPs of a steady-state chunk.
-    The FLOPs are the model's arithmetic, counted on the fp32 weights also when the stream runs them in
-    int8 (torch's counter does not see quantised matmuls): efficiency and utilisation stay comparable."""
+    The FLOPs are the model's arithmetic, counted on the fp32 weights in torch also when the stream runs
+    them in int8 or OpenVINO (torch's counter sees neither): efficiency and utilisation stay comparable."""
     config = gen.config
-    gen.config = replace(config, int8=False)
+    gen.config = replace(config, int8=False, openvino=False)
     try:
         begin(gen, image, prompt, tracks)
         for _ in range(gen.config.sink_chunks + gen.config.window_chunks):   # fill the cache first

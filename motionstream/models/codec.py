@@ -22,6 +22,8 @@ import torch.nn as nn
 
 from motionstream.models.folders import TINY_DECODER_KIND, VAE_KIND, load_folder
 from motionstream.models.frames import frames_to_tensor, tensor_to_frames  # noqa: F401 (re-exported)
+from motionstream.models.openvino_runner import OpenVINORunner
+from motionstream.models.tiny_decoder import TinyDecodeStep
 from motionstream.models.vae import StreamState
 
 
@@ -68,11 +70,18 @@ class StreamEncoder(_EmbeddedStream):
 
 
 class _TinyStreamDecoder:
-    """The TAEHV-style tiny decoder chunk by chunk (MemBlock memories carried across calls)."""
+    """The TAEHV-style tiny decoder chunk by chunk (MemBlock memories carried across calls).
+    runner: an OpenVINORunner of TinyDecodeStep(tiny) that decodes once the stream started (the first
+    chunk, whose memory is still empty, runs in torch)."""
 
-    def __init__(self, tiny: nn.Module):
+    def __init__(self, tiny: nn.Module, runner: OpenVINORunner | None = None):
         self.tiny = tiny
         self.state = tiny.new_state()
+        self.frames = None if runner is None else lambda latents, memory: self._split(runner(latents, *memory))
+
+    @staticmethod
+    def _split(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return outputs[0], list(outputs[1:])
 
     def reset(self) -> None:
         self.state = self.tiny.new_state()
@@ -80,7 +89,7 @@ class _TinyStreamDecoder:
     @torch.no_grad()
     def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
         """normalised latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) | 4F, H, W] in [-1, 1]."""
-        return self.tiny.decode_video(latents, self.state) * 2 - 1
+        return self.tiny.decode_video(latents, self.state, self.frames) * 2 - 1
 
 
 class VideoCodec(nn.Module):
@@ -97,6 +106,7 @@ class VideoCodec(nn.Module):
         super().__init__()
         self.vae = vae
         self.tiny_decoder = tiny_decoder
+        self._openvino_decoder: OpenVINORunner | None = None      # built by the first stream_decoder(openvino=True)
         if vae is not None:
             spatial_stride = spatial_stride or vae.cfg.spatial_stride
             temporal_stride = temporal_stride or vae.cfg.temporal_stride
@@ -132,13 +142,18 @@ class VideoCodec(nn.Module):
             raise ValueError("this VAE has no linear path to encode with (vae.linear_path: false)")
         return StreamEncoder(self, linear)
 
-    def stream_decoder(self, tiny: bool = True) -> StreamDecoder:
-        """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder)."""
+    def stream_decoder(self, tiny: bool = True, openvino: bool = False) -> StreamDecoder:
+        """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder). openvino: the
+        tiny decoder run by OpenVINO (models/openvino_runner.py), converted once per codec."""
         if tiny:
             if self.tiny_decoder is None:
                 raise ValueError("this codec was loaded without a tiny decoder; use stream_decoder(tiny=False) "
                                  "or load_codec(tiny_decoder=...)")
-            return _TinyStreamDecoder(self.tiny_decoder)
+            if openvino and self._openvino_decoder is None:
+                self._openvino_decoder = OpenVINORunner(TinyDecodeStep(self.tiny_decoder))
+            return _TinyStreamDecoder(self.tiny_decoder, self._openvino_decoder if openvino else None)
+        if openvino:
+            raise ValueError("the OpenVINO decoder is the tiny one: use stream_decoder(tiny=True, openvino=True)")
         return _EmbeddedStreamDecoder(self)
 
 

@@ -78,12 +78,13 @@ from torch import nn
 
 from motionstream.models.attention import CrossAttention, FP32LayerNorm, ImageCrossAttention, RopePlan, SelfAttention
 from motionstream.models.conditioning import MotionCondition, build_condition
+from motionstream.models.attention import merge_heads
 from motionstream.models.kv_cache import KVCache
-from motionstream.models.rope import rope_tables
+from motionstream.models.rope import apply_rope, rope_tables
 from motionstream.models.track_head import TrackHead
 
-__all__ = ["DiTConfig", "MotionCondition", "build_condition", "WanDiT", "ChunkMask", "chunk_attention_mask",
-           "KVCache"]
+__all__ = ["DiTConfig", "MotionCondition", "build_condition", "WanDiT", "ChunkBlocks", "ChunkMask",
+           "chunk_attention_mask", "KVCache"]
 
 
 @dataclass
@@ -285,6 +286,37 @@ class ImageProjection(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- model
+class ChunkBlocks(nn.Module):
+    """WanDiT.forward_chunk's blocks as a pure function of tensors, to export (the stream's OpenVINO lever).
+
+    tokens [B, n, D] (one chunk); e6 [B, F, 6, D]; keys, values [L, B, H, ctx, d]: the cache before
+    this chunk (keys RoPE-rotated; ctx = slot * n, 0 allowed); cos, sin [n, d/2]: the chunk's slot;
+    text_k, text_v [L, B, H, L_text, d]: each layer's text cross-attention K/V; text_mask bool
+    [B, L_text] (True = attended). Returns tokens [B, n, D] and the chunk's k_rot, v, k_raw
+    [L, B, H, n, d] (what a write pass stores, KVCache.store). Self-attention as in KVCache.attend;
+    text-only cross-attention (models without the CLIP image branch).
+    """
+
+    def __init__(self, model: "WanDiT"):
+        super().__init__()
+        self.blocks = model.blocks
+
+    def forward(self, tokens, e6, keys, values, cos, sin, text_k, text_v, text_mask):
+        written: list[tuple[torch.Tensor, ...]] = []
+
+        def attend(layer: int, attn: SelfAttention, h: torch.Tensor) -> torch.Tensor:
+            q, k, v = attn.qkv(h)
+            q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            written.append((k_rot, v, k))
+            out = F.scaled_dot_product_attention(q, torch.cat([keys[layer], k_rot], 2), torch.cat([values[layer], v], 2))
+            return attn.o(merge_heads(out))
+
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e6, lambda attn, h, i=i: attend(i, attn, h), (text_k[i], text_v[i]), text_mask)
+        k_rot, v, k_raw = (torch.stack(t) for t in zip(*written))
+        return tokens, k_rot, v, k_raw
+
+
 class WanDiT(nn.Module):
     """Motion-conditioned Wan DiT (see module docstring for the API and tensor shapes)."""
 
@@ -305,6 +337,9 @@ class WanDiT(nn.Module):
         self._rope_memo: dict = {}
         # recompute each block in backward instead of storing its activations (long clips on a GPU)
         self.gradient_checkpointing = False
+        # a compiled stand-in for ChunkBlocks(self) (same inputs and outputs) that forward_chunk runs
+        # without grad; None = the blocks in eager torch (stream/engine.py's openvino lever sets it)
+        self.chunk_runner = None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -451,6 +486,21 @@ class WanDiT(nn.Module):
                 tokens = self._block_forward(block, tokens, e6, attend, ctx, context_mask)
         return self.unpatchify(self.head(tokens, e), grid)
 
+    def _run_chunk_blocks(self, tokens, e6, kv, context_mask, cache: KVCache, write: bool) -> torch.Tensor:
+        """forward_chunk's blocks through `chunk_runner` (ChunkBlocks' signature); the cache is
+        written here, as KVCache.attend + commit would."""
+        slot, n = cache.current_slot, cache.chunk_tokens
+        ctx = slot * n
+        text_k, text_v = torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+        mask = (torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool) if context_mask is None
+                else context_mask)
+        tokens, k_rot, v, k_raw = self.chunk_runner(tokens, e6, cache.keys[:, :, :, :ctx], cache.values[:, :, :, :ctx],
+                                                    cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v, mask)
+        if write:
+            cache.store(k_rot, v, k_raw)
+            cache.commit()
+        return tokens
+
     @staticmethod
     def _block_forward(block, tokens, e6, attend, ctx, context_mask):
         return block(tokens, e6, attend, block.cross_attn.context_kv(*ctx), context_mask)
@@ -475,9 +525,12 @@ class WanDiT(nn.Module):
         kv = cache.context_kv(self.blocks, (context, image),
                               lambda c: self.embed_context(c[0], context_mask, c[1]))
         context_mask = self.text_attention_mask(context_mask)
-        for i, block in enumerate(self.blocks):
-            attend = lambda attn, h, i=i: cache.attend(i, attn, h, write)  # noqa: E731
-            tokens = block(tokens, e6, attend, kv[i], context_mask)
-        if write:
-            cache.commit()
+        if self.chunk_runner is not None and image is None and not torch.is_grad_enabled():
+            tokens = self._run_chunk_blocks(tokens, e6, kv, context_mask, cache, write)
+        else:
+            for i, block in enumerate(self.blocks):
+                attend = lambda attn, h, i=i: cache.attend(i, attn, h, write)  # noqa: E731
+                tokens = block(tokens, e6, attend, kv[i], context_mask)
+            if write:
+                cache.commit()
         return self.unpatchify(self.head(tokens, e), grid)

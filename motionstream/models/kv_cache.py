@@ -120,6 +120,14 @@ class KVCache:
         return attn.o(merge_heads(out))
 
     # ---------------------------------------------------------------- writes
+    def store(self, k_rot: torch.Tensor, v: torch.Tensor, k_raw: torch.Tensor) -> None:
+        """A write pass's K/V of every layer at once (k_rot, v, k_raw [L, B, H, n, d]), as attend()
+        stores them layer by layer; commit() follows."""
+        ctx, n = self.current_slot * self.chunk_tokens, self.chunk_tokens
+        self.keys[:, :, :, ctx:ctx + n] = k_rot
+        self.values[:, :, :, ctx:ctx + n] = v
+        self.pending_raw.copy_(k_raw)
+
     def commit(self) -> None:
         """After a write pass over all layers: the current chunk joins the sink or the window."""
         s, w, n = self.sink_chunks, self.window_chunks, self.chunk_tokens

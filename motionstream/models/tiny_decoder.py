@@ -109,34 +109,49 @@ class TGrow(nn.Module):
 
 
 class TinyStreamState:
-    """Memory of a decoding stream: last input frame per MemBlock, and whether the stream started."""
+    """Memory of a decoding stream: each MemBlock's last input frame (decoder order; empty at stream
+    start, read as zeros), and whether the stream started."""
 
     def __init__(self) -> None:
-        self.memory: dict[int, torch.Tensor] = {}
+        self.memory: list[torch.Tensor] = []
         self.started = False
 
 
-def run_sequential_with_memory(layers: nn.Sequential, x: torch.Tensor, state: TinyStreamState | None) -> torch.Tensor:
+def run_with_memory(layers: nn.Sequential, x: torch.Tensor,
+                    memory: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Apply TAEHV blocks to x [N, T, C, H, W], all frames at once per block.
 
-    Each MemBlock's memory is its input one frame earlier: zeros at stream start, else the last
-    frame of the previous chunk (kept in `state`). Returns [N, T', C', H', W'].
+    Each MemBlock's memory is its input one frame earlier: memory[k] [N, 1, C_k, H_k, W_k] for the
+    k-th MemBlock (the last frame of the previous chunk), zeros where `memory` is empty (stream
+    start). A pure function of its inputs, so it exports (codec.py's OpenVINO decoder).
+    Returns (x [N, T', C', H', W'], the memory after this chunk).
     """
     n, t = x.shape[:2]
     x = x.reshape(n * t, *x.shape[2:])
-    for i, layer in enumerate(layers):
+    new_memory: list[torch.Tensor] = []
+    for layer in layers:
         if isinstance(layer, MemBlock):
             frames = x.reshape(n, -1, *x.shape[1:])
-            prev = state.memory.get(i) if state is not None else None
-            if prev is None:
-                prev = torch.zeros_like(frames[:, :1])
+            prev = memory[len(new_memory)] if memory else torch.zeros_like(frames[:, :1])
             past = torch.cat([prev, frames[:, :-1]], 1).reshape(x.shape)
-            if state is not None:
-                state.memory[i] = frames[:, -1:].detach()
+            new_memory.append(frames[:, -1:].detach())
             x = layer(x, past)
         else:
             x = layer(x)
-    return x.reshape(n, -1, *x.shape[1:])
+    return x.reshape(n, -1, *x.shape[1:]), new_memory
+
+
+class TinyDecodeStep(nn.Module):
+    """TinyVideoAutoencoder.decode_frames with the flat signature export needs:
+    forward(latents [B, Z, F, h, w], *memory) -> (video [B, 4F, 3, H, W], *memory)."""
+
+    def __init__(self, tiny: "TinyVideoAutoencoder"):
+        super().__init__()
+        self.tiny = tiny
+
+    def forward(self, latents: torch.Tensor, *memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        video, memory = self.tiny.decode_frames(latents, list(memory))
+        return (video, *memory)
 
 
 class TinyVideoAutoencoder(nn.Module):
@@ -188,21 +203,31 @@ class TinyVideoAutoencoder(nn.Module):
     def new_state(self) -> TinyStreamState:
         return TinyStreamState()
 
-    def decode_video(self, latents: torch.Tensor, state: TinyStreamState | None = None) -> torch.Tensor:
-        """latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) (stream start) or 4F, H, W] in [0, 1].
-
-        Unclamped during training (`self.training`), clamped to [0, 1] otherwise.
-        """
-        x = run_sequential_with_memory(self.decoder, latents.transpose(1, 2), state)
+    def decode_frames(self, latents: torch.Tensor,
+                      memory: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """latents [B, Z, F, h, w] + MemBlock memory (run_with_memory) -> (video [B, 4F, 3, H, W] (NTCHW),
+        unclamped, before the stream-start trim; the new memory). Pure: what decode_video exports."""
+        x, memory = run_with_memory(self.decoder, latents.transpose(1, 2), memory)
         if self.cfg.patch_size > 1:
             n, t = x.shape[:2]
             y = F.pixel_shuffle(x.reshape(n * t, *x.shape[2:]), self.cfg.patch_size)
             x = y.reshape(n, t, *y.shape[1:])
         if self.cfg.linear_skip:
             x = x + self.linear_frames(latents)
+        return x, memory
+
+    def decode_video(self, latents: torch.Tensor, state: TinyStreamState | None = None,
+                     frames=None) -> torch.Tensor:
+        """latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) (stream start) or 4F, H, W] in [0, 1].
+
+        Unclamped during training (`self.training`), clamped to [0, 1] otherwise. `frames`: a stand-in
+        for `decode_frames` with its signature (an exported copy, codec.py), used once the stream started.
+        """
         first = state is None or not state.started
+        run = self.decode_frames if first or frames is None else frames
+        x, memory = run(latents, state.memory if state is not None else [])
         if state is not None:
-            state.started = True
+            state.memory, state.started = memory, True
         if first:
             x = x[:, self.cfg.time_upscale - 1:]
         x = x.transpose(1, 2)

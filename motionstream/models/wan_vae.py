@@ -224,7 +224,9 @@ class WanVideoCodec(VideoCodec):
         raise NotImplementedError("streaming encode of the Wan VAE is not implemented: weights with the 'video' "
                                   "prior (output_skip) stream with the embedded VAE only")
 
-    def stream_decoder(self, tiny: bool = True):
+    def stream_decoder(self, tiny: bool = True, openvino: bool = False):
+        if openvino:
+            raise ValueError("stream.openvino runs the embedded tiny decoder only; set it false for Wan's VAE")
         if tiny:
             if self.tiny_decoder is None:
                 raise ValueError("no tiny decoder loaded: pass taehv=PATH to load_wan_codec, or use stream_decoder(tiny=False)")

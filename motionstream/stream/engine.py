@@ -80,7 +80,9 @@ from motionstream.diffusion.student import (StudentConfig, StudentSampler, add_s
                                             stream_prior)
 from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.models.conditioning import PRIORS, MotionCondition, build_guide, image_condition, warp_latent
+from motionstream.models.dit import ChunkBlocks
 from motionstream.models.kv_cache import KVCache
+from motionstream.models.openvino_runner import OpenVINORunner
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
 from motionstream.tracks.embed import rasterize
@@ -150,6 +152,10 @@ class StreamConfig:
     # int8 weights, activations quantised per call, fp32 in and out; attention, norms, embeddings and
     # the head stay fp32 (`int8_dit`). CPU only. Measured in benchmarks/stream_levers.py
     int8: bool = False
+    # the DiT's blocks (models/dit.ChunkBlocks) and the tiny decoder run by OpenVINO (models/openvino_runner.py):
+    # bf16 where the CPU has bf16 instructions, f32 elsewhere; converted on the first chunk that needs them.
+    # CPU only; takes the place of int8. Measured in benchmarks/stream_levers.py
+    openvino: bool = False
     # how the "video" prior is made: encode = the warped pixels through the VAE encoder chunk by chunk
     # (what the student was trained on); linear = the same pixels through the encoder's linear path alone
     # (CausalVAE.encode_linear: its 8x8x4 patch projection, ~1/400 of the FLOPs); latent = the anchor latent
@@ -163,8 +169,9 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         self.student_config()             # validates chunk size and steps
-        if not isinstance(self.int8, bool):
-            raise ValueError(f"stream.int8 must be true or false, got {self.int8!r}")
+        for lever in ("int8", "openvino"):
+            if not isinstance(getattr(self, lever), bool):
+                raise ValueError(f"stream.{lever} must be true or false, got {getattr(self, lever)!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
         if self.prior not in STREAM_PRIORS:
@@ -334,6 +341,7 @@ class StreamingGenerator:
         self.image_encoder = image_encoder
         self.fp32_model = model.eval()
         self._int8_model: torch.nn.Module | None = None
+        self._openvino_model: torch.nn.Module | None = None
         self.codec = codec.eval()
         self.text_encoder = text_encoder
         self.param = param or TeacherParam()
@@ -361,9 +369,13 @@ class StreamingGenerator:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The DiT the stream runs: the given weights, or with stream.int8 their int8 copy (`int8_dit`,
-        built on first use). The sampler takes it at start(), so a changed `config.int8` applies from
-        the next start."""
+        """The DiT the stream runs: the given weights; with stream.openvino the same weights whose blocks
+        OpenVINO runs (`openvino_dit`); else with stream.int8 their int8 copy (`int8_dit`). Built on first
+        use. The sampler takes it at start(), so a changed config applies from the next start."""
+        if self.config.openvino:
+            if self._openvino_model is None:
+                self._openvino_model = openvino_dit(self.fp32_model)
+            return self._openvino_model
         if not self.config.int8:
             return self.fp32_model
         if self._int8_model is None:
@@ -435,7 +447,7 @@ class StreamingGenerator:
             self.quality, self.pending_quality = self.pending_quality, None
             self._begin_rung()
         self.cache.reset()
-        self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny")
+        self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny", openvino=self.config.openvino)
         self.controls.reset()
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
@@ -455,6 +467,17 @@ class StreamingGenerator:
 
     def resume(self) -> None:
         self.paused = False
+
+    WARM_UP_CHUNKS = 2                    # the first chunk decodes in torch, the second with stream.openvino's decoder
+
+    def warm_up(self, width: int, height: int) -> None:
+        """Stream WARM_UP_CHUNKS chunks of a grey width x height image, so that what a stream builds on
+        its first chunks (stream.openvino's conversions: seconds; the int8 copy) is built before a user waits.
+        Leaves no stream started."""
+        self.start(np.full((height, width, 3), 128, np.uint8), "")
+        for _ in range(self.WARM_UP_CHUNKS):
+            self.next_chunk()
+        self.started = False
 
     def close(self) -> None:
         """Finish pending decodes and segmentations and stop their threads."""
@@ -737,6 +760,17 @@ def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, d
     weights/teacher-tiny-cpu; raises checkpoints.WeightsNotFound naming the folder looked for."""
     name = {"student": STUDENT_WEIGHTS, "teacher": TEACHER_WEIGHTS}.get(str(name_or_path), name_or_path)
     return load_dit_folder(name)
+
+
+def openvino_dit(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` (a WanDiT, shared weights) whose streaming chunks run their blocks in OpenVINO
+    (models/dit.ChunkBlocks through models/openvino_runner.OpenVINORunner, converted on the first chunk).
+    Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("stream.openvino runs on the CPU only: set stream.openvino: false in the preset (--config) for a GPU")
+    runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
+    runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
+    return runner
 
 
 def int8_dit(model: torch.nn.Module) -> torch.nn.Module:

@@ -62,7 +62,7 @@ class StreamStack:
     def label(self) -> str:
         """Which weights run, as clients may see it: kind, folder name (never its path), cache shape."""
         note = " (teacher weights run as a causal few-step stream: not distilled)" if self.is_teacher else ""
-        precision = " int8" if self.stream_cfg.int8 else ""
+        precision = " openvino" if self.stream_cfg.openvino else " int8" if self.stream_cfg.int8 else ""
         return f"{self.meta.get('kind')} {self.folder.name} {self.stream_cfg.name}{precision}{note}"
 
     def describe(self) -> dict[str, Any]:

@@ -173,10 +173,40 @@ def test_int8_follows_the_config_at_start(parts):
     assert gen.model is gen.model                                       # built once
 
 
+@pytest.mark.parametrize("lever", ["int8", "openvino"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
-def test_int8_setting_is_validated(value):
-    with pytest.raises(ValueError, match="stream.int8"):
-        StreamConfig(int8=value)
+def test_lever_settings_are_validated(lever, value):
+    with pytest.raises(ValueError, match=f"stream.{lever}"):
+        StreamConfig(**{lever: value})
+
+
+# ------------------------------------------------------------------------------ OpenVINO (stream.openvino)
+def test_openvino_streams_close_to_torch_and_leaves_the_shared_model_alone(parts):
+    torch_gen, eager = streamed_latents(parts)
+    ov_gen, ov = streamed_latents(parts, openvino=True)
+    _, other_prompt = streamed_latents(parts, prompt="a blue sky")
+    model = parts[0]
+    assert ov_gen.model is not model and ov_gen.model.blocks is model.blocks     # the same weights
+    assert ov_gen.model.chunk_runner.compiled is not None and model.chunk_runner is None
+    assert ov.shape == eager.shape and torch.isfinite(ov).all()
+    error = (ov - eager).abs().max().item()
+    assert error < 0.02 * eager.abs().max().item()
+    assert error < 0.5 * (other_prompt - eager).abs().max().item()
+    frames = [ov_gen.decode_now(ov[:, :, a:a + 3]) for a in (0, 3)]          # the second runs OpenVINO's decoder
+    reference = [torch_gen.decode_now(eager[:, :, a:a + 3]) for a in (0, 3)]
+    assert [f.shape for f in frames] == [r.shape for r in reference] == [(9, *sample_image().shape), (12, *sample_image().shape)]
+    assert np.abs(frames[1].astype(int) - reference[1].astype(int)).mean() < 3      # uint8 levels
+
+
+def test_warm_up_builds_the_openvino_runners_and_leaves_no_stream(parts):
+    model, param, codec = parts
+    gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(openvino=True, quality_ladder=dict(LADDER)),
+                             param, fps=FPS)
+    gen.warm_up(*sample_image().shape[1::-1])
+    assert gen.model.chunk_runner.compiled is not None and codec._openvino_decoder.compiled is not None
+    with pytest.raises(RuntimeError, match="start"):
+        gen.next_chunk()
+    gen.close()
 
 
 def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(parts):
