@@ -78,6 +78,24 @@ so ratios only), student-tiny-cpu, c3s1w1, 2 torch threads, `--rounds 4`:
         transfer --quick --clips 8`, `eval drag --quick --clips 16`): PSNR world / media / fast 19.733 /
         22.707 / 22.293 vs 19.738 / 22.706 / 22.293, reliable EPE 0.45 / 0.36 / 0.53 vs 0.48 / 0.35 /
         0.47; drag 17.501 / 18.808 / 25.571 vs 17.503 / 18.795 / 25.567 (student CARD, session 14).
+    the video prior through the VAE encoder's linear path alone (stream.prior: linear, the tiny-cpu default
+        since session 15; the rung `1-step-latent` left the ladder): 0.04 GFLOP a chunk instead of the
+        encoder's 17.2. `benchmarks/stream.py --chunks 40 --long-chunks 0 --quality 1-step-linear --against
+        stream.quality=1-step` (a preset with both, 3 alternating rounds, load 0.2 -> 1.6, peak 374-386
+        GFLOP/s): 105.61 vs 62.05 fps (1.70x), generation 0.067 vs 0.135 s/chunk, latency p50 0.20 vs 0.29 s.
+        Quality, one run: transfer PSNR world / media / fast 19.745 / 22.718 / 22.300 vs 19.733 / 22.707 /
+        22.293, drag 17.501 / 18.803 / 25.562 vs 17.501 / 18.808 / 25.571 (student CARD, sessions 15-16).
+    OpenVINO (stream.openvino, the tiny-cpu default since session 16; models/openvino_runner.py): the DiT
+        blocks (ChunkBlocks) and the tiny decoder's step converted once and run at OpenVINO's CPU default
+        precision. Measured 2026-12-06 on a 2-core AVX512-BF16 machine without AMX (`--rounds 4 --only dit
+        --only chunk`, load 1.35 -> 1.47): DiT pass bf16 26.6 vs 84.1 ms eager (3.17x; the blocks' output
+        moves by up to 0.37, int8's by 1.95), f32 36.2 vs 88.6 ms (2.45x, max |diff| 1.2e-4), convert 3.7 s
+        each; whole chunk 5.3 vs 9.3 ms a frame against the preset's int8 torch (1.75x). Same run: torch.compile
+        1.23x (compile 30 s), int8 1.34x. Pipeline (`benchmarks/stream.py --chunks 40 --long-chunks 0
+        --against stream.openvino=true`, 3 alternating rounds, load 0.6 -> 1.3, peak 211-218 GFLOP/s):
+        183.27 vs 114.44 fps (1.60x), DiT 0.032 vs 0.055 s/chunk, latency p50 0.11 vs 0.17 s. Quality, same
+        seeds, one run each with and without it: transfer PSNR 19.746 / 22.717 / 22.300 vs 19.745 / 22.718 /
+        22.300, drag 17.501 / 18.802 / 25.563 vs 17.501 / 18.803 / 25.562.
   NOT KEPT
     torch.compile (inductor) on the DiT pass: 1.12x (129 -> 116 ms), exact (max |diff| 5e-5); the pass
         is matmul / attention bound. Compiling the engine's forward_chunk recompiles per cache slot and

@@ -14,14 +14,40 @@ Threads: torch's thread count at the first call, the CPU share the stream was gi
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import openvino as ov
 import torch
 import torch.nn as nn
 
 PRECISIONS = ("auto", "bf16", "f32")
+
+
+class _SignalStack(ctypes.Structure):
+    """POSIX stack_t, for sigaltstack."""
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Restore the calling thread's alternate signal stack on exit.
+
+    compile_model installs an alternate signal stack of OpenVINO's own on the calling thread, and a
+    compiled model puts back, when it is freed, the one it found. Freed out of order, they leave the
+    thread on a freed stack: the next Python signal handler (CPython's are SA_ONSTACK, e.g. torch's
+    SIGCHLD handler) then kills the process with SIGSEGV (measured: the test suite, after a few dozen
+    models). Keeping the thread's own stack makes every later restore a no-op."""
+    libc = ctypes.CDLL(None)
+    saved = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(saved))
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)
 
 
 class OpenVINORunner:
@@ -32,6 +58,8 @@ class OpenVINORunner:
             raise ValueError(f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}")
         self.module, self.precision = module.eval(), precision
         self.compiled: ov.CompiledModel | None = None
+        # one infer request, so one caller at a time: streams that share a codec share its decoder runner
+        self.lock = threading.Lock()
 
     def _compile(self, example_inputs: Sequence[torch.Tensor]) -> None:
         with torch.no_grad(), warnings.catch_warnings():
@@ -41,8 +69,9 @@ class OpenVINORunner:
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
         if self.precision != "auto":
             config["INFERENCE_PRECISION_HINT"] = self.precision
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()   # one caller at a time (the stream's thread)
+        with keep_signal_stack():
+            self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
 
     @property
     def inference_precision(self) -> str | None:
@@ -50,9 +79,10 @@ class OpenVINORunner:
         return None if self.compiled is None else self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.compiled is None:
-            self._compile(inputs)
-        self.request.infer([x.detach().contiguous().numpy() for x in inputs])
-        # copies: the request reuses its output buffers on the next call
-        return tuple(torch.from_numpy(self.request.get_output_tensor(i).data.copy())
-                     for i in range(len(self.compiled.outputs)))
+        with self.lock:
+            if self.compiled is None:
+                self._compile(inputs)
+            self.request.infer([x.detach().contiguous().numpy() for x in inputs])
+            # copies: the request reuses its output buffers on the next call
+            return tuple(torch.from_numpy(self.request.get_output_tensor(i).data.copy())
+                         for i in range(len(self.compiled.outputs)))

@@ -66,6 +66,7 @@ import copy
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -762,15 +763,21 @@ def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, d
     return load_dit_folder(name)
 
 
+# OpenVINO copies by the weights they run: each converts once per process however many streams run them
+_OPENVINO_DITS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+
 def openvino_dit(model: torch.nn.Module) -> torch.nn.Module:
     """`model` (a WanDiT, shared weights) whose streaming chunks run their blocks in OpenVINO
-    (models/dit.ChunkBlocks through models/openvino_runner.OpenVINORunner, converted on the first chunk).
-    Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
+    (models/dit.ChunkBlocks through models/openvino_runner.OpenVINORunner, converted on the first chunk),
+    one per model. Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("stream.openvino runs on the CPU only: set stream.openvino: false in the preset (--config) for a GPU")
-    runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
-    runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
-    return runner
+    if model not in _OPENVINO_DITS:
+        runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
+        runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
+        _OPENVINO_DITS[model] = runner
+    return _OPENVINO_DITS[model]
 
 
 def int8_dit(model: torch.nn.Module) -> torch.nn.Module:

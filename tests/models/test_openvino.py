@@ -4,6 +4,9 @@ tiny decoder's exported step (codec.stream_decoder(openvino=True))."""
 from __future__ import annotations
 
 import copy
+import ctypes
+import faulthandler
+import gc
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from test_codec import make_codec, SMALL
 from test_dit_causal import LATENT_HW, random_cond, random_model, small_cfg
 
 from motionstream.models.dit import ChunkBlocks
-from motionstream.models.openvino_runner import OpenVINORunner
+from motionstream.models.openvino_runner import OpenVINORunner, _SignalStack
 from motionstream.models.vae import CausalVAE
 
 CHUNK_FRAMES = 2
@@ -117,3 +120,24 @@ def test_openvino_tiny_decoder_streams_like_torch_chunk_after_chunk():
         assert (g - r).abs().max() < tolerance
     assert codec.stream_decoder(tiny=True, openvino=True).decode_chunk(z[:, :, :1]).shape == ref[0].shape
     assert codec._openvino_decoder is runner                            # converted once per codec
+
+
+def signal_stack() -> tuple[int, int, int]:
+    """The calling thread's alternate signal stack (address, flags, size)."""
+    stack = _SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+    return stack.ss_sp or 0, stack.ss_flags, stack.ss_size
+
+
+def test_compiled_models_leave_the_threads_signal_stack_alone():
+    """OpenVINO's compile installs a signal stack of its own; freed out of order, its models used to leave
+    the thread on a freed one, and the next signal killed the process (the whole suite crashed)."""
+    faulthandler.enable()                               # the thread's own alternate stack (pytest has one too)
+    before = signal_stack()
+    runners = [OpenVINORunner(torch.nn.Linear(8, 8), "f32") for _ in range(2)]
+    for runner in runners:
+        runner(torch.randn(2, 8))
+        assert signal_stack() == before
+    del runners[0]
+    gc.collect()
+    assert signal_stack() == before

@@ -3,6 +3,8 @@ and the machine-normalised measurements (stream/perf.py, eval/stream_speed.py)."
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from stream_fixtures import FPS, HashTextEncoder, make_model_folders, moving_square, sample_image
 
 from motionstream.stream import perf
-from motionstream.stream.engine import AUTO_QUALITY, StreamConfig, StreamingGenerator, load_stream_model
+from motionstream.stream.engine import AUTO_QUALITY, StreamConfig, StreamingGenerator, load_stream_model, openvino_dit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, one torch thread
 
@@ -199,7 +201,9 @@ def test_openvino_streams_close_to_torch_and_leaves_the_shared_model_alone(parts
 
 
 def test_warm_up_builds_the_openvino_runners_and_leaves_no_stream(parts):
-    model, param, codec = parts
+    model, param, codec = copy.deepcopy(parts[0]), parts[1], copy.copy(parts[2])   # runners: once per model / codec
+    codec._openvino_decoder = None
+    assert openvino_dit(model).chunk_runner.compiled is None
     gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(openvino=True, quality_ladder=dict(LADDER)),
                              param, fps=FPS)
     gen.warm_up(*sample_image().shape[1::-1])
