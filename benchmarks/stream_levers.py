@@ -139,7 +139,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import motionstream  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP)
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.stream import PROMPT, busy_loop, load_or_random  # noqa: E402
 from motionstream.config import load_config, video_config  # noqa: E402

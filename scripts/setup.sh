@@ -21,5 +21,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   .venv/bin/python -m pip install -q -r requirements.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  # OpenVINO's model converter (stream.openvino) reports anonymous usage unless opted out; MotionStream
+  # runs offline and sends nothing: opt out (a consent file under ~/intel, openvino-telemetry's own tool)
+  .venv/bin/opt_in_out --opt_out >/dev/null 2>&1 || true
   echo "$want" > "$stamp"
 fi

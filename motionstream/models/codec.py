@@ -77,7 +77,8 @@ class _TinyStreamDecoder:
     def __init__(self, tiny: nn.Module, runner: OpenVINORunner | None = None):
         self.tiny = tiny
         self.state = tiny.new_state()
-        self.frames = None if runner is None else lambda latents, memory: self._split(runner(latents, *memory))
+        self.decode_frames = None if runner is None else \
+            lambda latents, memory: self._split(runner(latents, *memory))
 
     @staticmethod
     def _split(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -89,7 +90,7 @@ class _TinyStreamDecoder:
     @torch.no_grad()
     def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
         """normalised latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) | 4F, H, W] in [-1, 1]."""
-        return self.tiny.decode_video(latents, self.state, self.frames) * 2 - 1
+        return self.tiny.decode_video(latents, self.state, self.decode_frames) * 2 - 1
 
 
 class VideoCodec(nn.Module):

@@ -78,9 +78,8 @@ from torch import nn
 
 from motionstream.models.attention import CrossAttention, FP32LayerNorm, ImageCrossAttention, RopePlan, SelfAttention
 from motionstream.models.conditioning import MotionCondition, build_condition
-from motionstream.models.attention import merge_heads
-from motionstream.models.kv_cache import KVCache
-from motionstream.models.rope import apply_rope, rope_tables
+from motionstream.models.kv_cache import KVCache, chunk_attention
+from motionstream.models.rope import rope_tables
 from motionstream.models.track_head import TrackHead
 
 __all__ = ["DiTConfig", "MotionCondition", "build_condition", "WanDiT", "ChunkBlocks", "ChunkMask",
@@ -305,11 +304,9 @@ class ChunkBlocks(nn.Module):
         written: list[tuple[torch.Tensor, ...]] = []
 
         def attend(layer: int, attn: SelfAttention, h: torch.Tensor) -> torch.Tensor:
-            q, k, v = attn.qkv(h)
-            q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            written.append((k_rot, v, k))
-            out = F.scaled_dot_product_attention(q, torch.cat([keys[layer], k_rot], 2), torch.cat([values[layer], v], 2))
-            return attn.o(merge_heads(out))
+            out, *chunk_kv = chunk_attention(attn, h, cos, sin, keys[layer], values[layer])
+            written.append(chunk_kv)
+            return out
 
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e6, lambda attn, h, i=i: attend(i, attn, h), (text_k[i], text_v[i]), text_mask)
@@ -487,13 +484,14 @@ class WanDiT(nn.Module):
         return self.unpatchify(self.head(tokens, e), grid)
 
     def _run_chunk_blocks(self, tokens, e6, kv, context_mask, cache: KVCache, write: bool) -> torch.Tensor:
-        """forward_chunk's blocks through `chunk_runner` (ChunkBlocks' signature); the cache is
-        written here, as KVCache.attend + commit would."""
+        """forward_chunk's blocks through `chunk_runner` (ChunkBlocks' signature): tokens [B, n, D] ->
+        [B, n, D]; kv: each layer's text K/V; context_mask bool [B, L_text] | None. The cache is written
+        here, as KVCache.attend + commit would."""
         slot, n = cache.current_slot, cache.chunk_tokens
         ctx = slot * n
         text_k, text_v = torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
-        mask = (torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool) if context_mask is None
-                else context_mask)
+        mask = (torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool, device=text_k.device)
+                if context_mask is None else context_mask)
         tokens, k_rot, v, k_raw = self.chunk_runner(tokens, e6, cache.keys[:, :, :, :ctx], cache.values[:, :, :, :ctx],
                                                     cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v, mask)
         if write:

@@ -38,6 +38,20 @@ if TYPE_CHECKING:
     from motionstream.models.dit import DiTConfig
 
 
+def chunk_attention(attn: SelfAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+                    values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Self-attention of a chunk x [B, n, dim] to the cache before it and to itself.
+
+    keys, values [B, H, ctx, d]: the cache before the chunk (keys RoPE-rotated; ctx may be 0); cos, sin
+    [n, d/2]: the chunk's slot. Returns (out [B, n, dim], and the chunk's k_rot, v, k_raw [B, H, n, d]:
+    what a write pass stores). Read-only: KVCache.attend and the exported models/dit.ChunkBlocks share it.
+    """
+    q, k, v = attn.qkv(x)
+    q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = F.scaled_dot_product_attention(q, torch.cat([keys, k_rot], 2), torch.cat([values, v], 2))
+    return attn.o(merge_heads(out)), k_rot, v, k
+
+
 class KVCache:
     """Preallocated K/V for all layers of one stream of `batch` items.
 
@@ -95,29 +109,18 @@ class KVCache:
 
     # ------------------------------------------------------------- attention
     def attend(self, layer: int, attn: SelfAttention, x: torch.Tensor, write: bool) -> torch.Tensor:
-        """Self-attention of the current chunk x [B, n, dim] to [cache | itself] in `layer`."""
-        q, k, v = attn.qkv(x)
-        slot = self.current_slot
-        n = self.chunk_tokens
-        cos, sin = self.slot_cos[slot], self.slot_sin[slot]
-        q, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        """Self-attention of the current chunk x [B, n, dim] to [cache | itself] in `layer`; a write pass
+        stores the chunk's K/V (detached) in its slot."""
+        slot, n = self.current_slot, self.chunk_tokens
         ctx = slot * n
         keys, values = self.keys[layer], self.values[layer]
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
-            # training through the current chunk: cache read detached, no in-place writes into the graph
-            keys_all = torch.cat([keys[:, :, :ctx], k_rot], dim=2)
-            values_all = torch.cat([values[:, :, :ctx], v], dim=2)
-            if write:
-                keys[:, :, ctx:ctx + n] = k_rot.detach()
-                values[:, :, ctx:ctx + n] = v.detach()
-        else:
-            keys[:, :, ctx:ctx + n] = k_rot
-            values[:, :, ctx:ctx + n] = v
-            keys_all, values_all = keys[:, :, :ctx + n], values[:, :, :ctx + n]
+        out, k_rot, v, k = chunk_attention(attn, x, self.slot_cos[slot], self.slot_sin[slot], keys[:, :, :ctx],
+                                           values[:, :, :ctx])
         if write:
+            keys[:, :, ctx:ctx + n] = k_rot.detach()
+            values[:, :, ctx:ctx + n] = v.detach()
             self.pending_raw[layer] = k.detach()
-        out = F.scaled_dot_product_attention(q, keys_all, values_all)
-        return attn.o(merge_heads(out))
+        return out
 
     # ---------------------------------------------------------------- writes
     def store(self, k_rot: torch.Tensor, v: torch.Tensor, k_raw: torch.Tensor) -> None:

@@ -9,7 +9,8 @@ It is converted with dynamic shapes, so one compiled model serves every chunk si
 Precision: "auto" is OpenVINO's CPU default, bf16 where the CPU has bf16 instructions (AVX512-BF16,
 AMX) and f32 elsewhere. Measured in benchmarks/stream_levers.py: the tiny decoder and the DiT
 blocks run 2-4x faster than eager torch in bf16, within 0.1 dB of it.
-Threads: torch's thread count at the first call, the CPU share the stream was given.
+Threads: torch's thread count at the first call, the CPU share the stream was given; fixed from then on.
+OpenVINO's converter reports anonymous usage (openvino-telemetry) unless opted out: scripts/setup.sh opts out.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class OpenVINORunner:
         self.lock = threading.Lock()
 
     def _compile(self, example_inputs: Sequence[torch.Tensor]) -> None:
+        """Convert with the first call's inputs as examples (shapes stay dynamic) and compile. The weights
+        are copied in now: later changes to the module's parameters do not reach the compiled model."""
         with torch.no_grad(), warnings.catch_warnings():
             # convert_model traces with torch.jit, which warns that it is deprecated: nothing a user can act on
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -71,7 +74,7 @@ class OpenVINORunner:
             config["INFERENCE_PRECISION_HINT"] = self.precision
         with keep_signal_stack():
             self.compiled = ov.Core().compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+            self.request = self.compiled.create_infer_request()
 
     @property
     def inference_precision(self) -> str | None:
@@ -79,7 +82,10 @@ class OpenVINORunner:
         return None if self.compiled is None else self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with self.lock:
+        """The module's outputs for CPU tensors `inputs` (its forward's arguments), as fp32 CPU tensors."""
+        if any(x.device.type != "cpu" for x in inputs):
+            raise ValueError("OpenVINO runs on the CPU: its inputs must be CPU tensors (stream.openvino: false on a GPU)")
+        with self.lock, keep_signal_stack():
             if self.compiled is None:
                 self._compile(inputs)
             self.request.infer([x.detach().contiguous().numpy() for x in inputs])

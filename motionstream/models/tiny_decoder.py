@@ -18,6 +18,7 @@ single call over the whole clip; the first 3 frames of a stream (padding of fram
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +107,10 @@ class TGrow(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
         return self.conv(x).reshape(-1, c, h, w)
+
+
+# decode_frames' signature: (latents, memory) -> (video, memory)
+FramesFn = Callable[[torch.Tensor, list[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]]
 
 
 class TinyStreamState:
@@ -217,14 +222,14 @@ class TinyVideoAutoencoder(nn.Module):
         return x, memory
 
     def decode_video(self, latents: torch.Tensor, state: TinyStreamState | None = None,
-                     frames=None) -> torch.Tensor:
+                     decode_frames: FramesFn | None = None) -> torch.Tensor:
         """latents [B, Z, F, h, w] -> video [B, 3, 1 + 4(F-1) (stream start) or 4F, H, W] in [0, 1].
 
-        Unclamped during training (`self.training`), clamped to [0, 1] otherwise. `frames`: a stand-in
-        for `decode_frames` with its signature (an exported copy, codec.py), used once the stream started.
+        Unclamped during training (`self.training`), clamped to [0, 1] otherwise. `decode_frames`: a stand-in
+        for self.decode_frames with its signature (an exported copy, codec.py), used once the stream started.
         """
         first = state is None or not state.started
-        run = self.decode_frames if first or frames is None else frames
+        run = self.decode_frames if first or decode_frames is None else decode_frames
         x, memory = run(latents, state.memory if state is not None else [])
         if state is not None:
             state.memory, state.started = memory, True

@@ -472,13 +472,16 @@ class StreamingGenerator:
     WARM_UP_CHUNKS = 2                    # the first chunk decodes in torch, the second with stream.openvino's decoder
 
     def warm_up(self, width: int, height: int) -> None:
-        """Stream WARM_UP_CHUNKS chunks of a grey width x height image, so that what a stream builds on
-        its first chunks (stream.openvino's conversions: seconds; the int8 copy) is built before a user waits.
-        Leaves no stream started."""
-        self.start(np.full((height, width, 3), 128, np.uint8), "")
-        for _ in range(self.WARM_UP_CHUNKS):
-            self.next_chunk()
-        self.started = False
+        """With stream.openvino, stream WARM_UP_CHUNKS chunks of a grey width x height image, so that its
+        conversions (seconds, on the first chunks) are done before a user waits. Leaves no stream started."""
+        if not self.config.openvino:
+            return
+        try:
+            self.start(np.full((height, width, 3), 128, np.uint8), "")
+            for _ in range(self.WARM_UP_CHUNKS):
+                self.next_chunk()
+        finally:
+            self.started = False
 
     def close(self) -> None:
         """Finish pending decodes and segmentations and stop their threads."""
@@ -765,6 +768,7 @@ def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, d
 
 # OpenVINO copies by the weights they run: each converts once per process however many streams run them
 _OPENVINO_DITS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+_OPENVINO_DITS_LOCK = threading.Lock()
 
 
 def openvino_dit(model: torch.nn.Module) -> torch.nn.Module:
@@ -773,11 +777,12 @@ def openvino_dit(model: torch.nn.Module) -> torch.nn.Module:
     one per model. Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("stream.openvino runs on the CPU only: set stream.openvino: false in the preset (--config) for a GPU")
-    if model not in _OPENVINO_DITS:
-        runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
-        runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
-        _OPENVINO_DITS[model] = runner
-    return _OPENVINO_DITS[model]
+    with _OPENVINO_DITS_LOCK:
+        if model not in _OPENVINO_DITS:
+            runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
+            runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
+            _OPENVINO_DITS[model] = runner
+        return _OPENVINO_DITS[model]
 
 
 def int8_dit(model: torch.nn.Module) -> torch.nn.Module:

@@ -37,6 +37,17 @@ def test_weight_ramps_from_lo_to_hi_and_blends():
         StreamConfig(composite=[0.8, 0.3])
 
 
+def test_the_blend_is_the_weighted_mean_of_the_two_frames_rounded():
+    rng = np.random.default_rng(0)
+    decoded, warp = (rng.integers(0, 256, (3, 5, 7, 3), dtype=np.uint8) for _ in range(2))
+    weight = rng.random((3, 5, 7)).astype(np.float32)
+    expected = warp * (1 - weight[..., None]) + decoded * weight[..., None]
+    out = composite_frames(decoded, warp, weight)
+    assert out.dtype == np.uint8 and out.shape == decoded.shape
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3
+    assert composite_frames(decoded[:0], warp[:0], weight[:0]).shape == (0, 5, 7, 3)
+
+
 def test_latent_gap_is_channel_rms():
     x0, prior = torch.zeros(1, 4, 2, 3, 3), torch.zeros(1, 4, 2, 3, 3)
     x0[0, :, 1, 0, 0] = 2.0

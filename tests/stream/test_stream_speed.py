@@ -206,11 +206,13 @@ def test_warm_up_builds_the_openvino_runners_and_leaves_no_stream(parts):
     assert openvino_dit(model).chunk_runner.compiled is None
     gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(openvino=True, quality_ladder=dict(LADDER)),
                              param, fps=FPS)
-    gen.warm_up(*sample_image().shape[1::-1])
-    assert gen.model.chunk_runner.compiled is not None and codec._openvino_decoder.compiled is not None
-    with pytest.raises(RuntimeError, match="start"):
-        gen.next_chunk()
-    gen.close()
+    try:
+        gen.warm_up(*sample_image().shape[1::-1])
+        assert gen.model.chunk_runner.compiled is not None and codec._openvino_decoder.compiled is not None
+        with pytest.raises(RuntimeError, match="start"):
+            gen.next_chunk()
+    finally:
+        gen.close()
 
 
 def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(parts):
