@@ -179,14 +179,9 @@ def capture_pass_inputs(gen: Any) -> tuple[torch.Tensor, ...]:
     finally:
         del model.blocks[0].forward
         model.chunk_runner = runner
-    cache = gen.cache
-    ctx = cache.current_slot * cache.chunk_tokens
-    text_k = torch.stack([kv[0] for kv in cache.cross_kv])
-    text_v = torch.stack([kv[1] for kv in cache.cross_kv])
-    slot = cache.current_slot
+    keys, values, cos, sin, text_k, text_v = gen.cache.chunk_context()
     text_mask = torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool)
-    return (captured["x"], captured["e6"], cache.keys[:, :, :, :ctx].clone(), cache.values[:, :, :, :ctx].clone(),
-            cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v, text_mask)
+    return captured["x"], captured["e6"], keys.clone(), values.clone(), cos, sin, text_k, text_v, text_mask
 
 
 def alternate(base: Callable[[], Any], lever: Callable[[], Any], rounds: int) -> tuple[float, float]:

@@ -483,17 +483,14 @@ class WanDiT(nn.Module):
                 tokens = self._block_forward(block, tokens, e6, attend, ctx, context_mask)
         return self.unpatchify(self.head(tokens, e), grid)
 
-    def _run_chunk_blocks(self, tokens, e6, kv, context_mask, cache: KVCache, write: bool) -> torch.Tensor:
+    def _run_chunk_blocks(self, tokens, e6, context_mask, cache: KVCache, write: bool) -> torch.Tensor:
         """forward_chunk's blocks through `chunk_runner` (ChunkBlocks' signature): tokens [B, n, D] ->
-        [B, n, D]; kv: each layer's text K/V; context_mask bool [B, L_text] | None. The cache is written
-        here, as KVCache.attend + commit would."""
-        slot, n = cache.current_slot, cache.chunk_tokens
-        ctx = slot * n
-        text_k, text_v = torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+        [B, n, D]; context_mask bool [B, L_text] | None; the cache's text K/V were set by context_kv.
+        The cache is written here, as KVCache.attend + commit would."""
+        keys, values, cos, sin, text_k, text_v = cache.chunk_context()
         mask = (torch.ones(text_k.shape[1], text_k.shape[3], dtype=torch.bool, device=text_k.device)
                 if context_mask is None else context_mask)
-        tokens, k_rot, v, k_raw = self.chunk_runner(tokens, e6, cache.keys[:, :, :, :ctx], cache.values[:, :, :, :ctx],
-                                                    cache.slot_cos[slot], cache.slot_sin[slot], text_k, text_v, mask)
+        tokens, k_rot, v, k_raw = self.chunk_runner(tokens, e6, keys, values, cos, sin, text_k, text_v, mask)
         if write:
             cache.store(k_rot, v, k_raw)
             cache.commit()
@@ -524,7 +521,7 @@ class WanDiT(nn.Module):
                               lambda c: self.embed_context(c[0], context_mask, c[1]))
         context_mask = self.text_attention_mask(context_mask)
         if self.chunk_runner is not None and image is None and not torch.is_grad_enabled():
-            tokens = self._run_chunk_blocks(tokens, e6, kv, context_mask, cache, write)
+            tokens = self._run_chunk_blocks(tokens, e6, context_mask, cache, write)
         else:
             for i, block in enumerate(self.blocks):
                 attend = lambda attn, h, i=i: cache.attend(i, attn, h, write)  # noqa: E731

@@ -82,6 +82,7 @@ class KVCache:
         self.slot_cos, self.slot_sin = cos.view(slots, n, -1).to(device), sin.view(slots, n, -1).to(device)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.context_ref: tuple[torch.Tensor | None, ...] | None = None
+        self._stacked_kv: tuple[list, torch.Tensor, torch.Tensor] | None = None   # (cross_kv it stacks, k, v)
         self.num_written = 0
 
     # -------------------------------------------------------------- counters
@@ -121,6 +122,18 @@ class KVCache:
             values[:, :, ctx:ctx + n] = v.detach()
             self.pending_raw[layer] = k.detach()
         return out
+
+    def chunk_context(self) -> tuple[torch.Tensor, ...]:
+        """What models/dit.ChunkBlocks reads besides the chunk: keys, values [L, B, H, ctx, d] before the
+        current slot, the slot's cos, sin [n, d/2], and the text K/V of every layer (context_kv, text-only
+        models) stacked, text_k, text_v [L, B, H, L_text, d], stacked once per context."""
+        slot = self.current_slot
+        ctx = slot * self.chunk_tokens
+        if self._stacked_kv is None or self._stacked_kv[0] is not self.cross_kv:
+            self._stacked_kv = (self.cross_kv, torch.stack([k for k, _ in self.cross_kv]),
+                                torch.stack([v for _, v in self.cross_kv]))
+        return (self.keys[:, :, :, :ctx], self.values[:, :, :, :ctx], self.slot_cos[slot], self.slot_sin[slot],
+                *self._stacked_kv[1:])
 
     # ---------------------------------------------------------------- writes
     def store(self, k_rot: torch.Tensor, v: torch.Tensor, k_raw: torch.Tensor) -> None:
