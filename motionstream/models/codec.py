@@ -107,7 +107,7 @@ class VideoCodec(nn.Module):
         super().__init__()
         self.vae = vae
         self.tiny_decoder = tiny_decoder
-        self._openvino_decoder: OpenVINORunner | None = None      # built by the first stream_decoder(openvino=True)
+        self._openvino_decoders: dict[str, OpenVINORunner] = {}    # by precision, built by stream_decoder(openvino=True)
         if vae is not None:
             spatial_stride = spatial_stride or vae.cfg.spatial_stride
             temporal_stride = temporal_stride or vae.cfg.temporal_stride
@@ -143,16 +143,18 @@ class VideoCodec(nn.Module):
             raise ValueError("this VAE has no linear path to encode with (vae.linear_path: false)")
         return StreamEncoder(self, linear)
 
-    def stream_decoder(self, tiny: bool = True, openvino: bool = False) -> StreamDecoder:
+    def stream_decoder(self, tiny: bool = True, openvino: bool = False, precision: str = "auto") -> StreamDecoder:
         """A fresh streaming decoder (tiny TAEHV-style one, or the full causal decoder). openvino: the
-        tiny decoder run by OpenVINO (models/openvino_runner.py), converted once per codec."""
+        tiny decoder run by OpenVINO at `precision` (models/openvino_runner.py), converted once per codec."""
         if tiny:
             if self.tiny_decoder is None:
                 raise ValueError("this codec was loaded without a tiny decoder; use stream_decoder(tiny=False) "
                                  "or load_codec(tiny_decoder=...)")
-            if openvino and self._openvino_decoder is None:
-                self._openvino_decoder = OpenVINORunner(TinyDecodeStep(self.tiny_decoder))
-            return _TinyStreamDecoder(self.tiny_decoder, self._openvino_decoder if openvino else None)
+            if not openvino:
+                return _TinyStreamDecoder(self.tiny_decoder)
+            if precision not in self._openvino_decoders:
+                self._openvino_decoders[precision] = OpenVINORunner(TinyDecodeStep(self.tiny_decoder), precision)
+            return _TinyStreamDecoder(self.tiny_decoder, self._openvino_decoders[precision])
         if openvino:
             raise ValueError("the OpenVINO decoder is the tiny one: use stream_decoder(tiny=True, openvino=True)")
         return _EmbeddedStreamDecoder(self)

@@ -224,7 +224,7 @@ class WanVideoCodec(VideoCodec):
         raise NotImplementedError("streaming encode of the Wan VAE is not implemented: weights with the 'video' "
                                   "prior (output_skip) stream with the embedded VAE only")
 
-    def stream_decoder(self, tiny: bool = True, openvino: bool = False):
+    def stream_decoder(self, tiny: bool = True, openvino: bool = False, precision: str = "auto"):
         if openvino:
             raise ValueError("stream.openvino runs the embedded tiny decoder only; set it false for Wan's VAE")
         if tiny:

@@ -83,6 +83,7 @@ from motionstream.models.codec import frames_to_tensor, tensor_to_frames
 from motionstream.models.conditioning import PRIORS, MotionCondition, build_guide, image_condition, warp_latent
 from motionstream.models.dit import ChunkBlocks
 from motionstream.models.kv_cache import KVCache
+from motionstream.models.openvino_runner import PRECISIONS as OPENVINO_PRECISIONS
 from motionstream.models.openvino_runner import OpenVINORunner
 from motionstream.stream.composite import chunk_is_still, composite_frames, composite_weight, latent_gap
 from motionstream.stream.controls import ChunkTracks, MotionControls
@@ -157,6 +158,8 @@ class StreamConfig:
     # bf16 where the CPU has bf16 instructions, f32 elsewhere; converted on the first chunk that needs them.
     # CPU only; takes the place of int8. Measured in benchmarks/stream_levers.py
     openvino: bool = False
+    # its precision: auto = OpenVINO's CPU default (bf16 where the CPU has it, else f32) | bf16 | f32
+    openvino_precision: str = "auto"
     # how the "video" prior is made: encode = the warped pixels through the VAE encoder chunk by chunk
     # (what the student was trained on); linear = the same pixels through the encoder's linear path alone
     # (CausalVAE.encode_linear: its 8x8x4 patch projection, ~1/400 of the FLOPs); latent = the anchor latent
@@ -173,6 +176,9 @@ class StreamConfig:
         for lever in ("int8", "openvino"):
             if not isinstance(getattr(self, lever), bool):
                 raise ValueError(f"stream.{lever} must be true or false, got {getattr(self, lever)!r}")
+        if self.openvino_precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"stream.openvino_precision must be one of {', '.join(OPENVINO_PRECISIONS)}, "
+                             f"got {self.openvino_precision!r}")
         if self.sink_chunks < 0 or self.window_chunks < 0:
             raise ValueError(f"bad cache shape {self.name}")
         if self.prior not in STREAM_PRIORS:
@@ -342,7 +348,6 @@ class StreamingGenerator:
         self.image_encoder = image_encoder
         self.fp32_model = model.eval()
         self._int8_model: torch.nn.Module | None = None
-        self._openvino_model: torch.nn.Module | None = None
         self.codec = codec.eval()
         self.text_encoder = text_encoder
         self.param = param or TeacherParam()
@@ -374,9 +379,7 @@ class StreamingGenerator:
         OpenVINO runs (`openvino_dit`); else with stream.int8 their int8 copy (`int8_dit`). Built on first
         use. The sampler takes it at start(), so a changed config applies from the next start."""
         if self.config.openvino:
-            if self._openvino_model is None:
-                self._openvino_model = openvino_dit(self.fp32_model)
-            return self._openvino_model
+            return openvino_dit(self.fp32_model, self.config.openvino_precision)
         if not self.config.int8:
             return self.fp32_model
         if self._int8_model is None:
@@ -448,7 +451,8 @@ class StreamingGenerator:
             self.quality, self.pending_quality = self.pending_quality, None
             self._begin_rung()
         self.cache.reset()
-        self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny", openvino=self.config.openvino)
+        self.decoder = self.codec.stream_decoder(tiny=self.config.decoder == "tiny", openvino=self.config.openvino,
+                                                 precision=self.config.openvino_precision)
         self.controls.reset()
         self.anchor_latent = self.image_latent
         # weights with the "video" prior: the image warped along the tracks, encoded chunk by chunk
@@ -766,23 +770,25 @@ def load_stream_model(name_or_path: str | Path) -> tuple[torch.nn.Module, Any, d
     return load_dit_folder(name)
 
 
-# OpenVINO copies by the weights they run: each converts once per process however many streams run them
-_OPENVINO_DITS: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+# OpenVINO copies by the weights they run and their precision: each converts once per process, however
+# many streams run it
+_OPENVINO_DITS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.nn.Module]]" = weakref.WeakKeyDictionary()
 _OPENVINO_DITS_LOCK = threading.Lock()
 
 
-def openvino_dit(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` (a WanDiT, shared weights) whose streaming chunks run their blocks in OpenVINO
+def openvino_dit(model: torch.nn.Module, precision: str = "auto") -> torch.nn.Module:
+    """`model` (a WanDiT, shared weights) whose streaming chunks run their blocks in OpenVINO at `precision`
     (models/dit.ChunkBlocks through models/openvino_runner.OpenVINORunner, converted on the first chunk),
-    one per model. Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
+    one per model and precision. Models with the CLIP image branch, and anything with grad, keep the eager blocks."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("stream.openvino runs on the CPU only: set stream.openvino: false in the preset (--config) for a GPU")
     with _OPENVINO_DITS_LOCK:
-        if model not in _OPENVINO_DITS:
+        by_precision = _OPENVINO_DITS.setdefault(model, {})
+        if precision not in by_precision:
             runner = copy.copy(model)            # a shallow copy: the same modules, its own chunk_runner
-            runner.chunk_runner = OpenVINORunner(ChunkBlocks(model))
-            _OPENVINO_DITS[model] = runner
-        return _OPENVINO_DITS[model]
+            runner.chunk_runner = OpenVINORunner(ChunkBlocks(model), precision)
+            by_precision[precision] = runner
+        return by_precision[precision]
 
 
 def int8_dit(model: torch.nn.Module) -> torch.nn.Module:

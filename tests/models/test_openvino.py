@@ -113,13 +113,13 @@ def test_openvino_tiny_decoder_streams_like_torch_chunk_after_chunk():
     got = [ov_dec.decode_chunk(z[:, :, a:b]) for a, b in bounds]
     assert [c.shape for c in got] == [c.shape for c in ref]
     torch.testing.assert_close(got[0], ref[0])                          # the first chunk runs in torch
-    runner = codec._openvino_decoder
+    runner = codec._openvino_decoders["auto"]
     assert runner is not None and runner.inference_precision in ("bf16", "f32")
     tolerance = 0.05 if runner.inference_precision == "bf16" else 1e-4  # outputs in [-1, 1]
     for g, r in zip(got[1:], ref[1:]):
         assert (g - r).abs().max() < tolerance
     assert codec.stream_decoder(tiny=True, openvino=True).decode_chunk(z[:, :, :1]).shape == ref[0].shape
-    assert codec._openvino_decoder is runner                            # converted once per codec
+    assert codec._openvino_decoders == {"auto": runner}                 # converted once per codec
 
 
 def signal_stack() -> tuple[int, int, int]:

@@ -175,6 +175,18 @@ def test_int8_follows_the_config_at_start(parts):
     assert gen.model is gen.model                                       # built once
 
 
+def test_openvino_precision_is_validated_and_reaches_both_runners(parts):
+    with pytest.raises(ValueError, match="stream.openvino_precision"):
+        StreamConfig(openvino_precision="int4")
+    _, eager = streamed_latents(parts)
+    gen, f32 = streamed_latents(parts, openvino=True, openvino_precision="f32")
+    assert gen.model.chunk_runner.inference_precision == "f32"
+    torch.testing.assert_close(f32, eager, atol=1e-4, rtol=1e-4)
+    gen.decode_now(f32[:, :, :3])
+    gen.decode_now(f32[:, :, 3:])                                       # the second decode runs OpenVINO's decoder
+    assert parts[2]._openvino_decoders["f32"].inference_precision == "f32"
+
+
 @pytest.mark.parametrize("lever", ["int8", "openvino"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_lever_settings_are_validated(lever, value):
@@ -202,13 +214,13 @@ def test_openvino_streams_close_to_torch_and_leaves_the_shared_model_alone(parts
 
 def test_warm_up_builds_the_openvino_runners_and_leaves_no_stream(parts):
     model, param, codec = copy.deepcopy(parts[0]), parts[1], copy.copy(parts[2])   # runners: once per model / codec
-    codec._openvino_decoder = None
+    codec._openvino_decoders = {}
     assert openvino_dit(model).chunk_runner.compiled is None
     gen = StreamingGenerator(model, codec, HashTextEncoder(), StreamConfig(openvino=True, quality_ladder=dict(LADDER)),
                              param, fps=FPS)
     try:
         gen.warm_up(*sample_image().shape[1::-1])
-        assert gen.model.chunk_runner.compiled is not None and codec._openvino_decoder.compiled is not None
+        assert gen.model.chunk_runner.compiled is not None and codec._openvino_decoders["auto"].compiled is not None
         with pytest.raises(RuntimeError, match="start"):
             gen.next_chunk()
     finally:
