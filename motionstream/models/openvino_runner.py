@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 PRECISIONS = ("auto", "bf16", "f32")
+_LIBC = ctypes.CDLL(None)            # the process's C library, for sigaltstack (opened once: it is on every call)
 
 
 class _SignalStack(ctypes.Structure):
@@ -42,13 +43,12 @@ def keep_signal_stack() -> Iterator[None]:
     thread on a freed stack: the next Python signal handler (CPython's are SA_ONSTACK, e.g. torch's
     SIGCHLD handler) then kills the process with SIGSEGV (measured: the test suite, after a few dozen
     models). Keeping the thread's own stack makes every later restore a no-op."""
-    libc = ctypes.CDLL(None)
     saved = _SignalStack()
-    libc.sigaltstack(None, ctypes.byref(saved))
+    _LIBC.sigaltstack(None, ctypes.byref(saved))
     try:
         yield
     finally:
-        libc.sigaltstack(ctypes.byref(saved), None)
+        _LIBC.sigaltstack(ctypes.byref(saved), None)
 
 
 class OpenVINORunner:
