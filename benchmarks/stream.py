@@ -277,17 +277,36 @@ def report_busy(st: Setup, chunks: int, idle_fps: float) -> None:
     print(f"          beside one busy process: {busy.fps / idle_fps:.2f}x the idle fps (target >= 0.5)")
 
 
-def report_without_composite(st: Setup, chunks: int, preset_fps: float) -> None:
-    """The pipeline again with the prior composite off (the decoded latents alone), same stream."""
+def report_without_composite(st: Setup, chunks: int) -> None:
+    """The pipeline with the prior composite off (the decoded latents alone) against the preset, same
+    stream, ROUNDS alternating rounds (one run after the other read 0.90-0.92x on load drift alone)."""
     from dataclasses import replace
 
     preset = st.gen.config
-    st.gen.config = replace(preset, composite=[])
+    plain = replace(preset, composite=[])
+    runs = alternating_runs(st, chunks, {"composite": preset, "no-comp": plain})
+    ratio = median_fps(runs["composite"]) / median_fps(runs["no-comp"])
+    print(f"          with the composite: {ratio:.2f}x the fps without it (medians of {ROUNDS} alternating "
+          f"rounds; issue 19: >= 0.9)")
+
+
+def alternating_runs(st: Setup, chunks: int, configs: dict) -> dict[str, list]:
+    """Pipeline timings of each StreamConfig in `configs` (label -> config), ROUNDS rounds taking them in
+    turn (the cores are shared and the load drifts: one after the other would compare two loads)."""
+    preset = st.gen.config
+    runs: dict[str, list] = {label: [] for label in configs}
     try:
-        plain = report_pipeline(st, chunks, label="no-comp")
+        for _ in range(ROUNDS):
+            for label, config in configs.items():
+                st.gen.config = config
+                runs[label].append(report_pipeline(st, chunks, label=label))
     finally:
         st.gen.config = preset
-    print(f"          with the composite: {preset_fps / plain.fps:.2f}x the fps without it (issue 19: >= 0.9)")
+    return runs
+
+
+def median_fps(runs: list) -> float:
+    return float(np.median([r.fps for r in runs]))
 
 
 def with_stream_override(config, item: str):
@@ -320,30 +339,25 @@ def report_against(st: Setup, chunks: int, item: str) -> None:
     preset = st.gen.config
     variant = with_stream_override(preset, item)
     key = item.partition("=")[0].removeprefix("stream.")
-    labels = {id(preset): f"{key}={getattr(preset, key)}", id(variant): f"{key}={getattr(variant, key)}"}
-    runs: dict[int, list] = {id(preset): [], id(variant): []}
+    old_label, new_label = f"{key}={getattr(preset, key)}", f"{key}={getattr(variant, key)}"
+    runs = alternating_runs(st, chunks, {old_label: preset, new_label: variant})
     serial = {}
     try:
-        for _ in range(ROUNDS):
-            for config in (preset, variant):
-                st.gen.config = config
-                runs[id(config)].append(report_pipeline(st, chunks, label=labels[id(config)]))
-        for config in (preset, variant):
+        for label, config in ((old_label, preset), (new_label, variant)):
             st.gen.config = config
-            serial[id(config)] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
+            serial[label] = time_serial(st.gen, st.image, PROMPT, st.tracks, SERIAL_CHUNKS)
         st.gen.config = variant
         norm = normalise(st.gen, st.image, PROMPT, st.tracks)
     finally:
         st.gen.config = preset
-    fps = {k: [r.fps for r in v] for k, v in runs.items()}
-    new, old = (np.median(fps[id(c)]) for c in (variant, preset))
-    (dn, gn), (do, go) = ((serial[id(c)].median("dit_s"), serial[id(c)].median("generate_s"))
-                          for c in (variant, preset))
-    print(f"against   pipeline fps {labels[id(variant)]} {new:.2f} vs {labels[id(preset)]} {old:.2f} (medians of "
+    new, old = median_fps(runs[new_label]), median_fps(runs[old_label])
+    (dn, gn), (do, go) = ((serial[label].median("dit_s"), serial[label].median("generate_s"))
+                          for label in (new_label, old_label))
+    print(f"against   pipeline fps {new_label} {new:.2f} vs {old_label} {old:.2f} (medians of "
           f"{ROUNDS} alternating rounds): {new / old:.2f}x; generation {gn:.3f} vs {go:.3f} s/chunk: {go / gn:.2f}x; "
           f"DiT passes {dn:.3f} vs {do:.3f} s/chunk: {do / dn:.2f}x")
-    latency = float(np.median(np.concatenate([r.latency for r in runs[id(variant)]])))
-    print(f"          normalised with {labels[id(variant)]} (median fps, pooled latency) "
+    latency = float(np.median(np.concatenate([r.latency for r in runs[new_label]])))
+    print(f"          normalised with {new_label} (median fps, pooled latency) "
           + norm.summary(new, latency, dn))
 
 
@@ -428,7 +442,7 @@ def main() -> None:
     if args.busy:
         report_busy(st, args.chunks, pipeline.fps)
     if args.without_composite:
-        report_without_composite(st, args.chunks, pipeline.fps)
+        report_without_composite(st, args.chunks)
     if args.int8:
         report_against(st, args.chunks, f"stream.int8={str(not st.gen.config.int8).lower()}")
     if args.against:

@@ -275,7 +275,7 @@ class Studio:
                 "height": st.height, "fps": st.fps, "clients": len(self.sessions),
                 "generating": self.slot.active is not None, "queued": len(self.slot.waiting),
                 "chunks": self.worker.chunks, "frames": self.worker.frames, "stream_errors": self.worker.errors,
-                "worker_alive": self.worker.is_alive()}
+                "worker_alive": self.worker.is_alive(), "warming_up": self.worker.warming_up}
 
     # ---- controls (socket and REST)
     def handle(self, s: Session, msg: dict) -> None:
@@ -302,7 +302,8 @@ class Studio:
             if position:
                 s.send(protocol.server_message("queued", position=position, ahead=position))
             else:
-                s.send(protocol.server_message("state", status="starting", position=0))
+                s.send(protocol.server_message("state", status="starting", position=0,
+                                               warming_up=self.worker.warming_up))
         elif kind == "stop":
             if s.status == "queued":
                 self.slot.release(s)

@@ -337,6 +337,13 @@ class GenerationWorker(threading.Thread):
         self.chunks = 0
         self.frames = 0
         self.errors = 0
+        # set once the warm-up stream is done: until then a first start waits for it (seconds with
+        # stream.openvino, the conversions), and the page says so
+        self.ready = threading.Event()
+
+    @property
+    def warming_up(self) -> bool:
+        return not self.ready.is_set()
 
     def stop(self) -> None:
         self.stopping = True
@@ -349,6 +356,8 @@ class GenerationWorker(threading.Thread):
             self.gen.warm_up(self.stack.width, self.stack.height)
         except Exception:              # the first stream meets the same error and reports it to its page
             log.exception("warm-up stream failed")
+        finally:
+            self.ready.set()
         while not self.stopping:
             s = self.slot.wait_active(timeout=SLOT_POLL_S)
             if s is None:

@@ -467,6 +467,39 @@ def test_status_messages_carry_the_engines_quality_rung_when_it_has_one():
                                              "quality": "2-steps"}]
 
 
+def test_the_worker_reports_warming_up_until_its_warm_up_stream_ends_even_a_failed_one():
+    """GenerationWorker.run warms the engine up before serving (the OpenVINO conversions take seconds):
+    until that ends, warming_up is true (the page shows "starting (warming up)"); a warm-up that fails
+    still ends it, so the first stream starts and meets the error itself."""
+    import threading
+    from types import SimpleNamespace
+
+    from motionstream.app.session import GenerationWorker
+
+    release = threading.Event()
+
+    def failing_warm_up(width: int, height: int) -> None:
+        release.wait(30)
+        raise RuntimeError("conversion failed")
+
+    worker = GenerationWorker.__new__(GenerationWorker)         # no engine: only run()'s warm-up plumbing
+    threading.Thread.__init__(worker, daemon=True)
+    worker.ready = threading.Event()
+    worker.cfg, worker.stack = SimpleNamespace(threads=0), SimpleNamespace(width=64, height=36)
+    worker.gen = SimpleNamespace(warm_up=failing_warm_up, close=lambda: None)
+    worker.slot = SimpleNamespace(wait_active=lambda timeout: time.sleep(0.01), wake=lambda: None)
+    worker.stopping = False
+    worker.start()
+    try:
+        assert worker.warming_up
+        release.set()
+        assert worker.ready.wait(30) and not worker.warming_up
+    finally:
+        worker.stop()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
 def test_uploads_over_http(server):
     import httpx
 
@@ -569,7 +602,7 @@ def test_fuzzed_controls_never_take_the_server_down(server):
 
     run(go())
     h = server.health()
-    assert h["status"] == "ok" and h["worker_alive"] and h["stream_errors"] == 0
+    assert h["status"] == "ok" and h["worker_alive"] and h["stream_errors"] == 0 and not h["warming_up"]
 
 
 def test_transfer_and_camera_modes_stream_and_mjpeg_shows_them(server, tmp_path):

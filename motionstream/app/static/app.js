@@ -81,7 +81,7 @@ function onMessage(m) {
       if (!S.imageId) pickSample($("sample").value || "astronaut"); else showImage();
       break;
     case "queued": S.position = m.position; setStatus("queued"); log(`queued: position ${m.position}`); break;
-    case "state": setQuality(m.quality); setStatus(m.status); break;
+    case "state": setQuality(m.quality); setStatus(m.status, m.warming_up); break;
     case "started":
       setQuality(m.quality); setStatus("streaming"); log(`streaming (${m.mode})`);
       for (const p of S.pins) if (!p.sent) sendPin(p);
@@ -413,9 +413,11 @@ function setQuality(quality) {
   $("hud-quality").textContent = quality ?? "–";
 }
 
-function setStatus(status) {
+function setStatus(status, warmingUp = false) {
   S.status = status;
-  $("hud-status").textContent = status === "queued" ? `queued #${S.position}` : status;
+  // the server's first stream waits for its warm-up (the model conversions): say why it takes seconds
+  $("hud-status").textContent = status === "queued" ? `queued #${S.position}`
+    : status === "starting" && warmingUp ? "starting (warming up)" : status;
   $("start").textContent = status === "idle" || status === "offline" ? "Start (Enter)" : "End (Enter)";
   $("pause").disabled = !(status === "streaming" || status === "paused");
   $("pause").textContent = status === "paused" ? "Resume (Space)" : "Pause (Space)";
