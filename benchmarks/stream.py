@@ -40,6 +40,11 @@ Prints, from one run:
     wait or inside the next chunk;
   - the 1-minute load average before and after: the 2 cores are shared, every figure is only
     meaningful next to it.
+
+--max-isa avx2 and --cores N run all of it as a weaker CPU would: the command restarts with every
+library capped to AVX2 (no AVX-512, no bf16: OpenVINO then runs its f32 graph) and pinned to N CPUs
+(stream/perf.emulate_weaker_cpu); the peak is measured under the same caps. With --cores 1 --threads 1
+--busy, the busy process shares that one CPU.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ import torch  # noqa: E402
 
 from motionstream.config import WEIGHTS_DIR, apply_overrides, load_config, section, video_config  # noqa: E402
 from motionstream.eval.stream_speed import normalise, time_pipeline, time_serial  # noqa: E402
+from motionstream.stream.perf import add_emulation_args, apply_emulation_args, emulation_note  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -173,7 +179,9 @@ def parse_args() -> argparse.Namespace:
                     "studio applies input) to the next chunk's latents, with and without gen.presegment() at the press")
     ap.add_argument("--teacher", action="store_true", help="also time the offline teacher on 33 frames")
     ap.add_argument("--teacher-steps", type=int, default=None, help="teacher Euler steps (default: its own)")
+    add_emulation_args(ap)
     args = ap.parse_args()
+    apply_emulation_args(ap, args)
     if args.against:
         check_against(ap, args)
     return args
@@ -434,7 +442,7 @@ def report_long(st: Setup, chunks: int) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# load average (1 min) before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"# load average (1 min) before: {os.getloadavg()[0]:.2f} on {len(os.sched_getaffinity(0))} cores{emulation_note()}")
     st = setup(args)
     pipeline = report_pipeline(st, args.chunks)
     serial = report_serial(st, args.threads)

@@ -31,7 +31,11 @@ After a warm-up it drags on the video with one pointer sample every 50 ms and re
   - the browser's and the server's CPU share (their process trees' utime + stime from /proc over
     the drag, as % of the machine and in cores);
   - the fp32 matmul peak on the server's torch thread count, measured in the same run
-    (motionstream/stream/perf.py matmul_peak_gflops), painted fps per GFLOP/s of it, and the load average.
+    (motionstream/stream/perf.py matmul_peak_gflops, once the server's warm-up stream is done), painted
+    fps per GFLOP/s of it, and the load average.
+
+--max-isa avx2 / --cores N (both modes): the run restarts capped to AVX2 and pinned to N CPUs, server and
+browser included (stream/perf.emulate_weaker_cpu): a weaker machine's studio, emulated on this one.
 """
 
 from __future__ import annotations
@@ -50,9 +54,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "app"))
 from test_studio import Client, ServerProcess, sample_id  # noqa: E402
 
+from motionstream.stream.perf import (add_emulation_args, apply_emulation_args, emulation_note,  # noqa: E402
+                                     matmul_peak_gflops)
+
 CLIENTS = 8
 SAMPLE_EVERY_S = 0.05
 WARMUP_S = 2.0
+WARM_UP_TIMEOUT_S = 120.0           # the server's warm-up stream: seconds; this is a hang
 REAL_TIME_FPS = 16                  # a 1-second window that paints this many frames is real time
 PAINT_WINDOW_S = 1.0
 WARMUP_PAINTS = 24                  # the browser run starts measuring after this many painted frames
@@ -219,10 +227,16 @@ def percentiles(values: np.ndarray, unit: str = "ms") -> str:
     return f"p50 {np.percentile(values, 50):.0f} {unit}  p95 {np.percentile(values, 95):.0f} {unit} ({len(values)} samples)"
 
 
+def wait_warmed_up(server: ServerProcess, timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
+    """Until the server's warm-up stream (the OpenVINO conversions) is done: the peak is measured next,
+    on an idle server."""
+    end = time.monotonic() + timeout_s
+    while server.health().get("warming_up") and time.monotonic() < end:
+        time.sleep(0.2)
+
+
 def run_browser(seconds: float, threads: int, quality: str) -> None:
     import torch
-
-    from motionstream.stream.perf import matmul_peak_gflops
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", str(threads),
@@ -232,15 +246,17 @@ def run_browser(seconds: float, threads: int, quality: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), command)
         try:
+            wait_warmed_up(server)
             torch.set_num_threads(threads)
             peak = matmul_peak_gflops(threads=threads)           # the server is loaded and idle; no browser yet
             r = browser_measure(server, seconds)
         finally:
             server.stop()
     load1 = os.getloadavg()
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     print(f"studio in Chromium, `motionstream studio --threads {threads} --quality {quality}` on the shipped weights, "
-          f"{seconds:.0f} s of dragging (a pointer sample every {1000 * SAMPLE_EVERY_S:.0f} ms), both on this machine")
+          f"{seconds:.0f} s of dragging (a pointer sample every {1000 * SAMPLE_EVERY_S:.0f} ms), both on this machine"
+          f"{emulation_note()}")
     print(f"  page header            {r['header']}; quality rung at the end of the drag: {r['rung']}")
     print(f"  painted fps            {r['fps']:.1f} (stream fps {REAL_TIME_FPS}); 1-s windows painting >= "
           f"{REAL_TIME_FPS} frames: {100 * r['real_time_share']:.0f} % of {r['windows']}")
@@ -288,7 +304,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=SHIPPED_THREADS, help="the shipped server's torch threads")
     ap.add_argument("--quality", default="auto", help="--browser: the studio's quality rung (default auto, the "
                     "studio's own default: the preset's rung, stepping down while behind real time)")
+    add_emulation_args(ap)
     args = ap.parse_args()
+    apply_emulation_args(ap, args)
     if args.browser:
         run_browser(args.seconds, args.threads, args.quality)
         return

@@ -10,12 +10,16 @@ threads), so an fps figure alone says little. Every speed benchmark measures, in
 
 and derives fps / peak (fps per GFLOP/s: the engine's efficiency, comparable across machines) and
 utilisation = achieved model GFLOP/s / peak. `benchmarks/stream.py`, `eval speed` and
-`benchmarks/studio.py` use `matmul_peak_gflops` and `NormalisedSpeed` from here.
+`benchmarks/studio.py` use `matmul_peak_gflops` and `NormalisedSpeed` from here; the two benchmarks'
+--max-isa / --cores run them as a weaker CPU would (`emulate_weaker_cpu`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -59,6 +63,60 @@ def matmul_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = PEAK_
         return best
     finally:
         torch.set_num_threads(before)
+
+
+# What a weaker CPU lacks, emulated on this one: each library's own cap on the instruction sets it
+# dispatches to, read once when it loads (so set before the process starts). oneDNN covers torch's and
+# OpenVINO's oneDNN kernels, OV_CPU_MAX_ISA OpenVINO's own (it must equal oneDNN's), MKL torch's matmul
+# (the peak), ATEN_CPU_CAPABILITY torch's vectorised element-wise kernels.
+ISA_CAP_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                        "ATEN_CPU_CAPABILITY": "avx2"}}
+EMULATED_ENV = "MOTIONSTREAM_EMULATED"    # set in the restarted process: what it emulates
+
+
+def emulate_weaker_cpu(max_isa: str | None, cores: int | None) -> None:
+    """Restart this command (same argv) capped to `max_isa` (a key of ISA_CAP_ENV: no AVX-512, no bf16)
+    and pinned to its first `cores` CPUs, child processes included (a browser, a busy process), unless
+    this process is that restart already. Nothing happens when both are None. A benchmark run this
+    way measures its peak under the same caps, so fps per GFLOP/s stays comparable."""
+    if (max_isa is None and cores is None) or os.environ.get(EMULATED_ENV):
+        return
+    env = dict(os.environ)
+    if max_isa is not None:
+        if max_isa not in ISA_CAP_ENV:
+            raise ValueError(f"unknown instruction set cap {max_isa!r}; known: {sorted(ISA_CAP_ENV)}")
+        env.update(ISA_CAP_ENV[max_isa])
+    if cores is not None:
+        available = sorted(os.sched_getaffinity(0))
+        if not 1 <= cores <= len(available):
+            raise ValueError(f"--cores must be 1..{len(available)} (the CPUs this process may use), got {cores}")
+        os.sched_setaffinity(0, available[:cores])
+    env[EMULATED_ENV] = f"max_isa={max_isa or 'native'} cores={cores or 'all'}"
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def emulation_note() -> str:
+    """'' or what emulate_weaker_cpu restarted this process with, for a benchmark's first line."""
+    what = os.environ.get(EMULATED_ENV)
+    return f" (emulating a weaker CPU: {what})" if what else ""
+
+
+def add_emulation_args(ap: argparse.ArgumentParser) -> None:
+    """--max-isa / --cores: a benchmark run as a weaker CPU runs it (apply_emulation_args)."""
+    ap.add_argument("--max-isa", choices=sorted(ISA_CAP_ENV), default=None,
+                    help="restart capped to this instruction set (avx2: no AVX-512, no bf16; torch, MKL, oneDNN "
+                    "and OpenVINO all capped): a CPU without AVX-512, on this one")
+    ap.add_argument("--cores", type=int, default=None,
+                    help="restart pinned to this many of the machine's CPUs (child processes too)")
+
+
+def apply_emulation_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """emulate_weaker_cpu(args.max_isa, args.cores); a bad --cores is a one-line usage error."""
+    try:
+        emulate_weaker_cpu(args.max_isa, args.cores)
+    except ValueError as err:
+        ap.error(str(err))
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:

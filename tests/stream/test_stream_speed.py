@@ -4,6 +4,11 @@ and the machine-normalised measurements (stream/perf.py, eval/stream_speed.py)."
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -250,3 +255,30 @@ def test_a_model_without_a_prior_keeps_only_the_rungs_that_start_from_noise(part
     bare.start(sample_image(), "a red square")
     with pytest.raises(ValueError, match="unknown quality rung"):
         bare.set_quality("from-prior")
+
+
+def test_emulating_a_weaker_cpu_restarts_the_command_capped_and_pinned(tmp_path):
+    """benchmarks' --max-isa avx2 --cores 1 (stream/perf.emulate_weaker_cpu): the same command restarts
+    once, with the same arguments, on one CPU, with every library's instruction-set cap set; OpenVINO
+    then offers no bf16 (on a CPU with bf16, the default graph's precision)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(textwrap.dedent("""
+        import json, os, sys
+        from motionstream.stream.perf import emulate_weaker_cpu, emulation_note
+        print("started", flush=True)
+        emulate_weaker_cpu("avx2", 1)
+        import openvino as ov
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        print(json.dumps({"cores": len(os.sched_getaffinity(0)), "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                          "openvino": os.environ.get("OV_CPU_MAX_ISA"), "note": emulation_note(),
+                          "bf16": "BF16" in caps, "argv": sys.argv[1:]}))
+    """))
+    env = {k: v for k, v in os.environ.items() if k != perf.EMULATED_ENV}
+    out = subprocess.run([sys.executable, str(probe), "--chunks", "3"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["started", "started"]            # restarted exactly once
+    got = json.loads(lines[-1])
+    assert got["cores"] == 1 and got["onednn"] == got["openvino"] == "AVX2" and not got["bf16"]
+    assert got["argv"] == ["--chunks", "3"] and "max_isa=avx2 cores=1" in got["note"]
