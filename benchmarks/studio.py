@@ -235,12 +235,12 @@ def wait_warmed_up(server: ServerProcess, timeout_s: float = WARM_UP_TIMEOUT_S) 
         time.sleep(0.2)
 
 
-def run_browser(seconds: float, threads: int, quality: str) -> None:
+def run_browser(seconds: float, threads: int, quality: str, cache: str | None = None) -> None:
     import torch
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "motionstream", "studio", "--port", str(port), "--threads", str(threads),
-                "--quality", quality]
+                "--quality", quality, *(["--cache", cache] if cache else [])]
 
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,7 +254,8 @@ def run_browser(seconds: float, threads: int, quality: str) -> None:
             server.stop()
     load1 = os.getloadavg()
     cores = len(os.sched_getaffinity(0))
-    print(f"studio in Chromium, `motionstream studio --threads {threads} --quality {quality}` on the shipped weights, "
+    flags = f"--threads {threads} --quality {quality}" + (f" --cache {cache}" if cache else "")
+    print(f"studio in Chromium, `motionstream studio {flags}` on the shipped weights, "
           f"{seconds:.0f} s of dragging (a pointer sample every {1000 * SAMPLE_EVERY_S:.0f} ms), both on this machine"
           f"{emulation_note()}")
     print(f"  page header            {r['header']}; quality rung at the end of the drag: {r['rung']}")
@@ -304,11 +305,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=SHIPPED_THREADS, help="the shipped server's torch threads")
     ap.add_argument("--quality", default="auto", help="--browser: the studio's quality rung (default auto, the "
                     "studio's own default: the preset's rung, stepping down while behind real time)")
+    ap.add_argument("--cache", default=None, help="--browser: the studio's cache shape cXsYwZ (default: the model's)")
     add_emulation_args(ap)
     args = ap.parse_args()
     apply_emulation_args(ap, args)
     if args.browser:
-        run_browser(args.seconds, args.threads, args.quality)
+        run_browser(args.seconds, args.threads, args.quality, args.cache)
         return
     command = None
     if args.shipped:

@@ -28,9 +28,12 @@ class StudioConfig:
     max_pending_commands: int = 4096       # controls waiting for the next chunk boundary
     max_queued_frames: int = 24            # per client latest-wins frame queue (2 chunks)
     max_queued_messages: int = 64          # per client JSON outbox (oldest dropped)
+    cache: str = ""                        # cache shape cXsYwZ the studio streams with ("" = the model's); a
+                                           # shorter chunk starts sooner after a drag (the preset's section)
     lead_chunks: float = 1.0               # generate at most this many chunks ahead of playback ...
     lead_safety: float = 1.5               # ... and start a chunk only when the frames still to play last
-                                           # less than this x its expected generation time (latency)
+                                           # less than this x its expected generation time (latency) ...
+    lead_margin_s: float = 0.05            # ... plus this (JPEG encode, socket and browser decode, jitter)
     max_frame_lateness_s: float = 0.5      # a frame this late with newer ones behind it is dropped
     max_upload_bytes: int = 16 * 2 ** 20   # images (their pixels: video.MAX_IMAGE_PIXELS, the CLI's cap)
     max_video_bytes: int = 64 * 2 ** 20    # motion-transfer videos

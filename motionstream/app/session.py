@@ -18,7 +18,10 @@ time between chunk starts: the user's motion is replayed at its own speed, one c
 
 Pacing (latency): frames are sent at the stream's fps; the next chunk starts just in time, when
 the frames still to play last less than `lead_safety` x the chunk's expected generation time
-(EMA), and never more than `lead_chunks` ahead. benchmarks/studio.py measures the result.
+(EMA) + `lead_margin_s` (encode, socket, the browser's decode), and never more than `lead_chunks`
+ahead. A drag shows after the wait for the next chunk boundary (half a chunk on average) plus that
+lead, so the shorter chunks of tiny-cpu's studio.cache (c1s3w3: 4 frames, not 12) answer sooner.
+benchmarks/studio.py measures the result.
 
 Pause keeps what exists: a pause holds the session's frames (the chunk in flight, the frames queued
 for playback) instead of dropping them, and resume plays them first, their due times shifted by the
@@ -394,7 +397,8 @@ class GenerationWorker(threading.Thread):
         while not self.stopping and not s.closed and self.slot.is_active(s):
             if self.apply(s):
                 return                                         # stop
-            lead = min(self.cfg.lead_chunks * gen.chunk_num_frames() / fps, self.cfg.lead_safety * gen_seconds)
+            lead = min(self.cfg.lead_chunks * gen.chunk_num_frames() / fps,
+                       self.cfg.lead_safety * gen_seconds + self.cfg.lead_margin_s)
             if gen.paused or self.play_clock - time.monotonic() > lead:
                 s.worker_wake.wait(IDLE_POLL_S)                # paused, or far enough ahead of playback
                 s.worker_wake.clear()
@@ -454,16 +458,19 @@ class GenerationWorker(threading.Thread):
                                            chunk=self.gen.chunk_index, quality=q))
 
     def finish(self, s: Session) -> None:
-        """The stream ended (stop, close, failure): recording closed, slot passed on."""
+        """The stream ended (stop, close, failure): recording closed, slot passed on, then the session
+        idle and told. In that order: a client that hears "stopped" (or sees the session idle) may start
+        again at once, and a start that found this session still holding the slot would be answered
+        "starting" and then lose the slot to this release (a stream that never starts)."""
         self.gen.wait()
         self.gen.paused = False
         url = self.close_recording(s)
         s.request = None
-        s.status = "idle"
         s.commands.clear()
+        self.slot.release(s)
+        s.status = "idle"
         if not s.closed:
             s.end_stream(url)
-        self.slot.release(s)
 
     def close_recording(self, s: Session) -> str | None:
         if s.recorder is None:

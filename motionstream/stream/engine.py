@@ -822,7 +822,7 @@ def stream_config_for(cfg: dict[str, Any], meta: dict[str, Any] | None = None, *
     from_model = {k: student[k] for k in ("chunk_frames", "denoising_steps", "shift", "renoise") if k in student}
     if overrides.get("quality") == AUTO_QUALITY:      # `--quality auto`: the preset's rung, adaptive
         overrides = {**overrides, "quality": None, "adaptive": True}
-    return replace(sc, **{**from_preset, **from_model}, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(sc, **{**from_preset, **from_model, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 class ChunkSampler(StudentSampler):

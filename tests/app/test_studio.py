@@ -45,14 +45,16 @@ def serve_main(argv: list[str]) -> None:
 
     from motionstream.app.server import Studio, serve
     from motionstream.app.session import StudioConfig
+    from motionstream.config import load_config, section
     from motionstream.stream.stack import load_stream_stack
 
     torch.set_num_threads(1)
     port, root = int(argv[0]), Path(argv[1])
     folders = make_model_folders(root / "models")
     linear_codec(folders)
+    cache = section(load_config("tiny-cpu"), "studio", StudioConfig).cache     # the shipped studio's shape
     stack = load_stream_stack(str(folders["student"]), vae=str(folders["vae"]), tiny_decoder=str(folders["tiny"]),
-                              size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder())
+                              size=(STUDIO_W, STUDIO_H), text_encoder=HashTextEncoder(), cache=cache or None)
     serve(Studio(stack, StudioConfig(record_dir=str(root / "rec"), grid_size=32.0)), "127.0.0.1", port)
 
 
@@ -369,7 +371,9 @@ def test_stream_pause_record_and_download(server, tmp_path):
         await c.frames_until(25)
         heads = [h for h, _ in c.frames]
         assert [h["frame"] for h in heads] == list(range(len(heads)))       # in order, none dropped on loopback
-        assert heads[0]["chunk"] == 0 and heads[9]["chunk"] == 1 and heads[-1]["flags"] & protocol.FLAG_RECORDING
+        first = c.hello["first_chunk_frames"]
+        assert heads[0]["chunk"] == 0 and heads[first - 1]["chunk"] == 0 and heads[first]["chunk"] == 1
+        assert heads[-1]["flags"] & protocol.FLAG_RECORDING
         assert heads[-1]["ack_seq"] == 2                                     # both controls applied
         assert decode(c.frames[-1][1]).shape == (STUDIO_H, STUDIO_W, 3)
         # pause: after the in-flight frames are dropped, nothing new arrives
@@ -498,6 +502,36 @@ def test_the_worker_reports_warming_up_until_its_warm_up_stream_ends_even_a_fail
         worker.stop()
         worker.join(30)
     assert not worker.is_alive()
+
+
+def test_a_finished_stream_frees_the_slot_before_its_client_may_start_again():
+    """GenerationWorker.finish releases the slot before the session turns idle or is told "stopped": a
+    start sent the moment the client hears it must get the slot (it once found the slot still held,
+    was answered "starting", then lost the slot to the release and never started)."""
+    from types import SimpleNamespace
+
+    from motionstream.app.session import GenerationWorker, StreamSlot
+
+    slot = StreamSlot()
+    seen = []
+
+    class Finished(SimpleNamespace):
+        def __setattr__(self, name, value):
+            if name == "status" and value == "idle":
+                seen.append(("idle", slot.active is self))
+            super().__setattr__(name, value)
+
+        def end_stream(self, url):
+            seen.append(("stopped", slot.active is self))
+            assert slot.request(self) == 0                  # the client starts again at once ...
+
+    s = Finished(request={}, commands=[], closed=False, recorder=None, status="streaming")
+    assert slot.request(s) == 0
+    worker = GenerationWorker.__new__(GenerationWorker)         # no engine: only finish()'s bookkeeping
+    worker.slot, worker.gen = slot, SimpleNamespace(wait=lambda: None, paused=False)
+    worker.finish(s)
+    assert seen == [("idle", False), ("stopped", False)]
+    assert slot.active is s                                     # ... and holds the slot for its new stream
 
 
 def test_uploads_over_http(server):
@@ -768,6 +802,29 @@ def test_token_from_environment_or_file_never_printed_in_full(monkeypatch, tmp_p
     assert started[-1] == secret and secret not in capsys.readouterr().out
     assert main(["studio", "--token-file", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_the_studio_streams_with_the_presets_cache_unless_told_otherwise(monkeypatch):
+    """tiny-cpu's studio.cache (c1s3w3: 4-frame chunks, a drag shows sooner) is the studio's default;
+    --cache overrides it; a preset without one leaves the model's own."""
+    import argparse
+
+    import motionstream.app.server as server
+    import motionstream.cli.studio as srv
+    import motionstream.stream.stack as stack_module
+    from motionstream.app.config import StudioConfig
+
+    loaded = []
+    monkeypatch.setattr(stack_module, "load_stream_stack", lambda *a, **kw: loaded.append(kw["cache"]))
+    monkeypatch.setattr(server, "Studio", lambda stack, cfg, **kw: cfg)
+    p = argparse.ArgumentParser()
+    srv.add_studio_arguments(p)
+    cfg = srv.studio_from_args(p.parse_args([]))
+    assert loaded == ["c1s3w3"] and cfg.cache == "c1s3w3"
+    srv.studio_from_args(p.parse_args(["--cache", "c3s1w1"]))
+    assert loaded[-1] == "c3s1w1"
+    srv.studio_from_args(p.parse_args(["--config", "wan2.1-1.3b"]))     # no studio.cache: the model's shape
+    assert loaded[-1] is None and StudioConfig().cache == ""
 
 
 def test_error_texts_carry_no_server_paths(tmp_path):

@@ -378,6 +378,9 @@ def test_stream_config_precedence():
     assert (sc.decoder, sc.chunk_frames, sc.window_chunks) == ("full", 2, 3)
     sc = stream_config_for(preset, {"student": {"chunk_frames": 4, "window_chunks": 9, "shift": 5.0}}, decoder="tiny")
     assert (sc.decoder, sc.chunk_frames, sc.window_chunks, sc.shift) == ("tiny", 4, 3, 5.0)
+    # an explicit sampler override wins over both (it once raised: two values for one keyword)
+    sc = stream_config_for(preset, {"student": {"chunk_frames": 4}}, chunk_frames=1, window_chunks=5)
+    assert (sc.chunk_frames, sc.window_chunks) == (1, 5)
     with pytest.raises(ValueError, match="unknown keys"):
         stream_config_for({"name": "p", "stream": {"chunk_size": 3}})
 
