@@ -41,9 +41,10 @@ Prints, from one run:
   - the 1-minute load average before and after: the 2 cores are shared, every figure is only
     meaningful next to it.
 
---max-isa avx2 and --cores N run all of it as a weaker CPU would: the command restarts with every
-library capped to AVX2 (no AVX-512, no bf16: OpenVINO then runs its f32 graph) and pinned to N CPUs
-(stream/perf.emulate_weaker_cpu); the peak is measured under the same caps. With --cores 1 --threads 1
+--max-isa avx2 and --cores N run all of it as a weaker CPU would: the command restarts with torch, MKL,
+oneDNN and OpenVINO capped to AVX2 (no AVX-512, no bf16: OpenVINO then runs its f32 graph; NumPy and
+OpenCV are not capped) and pinned to N CPUs (stream/perf.emulate_weaker_cpu); the peak is measured
+under the same caps. With --cores 1 --threads 1
 --busy, the busy process shares that one CPU.
 """
 
@@ -147,7 +148,7 @@ PROMPT = "a calm lake at sunrise, gentle camera drift"
 DRAG_PATCHES = 2             # --input drags: drag patches ...
 DRAG_CIRCLE_PX = 16.0        # ... each circling its grab point at this radius, about one turn in 6 s
 PIN_SPACING = 16.0           # px between the pins along the top and bottom edges
-ROUNDS = 3                   # --int8 / --against: preset / variant pipeline pairs, alternating (load drifts)
+ROUNDS = 3                   # --int8 / --against / --without-composite: preset / variant pipeline pairs, alternating
 GRAB_ROUNDS = 8              # --first-grab: presses with / without presegment, alternating
 SERIAL_CHUNKS = 12           # serial split: medians over the chunks after the warm-up
 LONG_EARLY = slice(10, 30)   # long stream: chunks compared against the last LONG_LATE
@@ -168,8 +169,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--busy", action="store_true", help="also run the pipeline beside one busy process "
                     "(a CPU-bound loop) and print its fps / the idle fps")
     ap.add_argument("--without-composite", action="store_true", help="also run the pipeline with the prior "
-                    "composite off (stream.composite = []) and print the preset's fps / that fps (issue 19: the "
-                    "composite may cost at most 10 %%)")
+                    f"composite off (stream.composite = []), alternating {ROUNDS} rounds with the preset, and print "
+                    "the ratio of median fps (issue 19: the composite may cost at most 10 %%)")
     ap.add_argument("--int8", action="store_true", help="also run the pipeline with stream.int8 toggled, "
                     f"alternating {ROUNDS} rounds with the preset, and print the ratio of median fps")
     ap.add_argument("--against", metavar="stream.KEY=VALUE", default=None,
@@ -336,9 +337,11 @@ def check_against(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None
     except ValueError as err:            # ConfigError (a missing preset) and StreamConfig's own checks
         ap.error(str(err))
     try:
-        with_stream_override(stream, args.against)
+        variant = with_stream_override(stream, args.against)
     except ValueError as err:
         ap.error(f"argument --against: {err}")
+    if variant == stream:
+        ap.error(f"argument --against: {args.against} is the preset's own setting: nothing to compare")
 
 
 def report_against(st: Setup, chunks: int, item: str) -> None:
@@ -442,7 +445,8 @@ def report_long(st: Setup, chunks: int) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# load average (1 min) before: {os.getloadavg()[0]:.2f} on {len(os.sched_getaffinity(0))} cores{emulation_note()}")
+    cores = len(os.sched_getaffinity(0))
+    print(f"# load average (1 min) before: {os.getloadavg()[0]:.2f} on {cores} cores{emulation_note()}")
     st = setup(args)
     pipeline = report_pipeline(st, args.chunks)
     serial = report_serial(st, args.threads)

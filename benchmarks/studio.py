@@ -34,8 +34,9 @@ After a warm-up it drags on the video with one pointer sample every 50 ms and re
     (motionstream/stream/perf.py matmul_peak_gflops, once the server's warm-up stream is done), painted
     fps per GFLOP/s of it, and the load average.
 
---max-isa avx2 / --cores N (both modes): the run restarts capped to AVX2 and pinned to N CPUs, server and
-browser included (stream/perf.emulate_weaker_cpu): a weaker machine's studio, emulated on this one.
+--max-isa avx2 / --cores N (both modes): the run restarts with torch, MKL, oneDNN and OpenVINO capped to
+AVX2 and pinned to N CPUs, server and browser included (stream/perf.emulate_weaker_cpu): a weaker
+machine's studio, emulated on this one. Both modes wait for the server's warm-up stream first.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ async def measure(server: ServerProcess, seconds: float) -> dict:
         await c.send(type="start", image=image, prompt="benchmark")
     streamer = clients[0]
     await streamer.expect("started")
+    chunk_frames = streamer.hello["chunk_frames"]
     await asyncio.gather(*(c.pump(WARMUP_S) for c in clients))
     rss_start = server.rss_mb()
     sent: dict[int, float] = {}
@@ -110,7 +112,8 @@ async def measure(server: ServerProcess, seconds: float) -> dict:
     queued_frames = sum(len(c.frames) for c in clients[1:])
     for c in clients:
         await c.ws.close()
-    return {"fps": len(heads) / elapsed, "latency": np.array(latencies) * 1000, "gen_ms": np.array(gen),
+    return {"chunk_frames": chunk_frames,
+            "fps": len(heads) / elapsed, "latency": np.array(latencies) * 1000, "gen_ms": np.array(gen),
             "jpeg_bytes": float(np.mean(jpeg_bytes)) if jpeg_bytes else 0.0, "rss_start": rss_start,
             "rss_end": server.rss_mb(), "queued_frames": queued_frames}
 
@@ -231,7 +234,9 @@ def wait_warmed_up(server: ServerProcess, timeout_s: float = WARM_UP_TIMEOUT_S) 
     """Until the server's warm-up stream (the OpenVINO conversions) is done: the peak is measured next,
     on an idle server."""
     end = time.monotonic() + timeout_s
-    while server.health().get("warming_up") and time.monotonic() < end:
+    while server.health().get("warming_up"):
+        if time.monotonic() > end:
+            raise RuntimeError(f"the studio server still warms up after {timeout_s:.0f} s")
         time.sleep(0.2)
 
 
@@ -285,7 +290,7 @@ def report_socket(r: dict, seconds: float, shipped: bool, model: str, load0: flo
         print(f"  model                  {model}")
     print(f"  delivered fps          {r['fps']:.1f} (stream fps 16)")
     print(f"  control->frame latency {percentiles(lat)}")
-    print(f"  chunk generation       {percentiles(gen)} (chunk = 12 frames = 750 ms of video)")
+    print(f"  chunk generation       {percentiles(gen)} (chunk = {r['chunk_frames']} frames of video)")
     print(f"  JPEG per frame         {r['jpeg_bytes'] / 1024:.1f} KiB")
     print(f"  frames sent to queued clients {r['queued_frames']}")
     print(f"  server RSS             {r['rss_start']:.0f} MiB after warm-up -> {r['rss_end']:.0f} MiB at the end")
@@ -305,7 +310,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=SHIPPED_THREADS, help="the shipped server's torch threads")
     ap.add_argument("--quality", default="auto", help="--browser: the studio's quality rung (default auto, the "
                     "studio's own default: the preset's rung, stepping down while behind real time)")
-    ap.add_argument("--cache", default=None, help="--browser: the studio's cache shape cXsYwZ (default: the model's)")
+    ap.add_argument("--cache", default=None, help="--browser: the studio's cache shape cXsYwZ (default: the "
+                    "preset's studio.cache, else the model's)")
     add_emulation_args(ap)
     args = ap.parse_args()
     apply_emulation_args(ap, args)
@@ -321,6 +327,7 @@ def main() -> None:
         server = ServerProcess(Path(tmp), command)
         model = server.health().get("model", {}).get("name", "?")
         try:
+            wait_warmed_up(server)
             r = asyncio.run(measure(server, args.seconds))
         finally:
             server.stop()

@@ -297,6 +297,7 @@ class Studio:
             s.held_since = None
             s.frames.clear()
             s.frames_sent = 0
+            s.commands.clear()           # controls sent while the last stream was ending belong to it
             position = self.slot.request(s)
             s.status = "starting" if position == 0 else "queued"
             if position:

@@ -188,8 +188,8 @@ class Session:
             return False
 
     def end_stream(self, url: str | None) -> None:
-        """The stream ended (any thread): what is still queued is dropped and `stopped` counts the
-        frames that went out, so it equals what the client received."""
+        """The stream ended (any thread): what is still queued is dropped, `stopped` counts the frames
+        that went out, so it equals what the client received, and the session turns idle."""
         self._call(self._end_stream, url)
 
     # ---- loop thread only
@@ -213,6 +213,7 @@ class Session:
         self.held_since = None
         self.frames.clear()
         self._enqueue_message(protocol.server_message("stopped", frames=self.frames_sent, recording=url))
+        self.status = "idle"            # here, on the loop: a start seen from now on finds nothing of the old stream
 
     def _enqueue_message(self, text: str) -> None:
         if not self.closed:
@@ -324,6 +325,15 @@ def camera_source(stack: StreamStack, cfg: StudioConfig, path: str, strength: fl
     return LoopedTracks(conditioning_subset(ts, stack.latent_cells, stack.stream_cfg.seed, stack.tracks_cfg))
 
 
+def pacing_lead(cfg: StudioConfig, chunk_seconds: float, gen_seconds: float) -> float:
+    """Seconds of video still to play at which the worker starts the next chunk (module docstring,
+    pacing): its expected generation time x lead_safety + lead_margin_s, never more than lead_chunks
+    chunks, which bounds the latency it adds. A chunk that takes nearly its own duration to generate
+    then arrives with little to spare (jitter shows as a stalled frame), and one that takes longer
+    falls behind until the adaptive ladder steps down."""
+    return min(cfg.lead_chunks * chunk_seconds, cfg.lead_safety * gen_seconds + cfg.lead_margin_s)
+
+
 # ------------------------------------------------------------------------------- the worker
 class GenerationWorker(threading.Thread):
     """Runs the engine for whichever session holds the slot (see module docstring)."""
@@ -353,9 +363,9 @@ class GenerationWorker(threading.Thread):
         self.slot.wake()
 
     def run(self) -> None:
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
         try:
+            if self.cfg.threads:
+                torch.set_num_threads(self.cfg.threads)
             self.gen.warm_up(self.stack.width, self.stack.height)
         except Exception:              # the first stream meets the same error and reports it to its page
             log.exception("warm-up stream failed")
@@ -397,8 +407,7 @@ class GenerationWorker(threading.Thread):
         while not self.stopping and not s.closed and self.slot.is_active(s):
             if self.apply(s):
                 return                                         # stop
-            lead = min(self.cfg.lead_chunks * gen.chunk_num_frames() / fps,
-                       self.cfg.lead_safety * gen_seconds + self.cfg.lead_margin_s)
+            lead = pacing_lead(self.cfg, gen.chunk_num_frames() / fps, gen_seconds)
             if gen.paused or self.play_clock - time.monotonic() > lead:
                 s.worker_wake.wait(IDLE_POLL_S)                # paused, or far enough ahead of playback
                 s.worker_wake.clear()
@@ -459,17 +468,19 @@ class GenerationWorker(threading.Thread):
 
     def finish(self, s: Session) -> None:
         """The stream ended (stop, close, failure): recording closed, slot passed on, then the session
-        idle and told. In that order: a client that hears "stopped" (or sees the session idle) may start
-        again at once, and a start that found this session still holding the slot would be answered
-        "starting" and then lose the slot to this release (a stream that never starts)."""
+        told "stopped" and made idle, both on the loop (Session.end_stream). In that order: a start the
+        client sends once it is idle must find the slot free (one that found this session still holding
+        it was answered "starting", then lost the slot to this release: a stream that never started),
+        and must find its queue and frames no longer the old stream's (the loop clears them first)."""
         self.gen.wait()
         self.gen.paused = False
         url = self.close_recording(s)
         s.request = None
         s.commands.clear()
         self.slot.release(s)
-        s.status = "idle"
-        if not s.closed:
+        if s.closed:
+            s.status = "idle"
+        else:
             s.end_stream(url)
 
     def close_recording(self, s: Session) -> str | None:

@@ -66,8 +66,8 @@ def studio_from_args(args: argparse.Namespace) -> "Studio":  # noqa: F821 (app.s
 
     try:
         stack = load_stream_stack(args.model, args.config, vae=args.vae, tiny_decoder=args.tiny_decoder,
-                                  size=parse_size(args.size) if args.size else None, cache=args.cache or cfg.cache or None,
-                                  quality=args.quality)
+                                  size=parse_size(args.size) if args.size else None,
+                                  cache=args.cache or cfg.cache or None, quality=args.quality)
     except WeightsNotFound as err:
         hint = (" The distilled student has not shipped yet: start the studio on any streaming model folder with "
                 "--model PATH (or --model teacher once weights/teacher-tiny-cpu exists)."
@@ -104,7 +104,8 @@ def add_studio_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny-decoder", help="tiny decoder model folder (default weights/tiny-decoder-tiny-cpu)")
     p.add_argument("--size", help="video size WIDTHxHEIGHT (default: the preset's)")
     p.add_argument("--cache", help="cache shape cXsYwZ (default: the preset's studio.cache, c1s3w3 in tiny-cpu: "
-                   "one-latent-frame chunks for a quicker response to a drag; else the model's, c3s1w1)")
+                   "one-latent-frame chunks for a quicker response to a drag, measured on the shipped student; "
+                   "else the model's, c3s1w1)")
     p.add_argument("--quality", default="auto", help="quality rung (default auto: start on the preset's "
                    "stream.quality and step down its ladder while the machine falls behind real time; a rung "
                    "name such as full or 1-step pins it)")

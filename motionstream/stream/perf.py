@@ -68,7 +68,8 @@ def matmul_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = PEAK_
 # What a weaker CPU lacks, emulated on this one: each library's own cap on the instruction sets it
 # dispatches to, read once when it loads (so set before the process starts). oneDNN covers torch's and
 # OpenVINO's oneDNN kernels, OV_CPU_MAX_ISA OpenVINO's own (it must equal oneDNN's), MKL torch's matmul
-# (the peak), ATEN_CPU_CAPABILITY torch's vectorised element-wise kernels.
+# (the peak), ATEN_CPU_CAPABILITY torch's vectorised element-wise kernels. NumPy and OpenCV (the prior's
+# warp, JPEG) keep the machine's own: a small share of a chunk.
 ISA_CAP_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                         "ATEN_CPU_CAPABILITY": "avx2"}}
 EMULATED_ENV = "MOTIONSTREAM_EMULATED"    # set in the restarted process: what it emulates
@@ -93,7 +94,8 @@ def emulate_weaker_cpu(max_isa: str | None, cores: int | None) -> None:
         os.sched_setaffinity(0, available[:cores])
     env[EMULATED_ENV] = f"max_isa={max_isa or 'native'} cores={cores or 'all'}"
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    # orig_argv: the interpreter's own options and `-m module` / `-c` as given, not only the script's argv
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def emulation_note() -> str:
@@ -112,7 +114,11 @@ def add_emulation_args(ap: argparse.ArgumentParser) -> None:
 
 
 def apply_emulation_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """emulate_weaker_cpu(args.max_isa, args.cores); a bad --cores is a one-line usage error."""
+    """emulate_weaker_cpu(args.max_isa, args.cores); a bad --cores, or more --threads than --cores (threads
+    would share a CPU: not a weaker machine, a busier one), is a one-line usage error."""
+    threads = getattr(args, "threads", None)
+    if args.cores is not None and threads and threads > args.cores:
+        ap.error(f"--threads {threads} on --cores {args.cores}: pass --threads {args.cores} (or fewer)")
     try:
         emulate_weaker_cpu(args.max_isa, args.cores)
     except ValueError as err:

@@ -504,34 +504,49 @@ def test_the_worker_reports_warming_up_until_its_warm_up_stream_ends_even_a_fail
     assert not worker.is_alive()
 
 
-def test_a_finished_stream_frees_the_slot_before_its_client_may_start_again():
-    """GenerationWorker.finish releases the slot before the session turns idle or is told "stopped": a
-    start sent the moment the client hears it must get the slot (it once found the slot still held,
-    was answered "starting", then lost the slot to the release and never started)."""
+def test_a_finished_stream_frees_the_slot_before_its_client_may_start_again(tmp_path):
+    """GenerationWorker.finish releases the slot, then the loop sends "stopped" and makes the session
+    idle: a start sent from then on gets the slot (one that found the slot still held was answered
+    "starting", then lost the slot to the release and never started), and a start clears controls
+    that arrived while the old stream ended (a queued stop would end the new stream at once)."""
     from types import SimpleNamespace
 
-    from motionstream.app.session import GenerationWorker, StreamSlot
+    from motionstream.app.server import Studio
+    from motionstream.app.session import GenerationWorker, Session, StreamSlot, StudioConfig
 
-    slot = StreamSlot()
-    seen = []
+    loop = asyncio.new_event_loop()
+    try:
+        s = Session("s0", loop, StudioConfig(), tmp_path)
+        slot = StreamSlot()
+        s.request, s.status = {"image": "x"}, "streaming"
+        assert slot.request(s) == 0
+        worker = GenerationWorker.__new__(GenerationWorker)     # no engine: only finish()'s bookkeeping
+        worker.slot, worker.gen = slot, SimpleNamespace(wait=lambda: None, paused=False)
+        worker.finish(s)
+        assert slot.active is None and s.status == "streaming"  # freed; the loop has not told the client yet
+        s.add_command({"type": "stop"})                          # the client's stop, crossing the end
+        loop.run_until_complete(asyncio.sleep(0))
+        assert s.status == "idle" and json.loads(s.messages[-1])["type"] == "stopped"
+        studio = Studio.__new__(Studio)                          # only the start handler's bookkeeping
+        studio.slot, studio.media = slot, SimpleNamespace(has_image=lambda image: True)
+        studio.worker = SimpleNamespace(warming_up=False)
+        studio.handle(s, {"type": "start", "image": "x"})
+        assert slot.active is s and s.status == "starting" and not s.commands
+        s.close()
+    finally:
+        loop.close()
 
-    class Finished(SimpleNamespace):
-        def __setattr__(self, name, value):
-            if name == "status" and value == "idle":
-                seen.append(("idle", slot.active is self))
-            super().__setattr__(name, value)
 
-        def end_stream(self, url):
-            seen.append(("stopped", slot.active is self))
-            assert slot.request(self) == 0                  # the client starts again at once ...
+def test_pacing_lead_covers_generation_and_transport_within_the_cap():
+    """The worker starts the next chunk when the video still to play drops below lead_safety x the
+    expected generation time + lead_margin_s (so the chunk arrives before playback runs dry), but
+    never more than lead_chunks chunks ahead (that lead is latency a drag waits through)."""
+    from motionstream.app.session import StudioConfig, pacing_lead
 
-    s = Finished(request={}, commands=[], closed=False, recorder=None, status="streaming")
-    assert slot.request(s) == 0
-    worker = GenerationWorker.__new__(GenerationWorker)         # no engine: only finish()'s bookkeeping
-    worker.slot, worker.gen = slot, SimpleNamespace(wait=lambda: None, paused=False)
-    worker.finish(s)
-    assert seen == [("idle", False), ("stopped", False)]
-    assert slot.active is s                                     # ... and holds the slot for its new stream
+    cfg = StudioConfig(lead_chunks=1.0, lead_safety=1.5, lead_margin_s=0.05)
+    assert pacing_lead(cfg, chunk_seconds=0.25, gen_seconds=0.04) == pytest.approx(0.11)
+    assert pacing_lead(cfg, chunk_seconds=0.25, gen_seconds=0.2) == pytest.approx(0.25)     # capped
+    assert pacing_lead(StudioConfig(lead_margin_s=0.0), 0.75, 0.1) == pytest.approx(0.15)
 
 
 def test_uploads_over_http(server):

@@ -268,10 +268,12 @@ def test_emulating_a_weaker_cpu_restarts_the_command_capped_and_pinned(tmp_path)
         print("started", flush=True)
         emulate_weaker_cpu("avx2", 1)
         import openvino as ov
+        import torch
         caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         print(json.dumps({"cores": len(os.sched_getaffinity(0)), "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                           "openvino": os.environ.get("OV_CPU_MAX_ISA"), "note": emulation_note(),
-                          "bf16": "BF16" in caps, "argv": sys.argv[1:]}))
+                          "bf16": "BF16" in caps, "argv": sys.argv[1:],
+                          "torch": torch.backends.cpu.get_cpu_capability()}))
     """))
     env = {k: v for k, v in os.environ.items() if k != perf.EMULATED_ENV}
     out = subprocess.run([sys.executable, str(probe), "--chunks", "3"], capture_output=True, text=True,
@@ -281,4 +283,5 @@ def test_emulating_a_weaker_cpu_restarts_the_command_capped_and_pinned(tmp_path)
     assert lines[:2] == ["started", "started"]            # restarted exactly once
     got = json.loads(lines[-1])
     assert got["cores"] == 1 and got["onednn"] == got["openvino"] == "AVX2" and not got["bf16"]
+    assert got["torch"] in ("AVX2", "DEFAULT")             # torch's kernels capped too (DEFAULT: no AVX2 at all)
     assert got["argv"] == ["--chunks", "3"] and "max_isa=avx2 cores=1" in got["note"]
