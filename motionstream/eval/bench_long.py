@@ -36,6 +36,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from motionstream.app.config import StudioConfig
 from motionstream.config import section, video_config
 from motionstream.eval.benchmarks import (BenchmarkContext, Table, benchmark, missing_weights,
                                           require_module)
@@ -54,6 +55,7 @@ REFERENCE_ROW = "forward warp (no model)"
 class LongBenchConfig:
     """Section `eval_long` of a preset (defaults when absent)."""
 
+    # (+ the preset's studio.cache, the shape the studio streams, when it is not among them: long_bench_config)
     configurations: list[str] = field(default_factory=lambda: ["c3s1w1", "c3s0w1", "c1s1w1", "c3s0w6", "c3s1w1-r6"])
     horizon_multiple: int = 10        # stream length = this x the training horizon (paper: >= 10x)
     quick_horizon_multiple: int = 2   # --quick (CI): short streams that still roll the cache (3x took 403 s
@@ -62,6 +64,16 @@ class LongBenchConfig:
     full_clips: int = 20              # scenes in a full run (each 10 clips long, x 5 configurations; ~30 min
                                       # on 2 cores): on 6 scenes the last tenth's mean EPE swung with one scene
     reliable_px: float = 1.0          # a point counts as reliable when the tracker follows it this well on the truth
+
+
+def long_bench_config(cfg: dict[str, Any]) -> LongBenchConfig:
+    """Section `eval_long` of the preset, its configurations followed by the studio's cache shape
+    (studio.cache; tiny-cpu: c1s3w3) when that is not among them: the streams users watch drift too."""
+    lcfg = section(cfg, "eval_long", LongBenchConfig)
+    studio = section(cfg, "studio", StudioConfig).cache if cfg.get("studio") else ""
+    if studio and studio not in lcfg.configurations:
+        lcfg = replace(lcfg, configurations=[*lcfg.configurations, studio])
+    return lcfg
 
 
 def stream_config(base, name: str):
@@ -318,7 +330,7 @@ def run_long(ctx: BenchmarkContext) -> None:
     c3s1w1, c3s0w1, c1s1w1, c3s0w6 and c3s1w1 with sink refresh every 6 chunks. PSNR per tenth;
     EPE re-tracked per tenth from the points visible at its start (reliable points: those the
     tracker follows within 1 px on the ground truth). Drift = last tenth minus first tenth."""
-    lcfg = section(ctx.cfg, "eval_long", LongBenchConfig)
+    lcfg = long_bench_config(ctx.cfg)
     gen, meta = load_student_stream(ctx)
     horizon = training_horizon_frames(meta, ctx.cfg, ctx.eval_cfg.num_frames, gen.temporal_factor)
     multiple = lcfg.quick_horizon_multiple if ctx.quick else lcfg.horizon_multiple

@@ -26,6 +26,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from motionstream.app.config import StudioConfig
 from motionstream.config import section, video_config
 from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
                                           require_module)
@@ -34,6 +35,7 @@ from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
 from motionstream.scoring.baselines import BASELINES
 from motionstream.scoring.track_following import GenerateFn, TrackFollowingEval
+from motionstream.diffusion.student import parse_cache_name
 from motionstream.stream.engine import StreamConfig
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
@@ -154,11 +156,24 @@ def rung_methods(ctx: BenchmarkContext) -> list[Method]:
                    f"the shipped student on quality rung {rung}") for rung in stream.rungs if rung != stream.quality]
 
 
+def studio_methods(ctx: BenchmarkContext) -> list[Method]:
+    """A row of the shipped student streamed as the studio streams it, when the preset gives the studio a
+    cache shape of its own (studio.cache; tiny-cpu: c1s3w3, 4-frame chunks so a drag shows sooner)."""
+    cache = section(ctx.cfg, "studio", StudioConfig).cache if ctx.cfg.get("studio") else ""
+    if not cache:
+        return []
+    chunk, sink, window = parse_cache_name(cache)
+    return [Method(f"{STUDENT_METHOD} studio {cache}",
+                   _student_factory(chunk_frames=chunk, sink_chunks=sink, window_chunks=window),
+                   (VAE_WEIGHTS, TINY_WEIGHTS), f"the shipped student streamed as the studio does ({cache})")]
+
+
 def methods_for(ctx: BenchmarkContext) -> list[Method]:
     """The registered methods, one row per quality rung of the streaming engine other than the
-    preset's (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), then one row per
-    folder in eval.compare_students (a candidate and the student it would replace, scored in the same run)."""
-    extra = rung_methods(ctx)
+    preset's (stream.quality_ladder: what `--quality RUNG` and the studio's adaptive mode trade), one row of the
+    studio's cache shape (studio_methods), then one row per folder in eval.compare_students (a candidate and the
+    student it would replace, scored in the same run)."""
+    extra = rung_methods(ctx) + studio_methods(ctx)
     extra += [Method(f"student {Path(w).parent.name + '/' if Path(w).name == 'student' else ''}{Path(w).name}",
                     _student_factory(w), (VAE_WEIGHTS, TINY_WEIGHTS), f"the student in {w}")
              for w in ctx.eval_cfg.compare_students]

@@ -200,6 +200,7 @@ def test_transfer_benchmark_rows(tmp_path, monkeypatch):
     methods["broken"] = bench_transfer.Method("broken", broken)
     monkeypatch.setattr(bench_transfer, "METHODS", methods)   # the real models would be slow here
     monkeypatch.setattr(bench_transfer, "rung_methods", lambda ctx: [])    # (the student's quality rungs too)
+    monkeypatch.setattr(bench_transfer, "studio_methods", lambda ctx: [])  # (and its studio row)
     res = run_benchmark("transfer", quick=True, out_root=tmp_path / "out", config=small_config(tmp_path))
     assert res.status == "ok", res.reason
     # the real clips live in ../shared/media beside the checkout; a bare clone has only the world
@@ -235,6 +236,7 @@ def test_drag_benchmark_rows(tmp_path, monkeypatch):
     methods["broken"] = bench_transfer.Method("broken", broken)
     monkeypatch.setattr(bench_transfer, "METHODS", methods)
     monkeypatch.setattr(bench_transfer, "rung_methods", lambda ctx: [])    # the real student would be slow here
+    monkeypatch.setattr(bench_transfer, "studio_methods", lambda ctx: [])
     import motionstream.eval.bench_drag as bench_drag
 
     res = run_benchmark("drag", quick=True, out_root=tmp_path / "out", clips=2)
@@ -255,3 +257,23 @@ def test_drag_benchmark_rows(tmp_path, monkeypatch):
     rows = {r[0]: r for r in res.tables[0].rows}
     assert rows["broken"][1] == "failed" and "ground truth (tracker floor)" in rows
     assert "sheet.png" in res.plots and res.summary
+
+
+def test_the_studios_cache_shape_gets_its_own_rows():
+    """tiny-cpu gives the studio a cache shape of its own (studio.cache: c1s3w3): transfer and drag score the
+    shipped student streamed that way in a row of its own, and `long` streams it too; a preset without a
+    studio section adds nothing."""
+    from types import SimpleNamespace
+
+    from motionstream.config import load_config
+    from motionstream.eval import bench_long, bench_transfer
+
+    cfg = load_config("tiny-cpu")
+    rows = bench_transfer.studio_methods(SimpleNamespace(cfg=cfg))
+    assert [m.name for m in rows] == ["student studio c1s3w3"]
+    assert bench_long.long_bench_config(cfg).configurations[-1] == "c1s3w3"
+    plain = {k: v for k, v in cfg.items() if k != "studio"}
+    assert bench_transfer.studio_methods(SimpleNamespace(cfg=plain)) == []
+    assert "c1s3w3" not in bench_long.long_bench_config(plain).configurations
+    both = {**cfg, "eval_long": {"configurations": ["c1s3w3", "c3s1w1"]}}     # already there: not twice
+    assert bench_long.long_bench_config(both).configurations == ["c1s3w3", "c3s1w1"]

@@ -62,7 +62,8 @@ def test_long_benchmark_structure(tmp_path, monkeypatch, model_folders):
     wire(monkeypatch, bench_long, "long", model_folders, STUDENT_WEIGHTS="student", VAE_WEIGHTS="vae",
          TINY_WEIGHTS="tiny")
     cfg = small_config(tmp_path, eval_long={"configurations": CONFIGS, "quick_horizon_multiple": 4,
-                                            "num_windows": 4})
+                                            "num_windows": 4},
+                       studio={"cache": ""})          # only CONFIGS (tiny-cpu's studio shape would add a row)
     res = run_benchmark("long", quick=True, out_root=tmp_path / "out", config=cfg)
     assert res.status == "ok", res.reason
     assert res.raw["horizon_frames"] == 9 and res.raw["num_frames"] == 36      # 4 x (1 + 4 * (3 - 1)): 4 chunks of c3
