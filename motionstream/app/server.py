@@ -250,6 +250,7 @@ class Studio:
         self.sessions: dict[str, Session] = {}
         self.root = Path(self.cfg.record_dir)
         self.worker = GenerationWorker(stack, self.slot, self.cfg, self.media, self.hub.publish_threadsafe)
+        self.slot.starting_fields = lambda: {"warming_up": self.worker.warming_up}
 
     # ---- auth
     def authorized(self, conn: Any) -> bool:
@@ -303,8 +304,7 @@ class Studio:
             if position:
                 s.send(protocol.server_message("queued", position=position, ahead=position))
             else:
-                s.send(protocol.server_message("state", status="starting", position=0,
-                                               warming_up=self.worker.warming_up))
+                s.send(self.slot.starting_message())
         elif kind == "stop":
             if s.status == "queued":
                 self.slot.release(s)

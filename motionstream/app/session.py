@@ -251,6 +251,12 @@ class StreamSlot:
         self.cond = threading.Condition()
         self.active: Session | None = None
         self.waiting: list[Session] = []
+        # fields of every "starting" state message (the server's: whether its warm-up still runs)
+        self.starting_fields: Callable[[], dict[str, Any]] = dict
+
+    def starting_message(self) -> str:
+        """The `state` message of a session that just got the slot."""
+        return protocol.server_message("state", status="starting", position=0, **self.starting_fields())
 
     def request(self, s: Session) -> int:
         """0 = s generates now; k > 0 = k-th in the queue."""
@@ -279,7 +285,7 @@ class StreamSlot:
             self.cond.notify_all()
         if promoted is not None:
             promoted.status = "starting"
-            promoted.send(protocol.server_message("state", status="starting", position=0))
+            promoted.send(self.starting_message())
         for k, w in enumerate(waiting):
             w.send(protocol.server_message("queued", position=k + 1, ahead=k + 1))
 

@@ -332,11 +332,13 @@ def test_latest_wins_queue_and_slot_order(tmp_path):
         assert [slot.request(s) for s in sessions] == [0, 1, 2, 3]
         slot.release(sessions[2])                       # a queued tab closes: the ones behind move up
         assert slot.waiting == [sessions[1], sessions[3]]
+        slot.starting_fields = lambda: {"warming_up": True}      # (the server's: its warm-up still runs)
         slot.release(sessions[0])                       # the streaming tab closes: the next one runs at once
         assert slot.active is sessions[1] and slot.waiting == [sessions[3]]
         loop.run_until_complete(asyncio.sleep(0))
         assert json.loads(sessions[3].messages[-1]) == {"type": "queued", "position": 1, "ahead": 1}
-        assert json.loads(sessions[1].messages[-1])["status"] == "starting"
+        promoted = json.loads(sessions[1].messages[-1])
+        assert promoted["status"] == "starting" and promoted["warming_up"] is True
         for s in sessions:
             s.close()
         assert not any(s.dir.exists() for s in sessions)
@@ -529,7 +531,6 @@ def test_a_finished_stream_frees_the_slot_before_its_client_may_start_again(tmp_
         assert s.status == "idle" and json.loads(s.messages[-1])["type"] == "stopped"
         studio = Studio.__new__(Studio)                          # only the start handler's bookkeeping
         studio.slot, studio.media = slot, SimpleNamespace(has_image=lambda image: True)
-        studio.worker = SimpleNamespace(warming_up=False)
         studio.handle(s, {"type": "start", "image": "x"})
         assert slot.active is s and s.status == "starting" and not s.commands
         s.close()
