@@ -70,7 +70,7 @@ def long_bench_config(cfg: dict[str, Any]) -> LongBenchConfig:
     """Section `eval_long` of the preset, its configurations followed by the studio's cache shape
     (studio.cache; tiny-cpu: c1s3w3) when that is not among them: the streams users watch drift too."""
     lcfg = section(cfg, "eval_long", LongBenchConfig)
-    studio = section(cfg, "studio", StudioConfig).cache if cfg.get("studio") else ""
+    studio = section(cfg, "studio", StudioConfig).cache
     if studio and studio not in lcfg.configurations:
         lcfg = replace(lcfg, configurations=[*lcfg.configurations, studio])
     return lcfg

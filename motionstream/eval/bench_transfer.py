@@ -28,6 +28,7 @@ import numpy as np
 
 from motionstream.app.config import StudioConfig
 from motionstream.config import section, video_config
+from motionstream.diffusion.student import parse_cache_name
 from motionstream.eval.benchmarks import (BenchmarkContext, NotAvailable, Table, benchmark, missing_weights,
                                           require_module)
 from motionstream.models.checkpoints import WeightsNotFound
@@ -35,7 +36,6 @@ from motionstream.models.codec import load_codec
 from motionstream.models.text import load_text_encoder
 from motionstream.scoring.baselines import BASELINES
 from motionstream.scoring.track_following import GenerateFn, TrackFollowingEval
-from motionstream.diffusion.student import parse_cache_name
 from motionstream.stream.engine import StreamConfig
 
 MethodFactory = Callable[[BenchmarkContext], GenerateFn]
@@ -159,7 +159,7 @@ def rung_methods(ctx: BenchmarkContext) -> list[Method]:
 def studio_methods(ctx: BenchmarkContext) -> list[Method]:
     """A row of the shipped student streamed as the studio streams it, when the preset gives the studio a
     cache shape of its own (studio.cache; tiny-cpu: c1s3w3, 4-frame chunks so a drag shows sooner)."""
-    cache = section(ctx.cfg, "studio", StudioConfig).cache if ctx.cfg.get("studio") else ""
+    cache = section(ctx.cfg, "studio", StudioConfig).cache
     if not cache:
         return []
     chunk, sink, window = parse_cache_name(cache)
